@@ -1,0 +1,165 @@
+"""Training configuration: one dataclass with commented defaults (the paper's settings).
+
+A config file (YAML or JSON) is parsed as data with ``yaml.safe_load``/``json.load``, never
+executed. Precedence: dataclass defaults < ``--config`` file < command-line options.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from training.data import PREPROCESSORS
+from training.losses import GAN_MODES
+from training.networks import DISCRIMINATORS, GENERATORS, NORMS
+
+
+class ConfigError(ValueError):
+    """An invalid configuration value or file; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # --- data -------------------------------------------------------------------------------
+    dataroot: str = ""                  # folder holding trainA/ and trainB/
+    domain_a: str = "A"                 # human names of the two domains (go into ONNX metadata)
+    domain_b: str = "B"
+    preprocess: str = "resize_and_crop"  # resize_and_crop | crop | scale_width |
+                                        # scale_width_and_crop | none
+    load_size: int = 286                # resize to this (bicubic) before the random crop
+    crop_size: int = 256                # random crop size fed to the networks
+    no_flip: bool = False               # True disables the random horizontal flip
+    batch_size: int = 1                 # per process; the paper uses 1
+    num_workers: int = 4                # DataLoader worker processes (0 = load in-process)
+    max_dataset_size: int = 0           # use at most this many images per domain (0 = all)
+    # --- networks ---------------------------------------------------------------------------
+    generator: str = "resnet_9blocks"   # resnet_9blocks | resnet_6blocks | unet_256 | unet_128
+    ngf: int = 64                       # generator filters in the first conv layer
+    discriminator: str = "basic"        # basic (70x70 PatchGAN) | n_layers | pixel
+    ndf: int = 64                       # discriminator filters in the first conv layer
+    n_layers_d: int = 3                 # only for discriminator "n_layers"
+    norm: str = "instance"              # instance | batch | none
+    dropout: bool = False               # dropout in the generator (official --no_dropout off)
+    init_gain: float = 0.02             # weights ~ N(0, init_gain)
+    input_nc: int = 3
+    output_nc: int = 3
+    # --- objective (paper names: G = G_AB, F = G_BA, D_X = D_A, D_Y = D_B) -------------------
+    gan_mode: str = "lsgan"             # lsgan (least squares) | vanilla (BCE with logits)
+    lambda_a: float = 10.0              # cycle loss weight A -> B -> A
+    lambda_b: float = 10.0              # cycle loss weight B -> A -> B
+    lambda_identity: float = 0.5        # identity loss weight, relative to lambda_a/lambda_b
+    pool_size: int = 50                 # history of generated images shown to D (0 = none)
+    # --- optimisation -----------------------------------------------------------------------
+    lr: float = 2e-4                    # Adam learning rate for G and for D
+    beta1: float = 0.5
+    beta2: float = 0.999
+    n_epochs: int = 100                 # epochs at the initial learning rate
+    n_epochs_decay: int = 100           # epochs of linear decay to zero
+    max_steps: int = 0                  # stop after this many optimisation steps (0 = no cap)
+    # --- run --------------------------------------------------------------------------------
+    seed: int = 0
+    device: str = "auto"                # auto | cpu | cuda | cuda:N
+    bf16: bool = False                  # bfloat16 autocast for the forward passes
+    log_every: int = 100                # steps between JSONL loss records
+    sample_every: int = 500             # steps between sample grids (0 = only at the end)
+    num_samples: int = 4                # images per domain in a sample grid
+    checkpoint_every: int = 1000        # steps between history checkpoints (0 = only latest)
+    keep_checkpoints: int = 5           # history checkpoints kept (0 = all)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return validate(replace(self, **changes))
+
+
+# Options that may change when a run is resumed; everything else is fixed by the checkpoint.
+RESUMABLE_OPTIONS = frozenset({
+    "dataroot", "n_epochs", "n_epochs_decay", "max_steps", "device", "num_workers", "log_every",
+    "sample_every", "checkpoint_every", "keep_checkpoints", "num_samples", "bf16",
+})
+
+
+def validate(config: TrainConfig) -> TrainConfig:
+    """Raise :class:`ConfigError` for the first invalid value; return the config unchanged."""
+    choices = {
+        "generator": GENERATORS, "discriminator": DISCRIMINATORS, "norm": NORMS,
+        "gan_mode": GAN_MODES, "preprocess": PREPROCESSORS,
+    }
+    for name, allowed in choices.items():
+        value = getattr(config, name)
+        if value not in allowed:
+            raise ConfigError(f"{name}: {value!r} is not one of {', '.join(allowed)}")
+    positive = ("ngf", "ndf", "load_size", "crop_size", "batch_size", "input_nc", "output_nc")
+    for name in positive:
+        if getattr(config, name) <= 0:
+            raise ConfigError(f"{name}: must be positive, got {getattr(config, name)}")
+    non_negative = ("num_workers", "n_epochs", "n_epochs_decay", "max_steps", "pool_size",
+                    "max_dataset_size", "log_every", "sample_every", "checkpoint_every",
+                    "keep_checkpoints", "num_samples")
+    for name in non_negative:
+        if getattr(config, name) < 0:
+            raise ConfigError(f"{name}: must be >= 0, got {getattr(config, name)}")
+    if config.n_epochs + config.n_epochs_decay == 0 and config.max_steps == 0:
+        raise ConfigError("nothing to train: n_epochs, n_epochs_decay and max_steps are all 0")
+    if config.preprocess == "resize_and_crop" and config.crop_size > config.load_size:
+        raise ConfigError(
+            f"crop_size {config.crop_size} is larger than load_size {config.load_size}")
+    if config.batch_size > 1 and config.preprocess in ("scale_width", "none"):
+        raise ConfigError(
+            f"preprocess {config.preprocess!r} keeps each image's own size, so batch_size must be "
+            "1; use a cropping mode (resize_and_crop, crop, scale_width_and_crop) to batch")
+    if config.lambda_identity > 0 and config.input_nc != config.output_nc:
+        raise ConfigError("lambda_identity > 0 needs input_nc == output_nc (set it to 0)")
+    return config
+
+
+def from_dict(values: dict[str, Any], base: TrainConfig | None = None) -> TrainConfig:
+    """Build a config from plain values (unknown keys and wrong types are errors)."""
+    base = base or TrainConfig()
+    types = {f.name: type(getattr(base, f.name)) for f in fields(TrainConfig)}
+    unknown = sorted(set(values) - set(types))
+    if unknown:
+        raise ConfigError(f"unknown option(s): {', '.join(unknown)}")
+    converted: dict[str, Any] = {}
+    for key, value in values.items():
+        expected = types[key]
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            raise ConfigError(
+                f"{key}: expected {expected.__name__}, got {type(value).__name__} {value!r}")
+        converted[key] = value
+    return validate(replace(base, **converted))
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML or JSON config file as plain data (safe_load: no objects, no code)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        first = str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: not valid {path.suffix.lstrip('.') or 'YAML'}: {first}") \
+            from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of option names to values")
+    return data
+
+
+def save_config(config: TrainConfig, path: str | Path) -> None:
+    """Write the resolved config as YAML (atomic: temp file then rename)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")
+    tmp.replace(path)

@@ -1,0 +1,145 @@
+"""Read generator weights in the official pretrained layout (``latest_net_G.pth``).
+
+Official files are a raw ``state_dict``. Files saved by older PyTorch versions also carry
+``running_mean``/``running_var``/``num_batches_tracked`` for InstanceNorm layers that have no
+such buffers today, and files saved from ``DataParallel`` prefix every key with ``module.``.
+The architecture is not stored, so it is read back from the key names and tensor shapes and
+then proven by building the network and matching every key and shape.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from training.checkpoint import CheckpointError, load_torch_file
+from training.networks import GeneratorSpec, build_generator
+
+_NORM_BUFFER_SUFFIXES = (".running_mean", ".running_var", ".num_batches_tracked")
+
+
+def strip_module_prefix(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Remove the ``module.`` prefix that ``DataParallel`` adds to every key."""
+    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
+
+
+def _norm_has_affine(state: Mapping[str, torch.Tensor], prefix: str) -> bool:
+    return f"{prefix}.weight" in state and state[f"{prefix}.weight"].dim() == 1
+
+
+def _infer_resnet(state: Mapping[str, torch.Tensor]) -> GeneratorSpec:
+    first = state["model.1.weight"]  # c7s1 conv: (ngf, input_nc, 7, 7)
+    blocks = sorted({int(m.group(1)) for k in state if (m := re.match(r"model\.(\d+)\.conv_block", k))})
+    dropout = any(".conv_block.6.weight" in k for k in state)
+    last_conv = max(
+        (int(m.group(1)) for k in state if (m := re.fullmatch(r"model\.(\d+)\.weight", k))),
+    )
+    norm = "batch" if _norm_has_affine(state, "model.2") else (
+        "instance" if "model.1.bias" in state else "none")
+    return GeneratorSpec(
+        family="resnet", ngf=int(first.shape[0]), n_blocks=len(blocks), norm=norm,
+        dropout=dropout, input_nc=int(first.shape[1]),
+        output_nc=int(state[f"model.{last_conv}.weight"].shape[0]),
+    )
+
+
+def _infer_unet(state: Mapping[str, torch.Tensor]) -> GeneratorSpec:
+    first = state["model.model.0.weight"]  # outermost downconv: (ngf, input_nc, 4, 4)
+    # Every inner level has its downconv at ".model.1.weight" under a chain of submodules.
+    inner_levels = [k for k in state if re.fullmatch(r"model\.model\.1(\.model\.3)*\.model\.1\.weight", k)]
+    out = state["model.model.3.weight"]  # outermost upconv: (ngf * 2, output_nc, 4, 4)
+    norm = "batch" if _norm_has_affine(state, "model.model.1.model.2") else (
+        "instance" if "model.model.1.model.1.bias" in state else "none")
+    return GeneratorSpec(
+        family="unet", ngf=int(first.shape[0]), num_downs=1 + len(inner_levels), norm=norm,
+        input_nc=int(first.shape[1]), output_nc=int(out.shape[1]),
+    )
+
+
+def infer_generator_spec(state: Mapping[str, torch.Tensor]) -> GeneratorSpec:
+    """Read family, ngf, blocks/depth, norm, dropout and channels from an official state_dict.
+
+    ``state`` must already be cleaned (see :func:`clean_generator_state`). Raises ``ValueError``
+    for a state_dict that is neither an official ResNet nor U-Net generator.
+    """
+    if "model.1.weight" in state and any(".conv_block." in k for k in state):
+        return _infer_resnet(state)
+    if "model.model.0.weight" in state and "model.model.3.weight" in state:
+        return _infer_unet(state)
+    sample = ", ".join(list(state)[:3]) or "no keys"
+    raise ValueError(f"not a CycleGAN ResNet or U-Net generator (keys: {sample}, ...)")
+
+
+def clean_generator_state(state: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """Strip ``module.`` and drop stale InstanceNorm buffers; keep BatchNorm statistics.
+
+    A ``running_mean`` belongs to a BatchNorm layer only when the same layer also has an affine
+    ``weight``; otherwise it is a leftover of an old InstanceNorm and is unused.
+    """
+    if not isinstance(state, Mapping) or not state:
+        raise ValueError("not a state_dict (expected a non-empty mapping of names to tensors)")
+    flat = strip_module_prefix(state)
+    bad = [k for k, v in flat.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise ValueError(f"not a state_dict: entry {bad[0]!r} is not a tensor")
+    cleaned = {}
+    for key, value in flat.items():
+        if key.endswith(_NORM_BUFFER_SUFFIXES):
+            layer = key.rsplit(".", 1)[0]
+            if not _norm_has_affine(flat, layer):
+                continue
+        cleaned[key] = value
+    return cleaned
+
+
+def resolve_generator(
+    state: Mapping[str, Any], overrides: Mapping[str, Any] | None = None
+) -> tuple[GeneratorSpec, dict[str, torch.Tensor]]:
+    """Infer the spec of a raw generator state_dict, apply explicit overrides, prove it fits.
+
+    Returns ``(spec, cleaned_state)``; the state loads into ``build_generator(spec)`` strictly.
+    Raises ``ValueError`` naming the mismatch when the weights and the spec disagree.
+    """
+    cleaned = clean_generator_state(state)
+    spec = infer_generator_spec(cleaned)
+    if overrides:
+        spec = replace(spec, **{k: v for k, v in overrides.items() if v is not None})
+    expected = build_generator(spec).state_dict()
+    missing = [k for k in expected if k not in cleaned]
+    unexpected = [k for k in cleaned if k not in expected]
+    wrong = [k for k in expected if k in cleaned and expected[k].shape != cleaned[k].shape]
+    if missing or unexpected or wrong:
+        details = []
+        if missing:
+            details.append(f"{len(missing)} missing key(s) e.g. {missing[0]}")
+        if unexpected:
+            details.append(f"{len(unexpected)} unexpected key(s) e.g. {unexpected[0]}")
+        if wrong:
+            k = wrong[0]
+            details.append(f"shape of {k} is {tuple(cleaned[k].shape)}, "
+                           f"{spec.name} expects {tuple(expected[k].shape)}")
+        raise ValueError(f"weights do not fit {spec.name} (ngf {spec.ngf}): " + "; ".join(details))
+    return spec, cleaned
+
+
+def load_pretrained_generator(
+    path: str | Path, overrides: Mapping[str, Any] | None = None
+) -> tuple[torch.nn.Module, GeneratorSpec]:
+    """Load an official pretrained generator file into an eval-mode network on the CPU.
+
+    ``overrides`` (e.g. ``{"ngf": 64, "dropout": True}``) win over what the file implies.
+    Raises :class:`CheckpointError` with the file name and the reason on any failure.
+    """
+    state = load_torch_file(path)
+    try:
+        spec, cleaned = resolve_generator(state, overrides)
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    net = build_generator(spec)
+    net.load_state_dict(cleaned, strict=True)
+    return net.eval(), spec

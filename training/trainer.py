@@ -1,0 +1,277 @@
+"""The training loop: data, steps, logs, sample grids and checkpoints in a run folder.
+
+Run folder layout::
+
+    RUN_DIR/config.yaml               the resolved configuration
+    RUN_DIR/loss_log.jsonl            one JSON record per ``log_every`` steps
+    RUN_DIR/samples/step_XXXXXXX.png  sample grids
+    RUN_DIR/checkpoints/latest.pt     newest checkpoint (always complete: atomic writes)
+    RUN_DIR/checkpoints/step_XXXXXXX.pt  periodic history
+
+Under ``torchrun`` every process trains on its shard; only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from training import __version__
+from training.checkpoint import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_VERSION,
+    CheckpointError,
+    atomic_torch_save,
+)
+from training.config import TrainConfig, save_config
+from training.data import Preprocess, UnpairedDataset, UnpairedSampler
+from training.distributed import DistContext, barrier, gather_objects, init_distributed, shutdown
+from training.model import CycleGANNetworks, CycleGANStep
+from training.samples import load_fixed_views, sample_grid, save_png_atomic
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    step: int
+    epoch: int
+    checkpoint: Path | None
+    last_losses: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class _Position:
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+
+
+def _wrap_ddp(nets: CycleGANNetworks, ctx: DistContext) -> CycleGANNetworks:
+    if not ctx.enabled:
+        return nets
+    device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+
+    def wrap(net: torch.nn.Module) -> torch.nn.Module:
+        return DistributedDataParallel(net, device_ids=device_ids)
+
+    return CycleGANNetworks(wrap(nets.g_ab), wrap(nets.g_ba), wrap(nets.d_a), wrap(nets.d_b),
+                            nets.spec_ab, nets.spec_ba)
+
+
+class Trainer:
+    """Owns one training run; ``run()`` trains until the schedule or ``max_steps`` ends."""
+
+    def __init__(self, config: TrainConfig, run_dir: str | Path,
+                 resume_from: dict[str, Any] | None = None, progress: bool = True,
+                 ctx: DistContext | None = None) -> None:
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.ctx = ctx or init_distributed(config.device)
+        self.progress = progress and self.ctx.is_main
+        torch.manual_seed(config.seed)  # network init; data randomness has its own generators
+        self.nets = CycleGANNetworks.build(config, self.ctx.device)
+        self.step_fn = CycleGANStep(config, self.nets, _wrap_ddp(self.nets, self.ctx),
+                                    self.ctx.device, pool_seed=config.seed * 7919 + 2 * self.ctx.rank)
+        self.pos = _Position()
+        multiple = self.nets.spec_ab.size_multiple
+        self.dataset = UnpairedDataset(
+            config.dataroot,
+            Preprocess(config.preprocess, config.load_size, config.crop_size, not config.no_flip,
+                       multiple),
+            config.max_dataset_size,
+        )
+        self.sampler = UnpairedSampler(len(self.dataset.files_a), len(self.dataset.files_b),
+                                       seed=config.seed, rank=self.ctx.rank,
+                                       world_size=self.ctx.world_size)
+        if resume_from is not None:
+            self._restore(resume_from)
+
+    # ---- schedule ------------------------------------------------------------------------
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(self.sampler.samples_per_epoch / self.config.batch_size)
+
+    @property
+    def total_steps(self) -> int:
+        epochs = self.config.n_epochs + self.config.n_epochs_decay
+        scheduled = epochs * self.steps_per_epoch if epochs else 0
+        if self.config.max_steps:
+            return min(scheduled, self.config.max_steps) if scheduled else self.config.max_steps
+        return scheduled
+
+    def _finished(self) -> bool:
+        return self.pos.step >= self.total_steps
+
+    # ---- main loop -----------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        cfg = self.config
+        if self.ctx.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.run_dir / "config.yaml")
+            self._trim_log()
+            fixed_a = load_fixed_views(self.dataset.files_a, cfg.num_samples, cfg.crop_size)
+            fixed_b = load_fixed_views(self.dataset.files_b, cfg.num_samples, cfg.crop_size)
+        bar = tqdm(total=self.total_steps, initial=self.pos.step, unit="step",
+                   disable=not self.progress, dynamic_ncols=True, smoothing=0.1)
+        losses: dict[str, float] = {}
+        checkpoint: Path | None = None
+        saved_at = -1
+        started, steps_at_start = time.perf_counter(), self.pos.step
+        for net in (self.nets.g_ab, self.nets.g_ba, self.nets.d_a, self.nets.d_b):
+            net.train()
+        try:
+            while not self._finished():
+                self.sampler.set_epoch(self.pos.epoch, self.pos.batch_in_epoch * cfg.batch_size)
+                for batch in self._loader():
+                    real_a = batch["A"].to(self.ctx.device, non_blocking=True)
+                    real_b = batch["B"].to(self.ctx.device, non_blocking=True)
+                    losses = self.step_fn.step(real_a, real_b)
+                    self.pos.step += 1
+                    self.pos.batch_in_epoch += 1
+                    bar.update(1)
+                    if self.progress:
+                        bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()}, refresh=False)
+                    if self.ctx.is_main and cfg.log_every and self.pos.step % cfg.log_every == 0:
+                        rate = (self.pos.step - steps_at_start) / (time.perf_counter() - started)
+                        self._log(losses, rate)
+                    if (self.ctx.is_main and cfg.sample_every
+                            and self.pos.step % cfg.sample_every == 0):
+                        self._write_samples(fixed_a, fixed_b)
+                    if cfg.checkpoint_every and self.pos.step % cfg.checkpoint_every == 0:
+                        checkpoint = self._save(history=True)
+                        saved_at = self.pos.step
+                    if self._finished():
+                        break
+                if self.pos.batch_in_epoch >= self.steps_per_epoch:
+                    self.pos.epoch += 1
+                    self.pos.batch_in_epoch = 0
+                    self.step_fn.end_epoch()
+            if self.ctx.is_main:
+                self._write_samples(fixed_a, fixed_b)
+            if saved_at != self.pos.step:
+                checkpoint = self._save(history=False)
+        finally:
+            bar.close()
+        barrier(self.ctx)
+        return TrainResult(self.run_dir, self.pos.step, self.pos.epoch,
+                           checkpoint if self.ctx.is_main else None, losses)
+
+    def _loader(self) -> DataLoader:
+        cfg = self.config
+        return DataLoader(
+            self.dataset, batch_size=cfg.batch_size, sampler=self.sampler,
+            num_workers=cfg.num_workers, pin_memory=self.ctx.device.type == "cuda",
+            # Its own generator: creating an iterator must not consume the global torch RNG,
+            # or a resumed run's dropout masks would drift from an uninterrupted run's.
+            generator=torch.Generator().manual_seed(cfg.seed),
+            persistent_workers=False,
+        )
+
+    # ---- outputs -------------------------------------------------------------------------
+    def _log(self, losses: dict[str, float], rate: float) -> None:
+        record = {"step": self.pos.step, "epoch": self.pos.epoch, "lr": self.step_fn.lr,
+                  "steps_per_s": round(rate, 4), **{k: round(v, 6) for k, v in losses.items()}}
+        with open(self.run_dir / "loss_log.jsonl", "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def _trim_log(self) -> None:
+        """On resume, drop records written after the checkpoint we resumed from."""
+        path = self.run_dir / "loss_log.jsonl"
+        if not path.exists():
+            return
+        kept = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                if json.loads(line).get("step", 0) <= self.pos.step:
+                    kept.append(line)
+            except json.JSONDecodeError:
+                continue  # a line cut short by a crash
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        tmp.replace(path)
+
+    def _write_samples(self, fixed_a: torch.Tensor, fixed_b: torch.Tensor) -> None:
+        grid = sample_grid(self.nets.g_ab, self.nets.g_ba, fixed_a.to(self.ctx.device),
+                           fixed_b.to(self.ctx.device))
+        save_png_atomic(grid, self.run_dir / "samples" / f"step_{self.pos.step:07d}.png")
+
+    # ---- checkpoints ---------------------------------------------------------------------
+    def checkpoint_state(self) -> dict[str, Any]:
+        """The checkpoint dict (see :mod:`training.checkpoint`); a collective under torchrun."""
+        local = gather_objects(self.ctx, self.step_fn.local_state())
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "version": CHECKPOINT_VERSION,
+            "package_version": __version__,
+            "torch_version": torch.__version__,
+            "config": self.config.to_dict(),
+            "step": self.pos.step,
+            "epoch": self.pos.epoch,
+            "batch_in_epoch": self.pos.batch_in_epoch,
+            "world_size": self.ctx.world_size,
+            **self.step_fn.state_dict(),
+            "rank_states": local,
+        }
+
+    def _save(self, history: bool) -> Path:
+        state = self.checkpoint_state()
+        folder = self.run_dir / "checkpoints"
+        latest = folder / "latest.pt"
+        if self.ctx.is_main:
+            atomic_torch_save(state, latest)
+            if history:
+                atomic_torch_save(state, folder / f"step_{self.pos.step:07d}.pt")
+                self._prune_history(folder)
+        return latest
+
+    def _prune_history(self, folder: Path) -> None:
+        keep = self.config.keep_checkpoints
+        if keep <= 0:
+            return
+        history = sorted(folder.glob("step_*.pt"))
+        for old in history[:-keep]:
+            old.unlink(missing_ok=True)
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        try:
+            self.step_fn.load_state_dict(state)
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise CheckpointError(f"checkpoint does not match this configuration ({exc})") \
+                from None
+        self.pos = _Position(int(state["step"]), int(state["epoch"]),
+                             int(state.get("batch_in_epoch", 0)))
+        ranks = state.get("rank_states", [])
+        if len(ranks) == self.ctx.world_size:
+            self.step_fn.load_local_state(ranks[self.ctx.rank])
+        else:
+            # A different process count: weights, optimisers and schedule resume exactly; the
+            # per-process fake pools and RNG start afresh.
+            warnings.warn(f"resuming with {self.ctx.world_size} process(es) from a checkpoint of "
+                          f"{len(ranks)}: fake-image pools restart empty", stacklevel=2)
+
+
+def train(config: TrainConfig, run_dir: str | Path, resume_from: dict[str, Any] | None = None,
+          progress: bool = True,
+          on_start: Callable[[Trainer], None] | None = None) -> TrainResult:
+    """Train CycleGAN as configured; returns where it stopped and the newest checkpoint.
+
+    Under ``torchrun`` call this in every process; the process group is joined and left here.
+    """
+    trainer = Trainer(config, run_dir, resume_from, progress)
+    try:
+        if on_start is not None:
+            on_start(trainer)
+        return trainer.run()
+    finally:
+        shutdown(trainer.ctx)
