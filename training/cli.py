@@ -65,7 +65,8 @@ def build_config(dataroot: Path, config_file: Path | None, overrides: dict[str, 
 @click.option("--discriminator", help="basic (70x70 PatchGAN) | n_layers | pixel")
 @click.option("--load-size", type=int, help="Resize to this before cropping (286).")
 @click.option("--crop-size", type=int, help="Training crop (256).")
-@click.option("--preprocess", help="resize_and_crop | crop | scale_width | scale_width_and_crop | none")
+@click.option("--preprocess",
+              help="resize_and_crop | crop | scale_width | scale_width_and_crop | none")
 @click.option("--batch-size", type=int, help="Images per step per process (1).")
 @click.option("--epochs", type=int, help="Epochs at the initial learning rate (100).")
 @click.option("--epochs-decay", type=int, help="Epochs of linear learning-rate decay (100).")

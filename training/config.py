@@ -7,6 +7,7 @@ executed. Precedence: dataclass defaults < ``--config`` file < command-line opti
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -86,7 +87,7 @@ RESUMABLE_OPTIONS = frozenset({
 
 def validate(config: TrainConfig) -> TrainConfig:
     """Raise :class:`ConfigError` for the first invalid value; return the config unchanged."""
-    choices = {
+    choices: dict[str, Mapping[str, Any]] = {
         "generator": GENERATORS, "discriminator": DISCRIMINATORS, "norm": NORMS,
         "gan_mode": GAN_MODES, "preprocess": PREPROCESSORS,
     }

@@ -107,8 +107,8 @@ def scan_images(folder: Path, max_files: int = 0) -> list[Path]:
         warnings.warn(f"{folder}: skipped {len(skipped)} file(s): {shown}", SkippedFilesWarning,
                       stacklevel=2)
     if not good:
-        raise DataError(f"{folder}: no readable images"
-                        + (f" ({len(skipped)} file(s) skipped)" if skipped else " (folder is empty)"))
+        why = f"{len(skipped)} file(s) skipped" if skipped else "folder is empty"
+        raise DataError(f"{folder}: no readable images ({why})")
     return good[:max_files] if max_files > 0 else good
 
 
@@ -242,7 +242,7 @@ class UnpairedDataset(Dataset):
                               stacklevel=2)
         raise DataError(f"{files[0].parent}: no image could be decoded")
 
-    def __getitem__(self, key: SampleKey) -> dict[str, Any]:  # type: ignore[override]
+    def __getitem__(self, key: SampleKey) -> dict[str, Any]:
         index_a, index_b, seed = key
         gen = torch.Generator().manual_seed(seed)
         image_a, path_a = self._load(self.files_a, index_a)
@@ -287,7 +287,7 @@ class UnpairedSampler(Sampler[SampleKey]):
         order = torch.randperm(total, generator=gen)
         b_draws = torch.randint(0, self.len_b, (total,), generator=gen)
         seeds = torch.randint(0, 2**62, (total,), generator=gen)
-        padded = self.samples_per_epoch * self.world_size  # every rank gets the same number of samples
+        padded = self.samples_per_epoch * self.world_size  # equal shares: pad by wrapping around
         picks = [i % total for i in range(padded)][self.rank::self.world_size]
         return [(int(order[i]) % self.len_a, int(b_draws[i]), int(seeds[i])) for i in picks]
 

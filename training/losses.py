@@ -7,6 +7,8 @@ B!) and netD_B (judges A).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -31,7 +33,7 @@ class GANLoss(nn.Module):
         return GAN_MODES[self.mode](prediction, target)
 
 
-GAN_MODES = {
+GAN_MODES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "lsgan": F.mse_loss,
     "vanilla": F.binary_cross_entropy_with_logits,
 }

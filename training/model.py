@@ -186,10 +186,16 @@ class CycleGANStep:
         state: dict[str, Any] = {
             "pools": {"fake_A": self.pool_a.state_dict(), "fake_B": self.pool_b.state_dict()},
             "torch_rng": torch.get_rng_state(),
+            # Equal on every rank when DDP keeps the replicas in sync; a cheap health check.
+            "weights_checksum": self.weights_checksum(),
         }
         if self.device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
         return state
+
+    def weights_checksum(self) -> float:
+        nets = (self.nets.g_ab, self.nets.g_ba, self.nets.d_a, self.nets.d_b)
+        return float(sum(p.detach().double().sum() for net in nets for p in net.parameters()))
 
     def load_local_state(self, state: dict[str, Any]) -> None:
         self.pool_a.load_state_dict(state["pools"]["fake_A"], self.device)

@@ -34,7 +34,8 @@ def _norm_has_affine(state: Mapping[str, torch.Tensor], prefix: str) -> bool:
 
 def _infer_resnet(state: Mapping[str, torch.Tensor]) -> GeneratorSpec:
     first = state["model.1.weight"]  # c7s1 conv: (ngf, input_nc, 7, 7)
-    blocks = sorted({int(m.group(1)) for k in state if (m := re.match(r"model\.(\d+)\.conv_block", k))})
+    block_keys = (re.match(r"model\.(\d+)\.conv_block", k) for k in state)
+    blocks = sorted({int(m.group(1)) for m in block_keys if m})
     dropout = any(".conv_block.6.weight" in k for k in state)
     last_conv = max(
         (int(m.group(1)) for k in state if (m := re.fullmatch(r"model\.(\d+)\.weight", k))),
@@ -51,7 +52,8 @@ def _infer_resnet(state: Mapping[str, torch.Tensor]) -> GeneratorSpec:
 def _infer_unet(state: Mapping[str, torch.Tensor]) -> GeneratorSpec:
     first = state["model.model.0.weight"]  # outermost downconv: (ngf, input_nc, 4, 4)
     # Every inner level has its downconv at ".model.1.weight" under a chain of submodules.
-    inner_levels = [k for k in state if re.fullmatch(r"model\.model\.1(\.model\.3)*\.model\.1\.weight", k)]
+    inner = re.compile(r"model\.model\.1(\.model\.3)*\.model\.1\.weight")
+    inner_levels = [k for k in state if inner.fullmatch(k)]
     out = state["model.model.3.weight"]  # outermost upconv: (ngf * 2, output_nc, 4, 4)
     norm = "batch" if _norm_has_affine(state, "model.model.1.model.2") else (
         "instance" if "model.model.1.model.1.bias" in state else "none")

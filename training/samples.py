@@ -19,7 +19,7 @@ from training.data import center_view, read_image
 
 def load_fixed_views(files: list[Path], count: int, size: int) -> torch.Tensor:
     """The first ``count`` readable files as centred ``size`` crops, ``(N, 3, size, size)``."""
-    views = []
+    views: list[torch.Tensor] = []
     for path in files:
         if len(views) == count:
             break

@@ -81,8 +81,9 @@ class Trainer:
         self.progress = progress and self.ctx.is_main
         torch.manual_seed(config.seed)  # network init; data randomness has its own generators
         self.nets = CycleGANNetworks.build(config, self.ctx.device)
+        pool_seed = config.seed * 7919 + 2 * self.ctx.rank  # each rank its own pool choices
         self.step_fn = CycleGANStep(config, self.nets, _wrap_ddp(self.nets, self.ctx),
-                                    self.ctx.device, pool_seed=config.seed * 7919 + 2 * self.ctx.rank)
+                                    self.ctx.device, pool_seed=pool_seed)
         self.pos = _Position()
         multiple = self.nets.spec_ab.size_multiple
         self.dataset = UnpairedDataset(
@@ -214,7 +215,7 @@ class Trainer:
             "format": CHECKPOINT_FORMAT,
             "version": CHECKPOINT_VERSION,
             "package_version": __version__,
-            "torch_version": torch.__version__,
+            "torch_version": str(torch.__version__),  # TorchVersion is not weights_only-safe
             "config": self.config.to_dict(),
             "step": self.pos.step,
             "epoch": self.pos.epoch,

@@ -1,0 +1,46 @@
+"""Shared fixtures: tiny synthetic unpaired data sets built on the fly (no downloads)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+def smooth_image(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """A natural-looking (smooth, low-frequency) ``(H, W, 3)`` uint8 RGB image."""
+    coarse = rng.uniform(0, 255, size=(4, 4, 3))
+    ys = np.linspace(0, 3, height)
+    xs = np.linspace(0, 3, width)
+    y0 = np.floor(ys).astype(int).clip(0, 2)
+    x0 = np.floor(xs).astype(int).clip(0, 2)
+    fy = (ys - y0)[:, None, None]
+    fx = (xs - x0)[None, :, None]
+    top = coarse[y0][:, x0] * (1 - fx) + coarse[y0][:, x0 + 1] * fx
+    bottom = coarse[y0 + 1][:, x0] * (1 - fx) + coarse[y0 + 1][:, x0 + 1] * fx
+    image = top * (1 - fy) + bottom * fy + rng.normal(0, 4, size=(height, width, 3))
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def write_domain(folder: Path, count: int, rng: np.random.Generator,
+                 size: tuple[int, int] = (40, 48), suffix: str = ".png") -> list[Path]:
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        path = folder / f"img_{i:03d}{suffix}"
+        Image.fromarray(smooth_image(rng, *size)).save(path)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture
+def dataroot(tmp_path: Path) -> Path:
+    """DATAROOT with 5 images in trainA and 3 in trainB (different counts: unpaired)."""
+    rng = np.random.default_rng(1234)
+    root = tmp_path / "data"
+    write_domain(root / "trainA", 5, rng)
+    write_domain(root / "trainB", 3, rng, suffix=".jpg")
+    return root
