@@ -1,0 +1,109 @@
+"""``cyclegan-export MODEL.pt MODEL.onnx``: parse options, call :func:`export_onnx`, print."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from runtime.metadata import MetadataError
+
+
+def _parse_hw(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    parts = value.lower().split("x")
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        raise click.BadParameter(f"{value!r}: expected HxW, e.g. 256x256", param_hint="--static")
+    return int(parts[0]), int(parts[1])
+
+
+def _fail(message: str, debug: bool, exc: BaseException) -> None:
+    if debug:
+        raise exc
+    click.echo(f"error: {message}", err=True)
+    sys.exit(2)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("source", type=click.Path(path_type=Path))
+@click.argument("output", type=click.Path(path_type=Path), required=False)
+@click.option("--info", "info", is_flag=True,
+              help="Print the metadata of SOURCE (an exported .onnx) and exit.")
+@click.option("--direction", type=click.Choice(["AtoB", "BtoA"]), default="AtoB",
+              show_default=True, help="Which generator of a training checkpoint: G (A->B) or "
+              "F (B->A). For a generator-only file it only labels the model.")
+@click.option("--generator", "generator_name", help="Override the architecture read from the "
+              "file: resnet_9blocks | resnet_6blocks | unet_256 | unet_128.")
+@click.option("--ngf", type=int, help="Override the generator width read from the file.")
+@click.option("--norm", type=click.Choice(["instance", "batch", "none"]),
+              help="Override the normalisation read from the file.")
+@click.option("--dropout/--no-dropout", default=None, help="Override dropout (official "
+              "--no_dropout); only key layout differs at inference.")
+@click.option("--static", "static", metavar="HxW", help="Fixed height and width.")
+@click.option("--batch", type=int, help="Fixed batch size (default: dynamic).")
+@click.option("--opset", type=int, default=17, show_default=True)
+@click.option("--io", "io_kind", type=click.Choice(["float", "uint8"]), default="float",
+              show_default=True, help="uint8: NHWC uint8 frames in and out, conversion inside "
+              "the graph.")
+@click.option("--color-order", type=click.Choice(["BGR", "RGB"]), default="BGR",
+              show_default=True, help="Channel order of uint8 IO (BGR as OpenCV delivers).")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32",
+              show_default=True)
+@click.option("--calibration", type=click.Path(path_type=Path),
+              help="Folder of images for int8 calibration (like the images you will translate).")
+@click.option("--simplify", is_flag=True, help="Simplify the graph with onnxslim.")
+@click.option("--portable-pad", is_flag=True,
+              help="Reflect padding without the reflect Pad operator (TensorRT/CoreML/OpenCV).")
+@click.option("--no-verify", is_flag=True, help="Skip the verification against PyTorch.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def main(source: Path, output: Path | None, info: bool, static: str | None, debug: bool,
+         no_verify: bool, generator_name: str | None, ngf: int | None, norm: str | None,
+         dropout: bool | None, **options: Any) -> None:
+    """Export a CycleGAN generator (training checkpoint or official latest_net_G*.pth) to ONNX,
+    verified against PyTorch.
+
+    \b
+    cyclegan-export runs/h2z/checkpoints/latest.pt h2z.onnx
+    cyclegan-export latest_net_G_A.pth horse2zebra.onnx --io uint8 --simplify
+    cyclegan-export --info h2z.onnx
+    """
+    if info:
+        from runtime.metadata import read_metadata
+
+        try:
+            click.echo(read_metadata(source).describe())
+        except MetadataError as exc:
+            _fail(str(exc), debug, exc)
+        return
+    if output is None:
+        raise click.UsageError("missing argument OUTPUT (the .onnx file to write)")
+    overrides: dict[str, Any] = {}
+    if generator_name is not None:
+        from training.networks import GENERATORS
+
+        if generator_name not in GENERATORS:
+            raise click.BadParameter(f"{generator_name!r}: choose from {', '.join(GENERATORS)}",
+                                     param_hint="--generator")
+        overrides.update(GENERATORS[generator_name])
+    for key, value in (("ngf", ngf), ("norm", norm), ("dropout", dropout)):
+        if value is not None:
+            overrides[key] = value
+
+    from cyclegan_export.export import ExportError, export_onnx
+    from training.checkpoint import CheckpointError
+
+    try:
+        report = export_onnx(source, output, overrides=overrides, static_size=_parse_hw(static),
+                             verify=not no_verify, **options)
+    except (ExportError, CheckpointError, MetadataError) as exc:
+        _fail(str(exc), debug, exc)
+    except KeyboardInterrupt:
+        click.echo(f"interrupted: nothing was written to {output}", err=True)
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - last resort: one line, traceback with --debug
+        _fail(f"{source}: export failed ({type(exc).__name__}: {exc})".splitlines()[0], debug,
+              exc)
+    click.echo(report.summary())

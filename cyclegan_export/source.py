@@ -1,0 +1,104 @@
+"""What can be exported: one generator, from any of the files users have.
+
+- the project's own training checkpoints (both generators; ``direction`` picks G_AB or G_BA),
+- generator-only files: a raw ``state_dict`` in the official layout, which is also what the
+  official pretrained ``latest_net_G.pth`` / ``latest_net_G_A.pth`` files are.
+
+Everything is read with ``torch.load(weights_only=True)`` through :mod:`training.checkpoint`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from training.checkpoint import CheckpointError, is_training_checkpoint, load_torch_file
+from training.networks import GeneratorSpec, build_generator
+from training.pretrained import resolve_generator
+
+# direction -> (key in the checkpoint's "generators", source domain field, target domain field)
+DIRECTIONS = {
+    "AtoB": ("G_AB", "domain_a", "domain_b"),
+    "BtoA": ("G_BA", "domain_b", "domain_a"),
+}
+
+
+@dataclass
+class GeneratorSource:
+    """An eval-mode generator on the CPU and what is known about where it came from."""
+
+    net: nn.Module
+    spec: GeneratorSpec
+    kind: str                      # "training checkpoint" | "generator state_dict"
+    direction: str
+    source_domain: str
+    target_domain: str
+    crop_size: int | None
+    path: Path
+    sha256: str
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _from_training_checkpoint(data: Mapping[str, Any], path: Path, direction: str,
+                              overrides: Mapping[str, Any] | None) -> GeneratorSource:
+    key, source_field, target_field = DIRECTIONS[direction]
+    generators = data.get("generators", {})
+    if key not in generators:
+        held = ", ".join(sorted(generators)) or "none"
+        raise CheckpointError(f"{path}: has no {key} generator for direction {direction} "
+                              f"(it holds: {held})")
+    entry = generators[key]
+    try:
+        spec, state = resolve_generator(entry["state_dict"], {**entry.get("spec", {}),
+                                                              **(overrides or {})})
+    except (ValueError, TypeError, KeyError) as exc:
+        raise CheckpointError(f"{path}: generator {key}: {exc}") from None
+    config = data.get("config", {})
+    net = build_generator(spec)
+    net.load_state_dict(state, strict=True)
+    return GeneratorSource(
+        net.eval(), spec, "training checkpoint", direction,
+        str(config.get(source_field, direction[0])), str(config.get(target_field, direction[-1])),
+        config.get("crop_size"), path, file_sha256(path))
+
+
+def load_generator(path: str | Path, direction: str = "AtoB",
+                   overrides: Mapping[str, Any] | None = None) -> GeneratorSource:
+    """Load the generator to export. ``overrides`` (ngf, norm, dropout, ...) win over the file.
+
+    For a generator-only file, ``direction`` only labels the model (the file cannot say which
+    way it translates). Raises :class:`CheckpointError` naming the file and the reason.
+    """
+    path = Path(path)
+    if direction not in DIRECTIONS:
+        raise CheckpointError(f"direction must be AtoB or BtoA, got {direction!r}")
+    data = load_torch_file(path)
+    if is_training_checkpoint(data):
+        return _from_training_checkpoint(data, path, direction, overrides)
+    if isinstance(data, Mapping) and "state_dict" in data and isinstance(data["state_dict"],
+                                                                         Mapping):
+        data = data["state_dict"]  # a common wrapper around a plain state_dict
+    if not isinstance(data, Mapping):
+        raise CheckpointError(f"{path}: not a checkpoint or state_dict "
+                              f"(it holds a {type(data).__name__})")
+    try:
+        spec, state = resolve_generator(data, overrides)
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    net = build_generator(spec)
+    net.load_state_dict(state, strict=True)
+    source, target = ("A", "B") if direction == "AtoB" else ("B", "A")
+    return GeneratorSource(net.eval(), spec, "generator state_dict", direction, source, target,
+                           None, path, file_sha256(path))

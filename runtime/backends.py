@@ -1,0 +1,164 @@
+"""Inference backends: one class owns one engine's session and how it is fed.
+
+- :class:`OnnxRuntimeBackend`: onnxruntime with an explicit provider list (TensorRT, CUDA, CPU,
+  ...). ``"auto"`` takes the best this build offers and warns when it falls back to the CPU.
+  On CUDA the model's inputs and outputs go through IO binding.
+- :class:`OpenCVBackend`: the same ``.onnx`` through OpenCV DNN.
+
+Backends take and return numpy arrays in the model's own convention (see
+:class:`runtime.metadata.ModelMetadata`); images are :mod:`runtime.translator`'s business.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+# Short names users type -> onnxruntime provider names.
+PROVIDER_ALIASES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "trt": "TensorrtExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+    "dml": "DmlExecutionProvider",
+    "directml": "DmlExecutionProvider",
+    "rocm": "ROCMExecutionProvider",
+}
+# What "auto" tries, best first.
+AUTO_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+class BackendError(RuntimeError):
+    """A backend or provider that cannot be used; the message says why and what exists."""
+
+
+class ProviderFallbackWarning(UserWarning):
+    """``providers="auto"`` found no GPU provider and runs on the CPU."""
+
+
+class Backend(Protocol):
+    providers: list[str]
+
+    def run(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+def available_providers() -> list[str]:
+    import onnxruntime as ort
+
+    return list(ort.get_available_providers())
+
+
+def resolve_providers(requested: str | Sequence[str] = "auto",
+                      available: Sequence[str] | None = None) -> list[str]:
+    """Turn ``"auto"``, ``"cuda"``, ``"cuda,cpu"`` or a list into onnxruntime provider names.
+
+    An explicitly requested provider that this onnxruntime build lacks is an error (naming
+    what is available); ``"auto"`` picks TensorRT, then CUDA, then CPU and warns on CPU-only.
+    """
+    available = list(available if available is not None else available_providers())
+    if isinstance(requested, str):
+        requested = [p.strip() for p in requested.split(",") if p.strip()]
+    if not requested or list(requested) == ["auto"]:
+        chosen = [p for p in AUTO_ORDER if p in available]
+        if "CPUExecutionProvider" not in chosen and "CPUExecutionProvider" in available:
+            chosen.append("CPUExecutionProvider")
+        if not any(p in chosen for p in AUTO_ORDER[:2]):
+            warnings.warn("no GPU execution provider in this onnxruntime build (install "
+                          "onnxruntime-gpu for CUDA/TensorRT); running on the CPU",
+                          ProviderFallbackWarning, stacklevel=3)
+        return chosen
+    names = [PROVIDER_ALIASES.get(p.lower(), p) for p in requested]
+    missing = [n for n in names if n not in available]
+    if missing:
+        raise BackendError(f"provider {', '.join(missing)} is not available in this "
+                           f"onnxruntime build (available: {', '.join(available)})")
+    return names
+
+
+class OnnxRuntimeBackend:
+    """An onnxruntime session; thread-safe (``InferenceSession.run`` may be called
+    concurrently)."""
+
+    def __init__(self, model_path: str | Path, providers: str | Sequence[str] = "auto",
+                 device_id: int = 0, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        names = resolve_providers(providers)
+        options = ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        gpu_options = {"device_id": device_id}
+        provider_list: list[Any] = [
+            (name, gpu_options) if name in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
+            else name for name in names
+        ]
+        try:
+            self.session = ort.InferenceSession(str(model_path), options,
+                                                providers=provider_list)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise BackendError(f"{model_path}: onnxruntime cannot load it ({first})") from None
+        self.providers = list(self.session.get_providers())
+        self.device_id = device_id
+        self.input_name = self.session.get_inputs()[0].name
+        self.output_name = self.session.get_outputs()[0].name
+        self.use_io_binding = self.providers[0] == "CUDAExecutionProvider"
+
+    @property
+    def custom_metadata(self) -> dict[str, str]:
+        return dict(self.session.get_modelmeta().custom_metadata_map)
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        if self.use_io_binding:
+            # Bind the host array and let onnxruntime place the output on the GPU, then copy
+            # once; avoids the extra staging copies of session.run on CUDA.
+            binding = self.session.io_binding()
+            binding.bind_cpu_input(self.input_name, np.ascontiguousarray(batch))
+            binding.bind_output(self.output_name, "cuda", self.device_id)
+            self.session.run_with_iobinding(binding)
+            return binding.copy_outputs_to_cpu()[0]
+        return self.session.run([self.output_name], {self.input_name: batch})[0]
+
+
+class OpenCVBackend:
+    """OpenCV DNN on the CPU. ``cv2.dnn.Net`` is not thread-safe, so calls are serialised."""
+
+    def __init__(self, model_path: str | Path, providers: str | Sequence[str] = "auto",
+                 device_id: int = 0, threads: int | None = None) -> None:
+        import cv2
+
+        try:
+            self.net = cv2.dnn.readNetFromONNX(str(model_path))
+        except cv2.error as exc:
+            reason = str(exc).strip().splitlines()[-1][:200]
+            raise BackendError(f"{model_path}: OpenCV DNN cannot load it ({reason}); "
+                               "re-export with --portable-pad or use onnxruntime") from None
+        if threads is not None:
+            cv2.setNumThreads(threads)
+        self.providers = [f"OpenCV DNN {cv2.__version__} (CPU)"]
+        self._lock = threading.Lock()
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        with self._lock:
+            self.net.setInput(np.ascontiguousarray(batch))
+            return np.array(self.net.forward())
+
+
+BACKENDS: dict[str, Callable[..., Backend]] = {
+    "onnxruntime": OnnxRuntimeBackend,
+    "opencv": OpenCVBackend,
+}
+
+
+def create_backend(name: str, model_path: str | Path, providers: str | Sequence[str] = "auto",
+                   device_id: int = 0, threads: int | None = None) -> Backend:
+    if name not in BACKENDS:
+        raise BackendError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
+    return BACKENDS[name](model_path, providers=providers, device_id=device_id, threads=threads)

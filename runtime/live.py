@@ -1,0 +1,151 @@
+"""The live loop: camera / video file / stream -> translate -> window and/or recording.
+
+The capture thread keeps only the newest frame (:class:`LatestFrameGrabber`), so the picture
+is never more than one frame behind the camera however slow the model is.
+Keys in the window: q or Esc quits, s saves a snapshot, space cycles translated / side by side /
+original.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from runtime.sinks import AtomicVideoWriter, draw_fps, side_by_side, write_image_atomic
+from runtime.sources import LatestFrameGrabber, parse_live_source
+from runtime.translator import Translator
+
+VIEWS = ("translated", "side by side", "original")
+WINDOW = "cyclegan-run"
+
+
+class LiveError(RuntimeError):
+    """The live source or display cannot be used; one line says why."""
+
+
+@dataclass
+class LiveStats:
+    frames: int = 0
+    seconds: float = 0.0
+    model_seconds: float = 0.0          # time inside Translator.translate
+    wait_seconds: float = 0.0           # time waiting for the source's next frame
+    frames_captured: int = 0
+    snapshots: list[Path] = field(default_factory=list)
+    recording: Path | None = None
+    ended_by: str = ""
+    error: str | None = None            # set when the source failed (e.g. a dropped stream)
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def overhead_fraction(self) -> float:
+        """Loop work outside the model (not waiting for the camera) over the model's time."""
+        if self.model_seconds <= 0:
+            return 0.0
+        return max(0.0, self.seconds - self.model_seconds - self.wait_seconds) / self.model_seconds
+
+    def line(self) -> str:
+        text = (f"{self.frames} frame(s) in {self.seconds:.1f} s ({self.fps:.1f} FPS; model "
+                f"{self.model_seconds / max(self.frames, 1) * 1000:.1f} ms/frame, loop overhead "
+                f"{self.overhead_fraction:.1%} of model time); {self.ended_by}")
+        if self.recording:
+            text += f"; recorded {self.recording}"
+        return text
+
+
+def display_available() -> bool:
+    if sys.platform.startswith("linux"):
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
+
+
+def run_live(translator: Translator, source: str = "0", *, display: bool = True,
+             record: Path | None = None, max_frames: int | None = None,
+             snapshot_dir: Path = Path("."), reconnects: int = 5) -> LiveStats:
+    """Translate a live source until it ends, the user quits, or ``max_frames`` frames."""
+    if display and not display_available():
+        raise LiveError("no display available (DISPLAY is not set); use --no-display, "
+                        "optionally with -o FILE.mp4 to record")
+    try:
+        grabber = LatestFrameGrabber(parse_live_source(source), reconnects=reconnects)
+    except Exception as exc:  # noqa: BLE001 - OpenCV/InputError: one line for the user
+        raise LiveError(f"cannot open {source!r} ({exc})") from None
+    stats = LiveStats()
+    writer: AtomicVideoWriter | None = None
+    view = 0
+    smoothed_fps = 0.0
+    last_index = 0
+    started = time.perf_counter()
+    last_frame_time = started
+    cv2 = None
+    if display:
+        import cv2 as _cv2
+
+        cv2 = _cv2
+        cv2.namedWindow(WINDOW, cv2.WINDOW_NORMAL)
+    try:
+        while max_frames is None or stats.frames < max_frames:
+            waited = time.perf_counter()
+            item = grabber.read(last_index)
+            stats.wait_seconds += time.perf_counter() - waited
+            if item is None:
+                stats.ended_by = grabber.error or "source ended"
+                break
+            last_index, frame = item
+            t0 = time.perf_counter()
+            translated = translator.translate(frame)
+            stats.model_seconds += time.perf_counter() - t0
+            stats.frames += 1
+            now = time.perf_counter()
+            instant = 1.0 / max(now - last_frame_time, 1e-6)
+            smoothed_fps = instant if stats.frames == 1 else 0.9 * smoothed_fps + 0.1 * instant
+            last_frame_time = now
+            shown = _compose(frame, translated, VIEWS[view])
+            if record is not None:
+                if writer is None:
+                    fps = grabber.info.fps if grabber.info.fps > 0 else 30.0
+                    writer = AtomicVideoWriter(record, fps, (shown.shape[1], shown.shape[0]))
+                writer.write(shown)
+            if cv2 is not None:
+                cv2.imshow(WINDOW, draw_fps(shown, smoothed_fps, VIEWS[view]))
+                key = cv2.waitKey(1) & 0xFF
+                if key in (ord("q"), 27):
+                    stats.ended_by = "quit by user"
+                    break
+                if key == ord("s"):
+                    path = snapshot_dir / f"snapshot_{time.strftime('%Y%m%d_%H%M%S')}_" \
+                                          f"{stats.frames:06d}.png"
+                    stats.snapshots.append(write_image_atomic(path, shown))
+                if key == ord(" "):
+                    view = (view + 1) % len(VIEWS)
+        else:
+            stats.ended_by = f"reached --max-frames {max_frames}"
+    except KeyboardInterrupt:
+        stats.ended_by = "interrupted"
+    finally:
+        stats.seconds = time.perf_counter() - started
+        stats.frames_captured = grabber.frames_read
+        grabber.stop()
+        if writer is not None:
+            stats.recording = writer.commit() if writer.frames else None
+        if cv2 is not None:
+            cv2.destroyWindow(WINDOW)
+    if grabber.error and stats.frames == 0:
+        raise LiveError(grabber.error)
+    stats.error = grabber.error
+    return stats
+
+
+def _compose(frame: np.ndarray, translated: np.ndarray, view: str) -> np.ndarray:
+    if view == "side by side":
+        return side_by_side(frame, translated)
+    if view == "original":
+        return frame
+    return translated

@@ -1,0 +1,280 @@
+"""Threaded translation of files and live sources.
+
+Decoding and encoding run in worker threads (OpenCV releases the GIL while it works) and
+overlap inference in the calling thread, so a folder or a video is bound by the model, not by
+I/O. Failures are collected with their reasons; they never stop the run.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from runtime.sinks import AtomicVideoWriter, side_by_side, write_image_atomic
+from runtime.sources import (
+    FileInput,
+    InputError,
+    is_video,
+    open_video,
+    read_image,
+    video_frames,
+)
+from runtime.translator import Translator
+
+Progress = Callable[[int], None]  # called with the number of items just finished
+
+
+@dataclass
+class RunSummary:
+    translated: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+    failed: list[InputError] = field(default_factory=list)
+    frames: int = 0
+    seconds: float = 0.0
+    interrupted: bool = False
+
+    def lines(self) -> list[str]:
+        total = len(self.translated) + len(self.failed)
+        rate = f", {self.frames / self.seconds:.1f} frames/s" if self.seconds > 0 else ""
+        head = (f"translated {len(self.translated)} of {total} input(s) "
+                f"({self.frames} frame(s) in {self.seconds:.1f} s{rate})")
+        if self.skipped:
+            head += f"; {len(self.skipped)} skipped (output exists)"
+        if self.interrupted:
+            head += "; interrupted, finished files are complete"
+        out = [head]
+        if self.failed:
+            out.append(f"{len(self.failed)} failed:")
+            out += [f"  {err.path}: {err.reason}" for err in self.failed]
+        return out
+
+
+@dataclass(frozen=True)
+class Job:
+    source: Path
+    target: Path
+
+
+def plan_jobs(inputs: list[FileInput], output: Path, single_target: bool) -> list[Job]:
+    """Map inputs to output paths: ``output`` itself for one file when ``single_target``,
+    else ``output / relative`` (same names and formats)."""
+    if single_target and len(inputs) == 1:
+        return [Job(inputs[0].path, output)]
+    return [Job(item.path, output / item.relative) for item in inputs]
+
+
+class ImagePipeline:
+    """Decode (threads) -> translate in batches (caller's thread) -> encode + write (threads)."""
+
+    def __init__(self, translator: Translator, batch_size: int = 1, side: bool = False,
+                 io_threads: int = 2) -> None:
+        self.translator = translator
+        self.batch_size = max(1, batch_size)
+        self.side = side
+        self.io_threads = io_threads
+
+    def run(self, jobs: list[Job], summary: RunSummary, progress: Progress) -> None:
+        lookahead = self.batch_size * 2 + self.io_threads
+        with ThreadPoolExecutor(self.io_threads, thread_name_prefix="decode") as readers, \
+                ThreadPoolExecutor(self.io_threads, thread_name_prefix="encode") as writers:
+            pending: deque[tuple[Job, Future[np.ndarray]]] = deque()
+            writes: list[tuple[Job, Future[Path]]] = []
+            batch: list[tuple[Job, np.ndarray]] = []
+            todo = iter(jobs)
+            try:
+                for job in todo:
+                    pending.append((job, readers.submit(read_image, job.source)))
+                    if len(pending) < lookahead:
+                        continue
+                    self._take(pending.popleft(), batch, writes, writers, summary, progress)
+                while pending:
+                    self._take(pending.popleft(), batch, writes, writers, summary, progress)
+                self._flush(batch, writes, writers, summary)
+            except KeyboardInterrupt:
+                summary.interrupted = True
+                for _, future in pending:
+                    future.cancel()
+            finally:
+                for job, write in writes:
+                    self._collect(job, write, summary, progress)
+
+    def _take(self, item: tuple[Job, Future[np.ndarray]], batch: list[tuple[Job, np.ndarray]],
+              writes: list[tuple[Job, Future[Path]]], writers: ThreadPoolExecutor,
+              summary: RunSummary, progress: Progress) -> None:
+        job, future = item
+        try:
+            image = future.result()
+        except InputError as err:
+            summary.failed.append(err)
+            progress(1)
+            return
+        if batch and batch[0][1].shape != image.shape:
+            self._flush(batch, writes, writers, summary)
+        batch.append((job, image))
+        if len(batch) >= self.batch_size:
+            self._flush(batch, writes, writers, summary)
+        # collect finished writes so the list stays short and progress is timely
+        while writes and writes[0][1].done():
+            done_job, write = writes.pop(0)
+            self._collect(done_job, write, summary, progress)
+
+    def _flush(self, batch: list[tuple[Job, np.ndarray]], writes: list[tuple[Job, Future[Path]]],
+               writers: ThreadPoolExecutor, summary: RunSummary) -> None:
+        if not batch:
+            return
+        images = [image for _, image in batch]
+        try:
+            outputs = self.translator.translate_batch(images)
+        except ValueError as exc:  # e.g. an image layout the translator cannot take
+            for job, _ in batch:
+                summary.failed.append(InputError(job.source, str(exc)))
+            batch.clear()
+            return
+        for (job, image), out in zip(batch, outputs, strict=True):
+            frame = side_by_side(image, out) if self.side else out
+            writes.append((job, writers.submit(write_image_atomic, job.target, frame)))
+            summary.frames += 1
+        batch.clear()
+
+    @staticmethod
+    def _collect(job: Job, write: Future[Path], summary: RunSummary, progress: Progress) -> None:
+        try:
+            summary.translated.append(write.result())
+        except OSError as exc:
+            summary.failed.append(InputError(job.source, f"cannot write output ({exc})"))
+        progress(1)
+
+
+def translate_video(translator: Translator, job: Job, batch_size: int, side: bool,
+                    progress: Progress, summary: RunSummary, queue_size: int = 8) -> None:
+    """Same size, frame rate and frame count out; decoding and encoding in their own threads."""
+    try:
+        capture, info = open_video(job.source)
+    except InputError as err:
+        summary.failed.append(err)
+        return
+    width = info.width * (2 if side else 1)
+    frames_in: queue.Queue[np.ndarray | None] = queue.Queue(queue_size)
+    frames_out: queue.Queue[np.ndarray | None] = queue.Queue(queue_size)
+    stop = threading.Event()
+
+    def decode() -> None:
+        try:
+            for frame in video_frames(capture):
+                while not stop.is_set():
+                    try:
+                        frames_in.put(frame, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+        finally:
+            capture.release()
+            frames_in.put(None)
+
+    target = job.target
+    try:
+        writer = AtomicVideoWriter(target, info.fps, (width, info.height))
+    except OSError as exc:
+        capture.release()
+        summary.failed.append(InputError(job.source, str(exc)))
+        return
+    write_error: list[BaseException] = []
+
+    def encode() -> None:
+        try:
+            while (frame := frames_out.get()) is not None:
+                writer.write(frame)
+        except BaseException as exc:  # noqa: BLE001 - reported by the caller
+            write_error.append(exc)
+
+    reader = threading.Thread(target=decode, name="video-decode", daemon=True)
+    encoder = threading.Thread(target=encode, name="video-encode", daemon=True)
+    reader.start()
+    encoder.start()
+    count = 0
+    try:
+        for batch in _batches(frames_in, batch_size):
+            outputs = translator.translate_batch(batch)
+            for image, out in zip(batch, outputs, strict=True):
+                frames_out.put(side_by_side(image, out) if side else out)
+            count += len(batch)
+            progress(len(batch))
+    except BaseException:
+        stop.set()
+        frames_out.put(None)
+        encoder.join()
+        writer.abort()
+        raise
+    frames_out.put(None)
+    encoder.join()
+    if write_error or count == 0:
+        writer.abort()
+        reason = f"cannot write video ({write_error[0]})" if write_error else "no frames"
+        summary.failed.append(InputError(job.source, reason))
+        return
+    summary.translated.append(writer.commit())
+    summary.frames += count
+
+
+def _batches(frames: queue.Queue[np.ndarray | None], size: int) -> Iterator[list[np.ndarray]]:
+    batch: list[np.ndarray] = []
+    while (frame := frames.get()) is not None:
+        batch.append(frame)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def count_work(jobs: list[Job]) -> int:
+    """Progress units: one per image, one per video frame (as the container reports it)."""
+    total = 0
+    for job in jobs:
+        if is_video(job.source):
+            try:
+                capture, info = open_video(job.source)
+                capture.release()
+                total += max(info.frame_count, 1)
+            except InputError:
+                total += 1
+        else:
+            total += 1
+    return total
+
+
+def translate_files(translator: Translator, jobs: list[Job], *, batch_size: int = 1,
+                    side: bool = False, skip_existing: bool = False,
+                    progress: Progress | None = None) -> RunSummary:
+    """Translate image and video jobs; returns what was written and what failed, and why."""
+    summary = RunSummary()
+    progress = progress or (lambda n: None)
+    started = time.perf_counter()
+    todo = []
+    for job in jobs:
+        if skip_existing and job.target.exists():
+            summary.skipped.append(job.target)
+            progress(1)
+        else:
+            todo.append(job)
+    images = [job for job in todo if not is_video(job.source)]
+    videos = [job for job in todo if is_video(job.source)]
+    try:
+        ImagePipeline(translator, batch_size, side).run(images, summary, progress)
+        if not summary.interrupted:
+            for job in videos:
+                translate_video(translator, job, batch_size, side, progress, summary)
+    except KeyboardInterrupt:
+        summary.interrupted = True
+    summary.seconds = time.perf_counter() - started
+    return summary

@@ -1,0 +1,222 @@
+"""Frame sources: image files (decoded with a reason on failure), video files, live captures.
+
+Images are returned as OpenCV delivers them: HWC uint8/uint16, BGR(A) or gray.
+"""
+
+from __future__ import annotations
+
+import glob
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff",
+                              ".ppm", ".pgm", ".pbm", ".pnm", ".jp2", ".exr", ".hdr", ".gif"})
+VIDEO_EXTENSIONS = frozenset({".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg",
+                              ".wmv", ".flv"})
+
+
+class InputError(Exception):
+    """An input that cannot be translated; ``reason`` is short ("corrupt", "empty file")."""
+
+    def __init__(self, path: Path | str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = Path(path)
+        self.reason = reason
+
+
+def is_video(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_EXTENSIONS
+
+
+def read_image(path: Path) -> np.ndarray:
+    """Decode ``path`` keeping depth and alpha; raises :class:`InputError` with the reason."""
+    try:
+        data = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as exc:
+        raise InputError(path, f"unreadable ({exc.strerror or exc})") from None
+    if data.size == 0:
+        raise InputError(path, "empty file")
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if image is None or image.size == 0:
+        known = path.suffix.lower() in IMAGE_EXTENSIONS
+        raise InputError(path, "corrupt or truncated image" if known else "not an image")
+    if image.dtype not in (np.uint8, np.uint16):
+        # e.g. float EXR/HDR: map [0, 1] to 8 bits
+        image = np.clip(np.nan_to_num(image.astype(np.float32)) * 255.0, 0, 255).astype(np.uint8)
+    return image
+
+
+@dataclass(frozen=True)
+class FileInput:
+    """One input file and where its output goes, relative to the output root."""
+
+    path: Path
+    relative: Path
+
+
+def expand_inputs(inputs: list[str]) -> tuple[list[FileInput], list[InputError]]:
+    """Files, folders (recursive) and globs -> ordered inputs with output-relative paths.
+
+    A single folder maps its tree directly under the output root; with several inputs each
+    folder keeps its own name. Missing paths and empty globs come back as errors.
+    """
+    found: list[FileInput] = []
+    errors: list[InputError] = []
+    single = len(inputs) == 1
+    for raw in inputs:
+        path = Path(raw)
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file())
+            base = Path() if single else Path(path.resolve().name)
+            found += [FileInput(p, base / p.relative_to(path)) for p in files]
+            if not files:
+                errors.append(InputError(path, "empty folder"))
+        elif path.is_file():
+            found.append(FileInput(path, Path(path.name)))
+        elif glob.has_magic(raw):
+            matches = sorted(Path(p) for p in glob.glob(raw, recursive=True) if Path(p).is_file())
+            if not matches:
+                errors.append(InputError(path, "pattern matches no files"))
+            root = _glob_root(raw)
+            found += [FileInput(p, p.relative_to(root) if p.is_relative_to(root) else
+                                Path(p.name)) for p in matches]
+        else:
+            errors.append(InputError(path, "no such file or folder"))
+    return found, errors
+
+
+def _glob_root(pattern: str) -> Path:
+    parts = Path(pattern).parts
+    fixed = []
+    for part in parts:
+        if glob.has_magic(part):
+            break
+        fixed.append(part)
+    return Path(*fixed) if fixed else Path()
+
+
+# ---- videos and live sources ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class VideoInfo:
+    width: int
+    height: int
+    fps: float
+    frame_count: int  # as the container reports it; may be 0 or approximate
+
+
+def open_video(path: Path | str | int) -> tuple[cv2.VideoCapture, VideoInfo]:
+    """Open a video file, camera index or stream URL; :class:`InputError` if it cannot."""
+    capture = cv2.VideoCapture(path if isinstance(path, int) else str(path))
+    if not capture.isOpened():
+        capture.release()
+        raise InputError(Path(str(path)), "cannot open as video")
+    info = VideoInfo(int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
+                     int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+                     float(capture.get(cv2.CAP_PROP_FPS)) or 30.0,
+                     int(capture.get(cv2.CAP_PROP_FRAME_COUNT)))
+    return capture, info
+
+
+def video_frames(capture: cv2.VideoCapture) -> Iterator[np.ndarray]:
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            return
+        yield frame
+
+
+def parse_live_source(source: str) -> int | str:
+    """``"0"`` -> camera index 0; anything else (file, rtsp://, http://) as given."""
+    return int(source) if source.isdigit() else source
+
+
+class LatestFrameGrabber:
+    """Reads a capture in its own thread and keeps only the newest frame.
+
+    A consumer slower than the camera therefore always gets the latest picture (latency one
+    frame, not a growing queue). Video files are paced at their own frame rate, as a camera
+    would deliver them. A live stream that drops is reopened up to ``reconnects`` times.
+    """
+
+    def __init__(self, source: int | str, reconnects: int = 5, retry_delay: float = 0.5) -> None:
+        self.source = source
+        self.reconnects = reconnects
+        self.retry_delay = retry_delay
+        self.is_file = isinstance(source, str) and Path(source).is_file()
+        self.capture, self.info = self._open()
+        self._frame: np.ndarray | None = None
+        self._index = 0
+        self._condition = threading.Condition()
+        self._stopped = False
+        self.error: str | None = None
+        self.frames_read = 0
+        self._thread = threading.Thread(target=self._loop, name="capture", daemon=True)
+        self._thread.start()
+
+    def _open(self) -> tuple[cv2.VideoCapture, VideoInfo]:
+        capture, info = open_video(self.source)
+        if isinstance(self.source, int) or not self.is_file:
+            capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # keep the driver's queue short as well
+        return capture, info
+
+    def _loop(self) -> None:
+        attempts = 0
+        interval = 1.0 / self.info.fps if self.is_file and self.info.fps > 0 else 0.0
+        next_due = time.perf_counter()
+        while not self._stopped:
+            ok, frame = self.capture.read()
+            if not ok:
+                if self.is_file:
+                    break  # end of the video
+                if attempts >= self.reconnects:
+                    self.error = (f"{self.source}: stream dropped; gave up after "
+                                  f"{self.reconnects} reconnect attempt(s)")
+                    break
+                attempts += 1
+                self.capture.release()
+                time.sleep(self.retry_delay * attempts)
+                try:
+                    self.capture, _ = self._open()
+                except InputError:
+                    continue
+                continue
+            attempts = 0
+            with self._condition:
+                self._frame = frame
+                self._index += 1
+                self.frames_read += 1
+                self._condition.notify_all()
+            if interval:
+                next_due += interval
+                delay = next_due - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+        with self._condition:
+            self._stopped = True
+            self._condition.notify_all()
+
+    def read(self, after: int, timeout: float = 10.0) -> tuple[int, np.ndarray] | None:
+        """Wait for a frame newer than index ``after``; None when the source has ended."""
+        deadline = time.monotonic() + timeout
+        with self._condition:
+            while self._index <= after and not self._stopped:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self.error = self.error or f"{self.source}: no frame for {timeout:.0f} s"
+                    return None
+                self._condition.wait(remaining)
+            if self._index <= after or self._frame is None:
+                return None
+            return self._index, self._frame
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._thread.join(timeout=5)
+        self.capture.release()

@@ -1,0 +1,99 @@
+"""Pure pre- and post-processing between images and the float model (numpy only).
+
+Images at the runtime's surface are HWC uint8, BGR unless told otherwise (OpenCV's order); the
+float model takes and returns NCHW float32 RGB in [-1, 1]. The same arithmetic is what an
+exporter's ``--io uint8`` graph does inside the model, so both paths agree to the rounding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def to_model_input(images: np.ndarray | Sequence[np.ndarray],
+                   color_order: str = "BGR") -> np.ndarray:
+    """``(H, W, 3)`` or ``(N, H, W, 3)`` uint8 in ``color_order`` -> ``(N, 3, H, W)`` float32
+    RGB in [-1, 1] (``x / 127.5 - 1``)."""
+    batch = np.asarray(images)
+    if batch.ndim == 3:
+        batch = batch[None]
+    if batch.ndim != 4 or batch.shape[-1] != 3:
+        raise ValueError(f"expected (N, H, W, 3) images, got shape {batch.shape}")
+    if color_order == "BGR":
+        batch = batch[..., ::-1]
+    nchw = batch.transpose(0, 3, 1, 2).astype(np.float32)
+    nchw /= 127.5
+    nchw -= 1.0
+    return np.ascontiguousarray(nchw)
+
+
+def from_model_output(output: np.ndarray, color_order: str = "BGR") -> np.ndarray:
+    """``(N, 3, H, W)`` float RGB in [-1, 1] -> ``(N, H, W, 3)`` uint8 in ``color_order``.
+
+    ``(y + 1) * 127.5``, rounded half to even (as ONNX ``Round``), clipped to 0..255.
+    """
+    if output.ndim != 4 or output.shape[1] != 3:
+        raise ValueError(f"expected (N, 3, H, W) model output, got shape {output.shape}")
+    scaled = (output.astype(np.float32) + 1.0) * 127.5
+    pixels = np.clip(np.rint(scaled), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+    if color_order == "BGR":
+        pixels = pixels[..., ::-1]
+    return np.ascontiguousarray(pixels)
+
+
+def split_alpha(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Normalise any supported image to ``(H, W, 3)`` uint8 plus its alpha plane (or None).
+
+    Accepts ``(H, W)`` / ``(H, W, 1)`` gray (replicated to 3 channels), ``(H, W, 3)``,
+    ``(H, W, 4)`` (alpha split off); uint8 or uint16 (scaled by 1/257). Channel order is kept.
+    """
+    image = np.asarray(image)
+    if image.dtype == np.uint16:
+        image = np.rint(image.astype(np.float32) / 257.0).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 or uint16 image, got dtype {image.dtype}")
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
+        raise ValueError(f"expected an (H, W), (H, W, 3) or (H, W, 4) image, got {image.shape}")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise ValueError(f"empty image of shape {image.shape}")
+    alpha = None
+    if image.shape[2] == 4:
+        alpha = np.ascontiguousarray(image[:, :, 3])
+        image = image[:, :, :3]
+    elif image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
+    return np.ascontiguousarray(image), alpha
+
+
+def merge_alpha(image: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
+    """Put an alpha plane ``(H, W)`` back onto ``(H, W, 3)``; no-op when ``alpha`` is None."""
+    if alpha is None:
+        return image
+    return np.ascontiguousarray(np.dstack([image, alpha]))
+
+
+def pad_to_multiple(batch: np.ndarray, multiple: int) -> np.ndarray:
+    """Reflect-pad ``(N, H, W, C)`` at the bottom/right so H and W are multiples of ``multiple``.
+
+    Reflection (not zeros) keeps the border statistics natural, so the generator's output near
+    the edge is not darkened; :func:`crop_to` removes the padding afterwards.
+    """
+    height, width = batch.shape[1:3]
+    pad_h, pad_w = -height % multiple, -width % multiple
+    if pad_h == 0 and pad_w == 0:
+        return batch
+    # numpy's "reflect" repeats the reflection when the pad exceeds the image; it needs >= 2
+    # pixels to reflect, so 1-pixel dimensions are extended by repetition instead.
+    widths = ((0, 0), (0, pad_h), (0, pad_w), (0, 0))
+    if min(height, width) > 1:
+        return np.pad(batch, widths, mode="reflect")
+    return np.pad(batch, widths, mode="edge")
+
+
+def crop_to(batch: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Undo :func:`pad_to_multiple`: the top-left ``height`` x ``width`` of ``(N, H, W, C)``."""
+    return np.ascontiguousarray(batch[:, :height, :width])

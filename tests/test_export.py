@@ -1,0 +1,308 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from click.testing import CliRunner
+from test_checkpoint import RunsCode
+from test_pretrained import official_layout_file
+
+import cyclegan_export.export as export_module
+from cyclegan_export import ExportError, export_onnx
+from cyclegan_export.cli import main as export_cli
+from cyclegan_export.verify import natural_images
+from runtime.metadata import SCHEMA_VERSION, read_metadata
+from runtime.transforms import from_model_output, to_model_input
+from training.checkpoint import CheckpointError, atomic_torch_save, load_torch_file
+from training.networks import build_generator, generator_spec, init_weights
+
+
+def run_onnx(path: Path, feed: np.ndarray) -> np.ndarray:
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: feed})[0]
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real training checkpoint (2 steps of resnet_6blocks, ngf 8) with named domains."""
+    from conftest import write_domain
+
+    from training.config import from_dict
+    from training.trainer import train
+
+    root = tmp_path_factory.mktemp("export_data")
+    rng = np.random.default_rng(5)
+    write_domain(root / "trainA", 3, rng)
+    write_domain(root / "trainB", 3, rng)
+    config = from_dict(dict(dataroot=str(root), generator="resnet_6blocks", ngf=8, ndf=8,
+                            load_size=36, crop_size=32, num_workers=0, max_steps=2,
+                            sample_every=0, checkpoint_every=0, domain_a="horse",
+                            domain_b="zebra"))
+    result = train(config, root / "run", progress=False)
+    assert result.checkpoint is not None
+    return result.checkpoint
+
+
+def official_file(tmp_path: Path, name: str, **options: object) -> tuple[Path, torch.nn.Module]:
+    torch.manual_seed(0)
+    net = build_generator(generator_spec(name, ngf=8, **options))
+    init_weights(net)
+    return official_layout_file(net.eval(), tmp_path / "latest_net_G.pth"), net
+
+
+@pytest.mark.parametrize("name", ["resnet_9blocks", "resnet_6blocks", "unet_128", "unet_256"])
+def test_official_layout_files_export_and_verify(tmp_path: Path, name: str) -> None:
+    path, net = official_file(tmp_path, name)
+    out = tmp_path / "g.onnx"
+    report = export_onnx(path, out, opencv_check=False)
+
+    assert report.ok and out.exists()
+    parity = [c for c in report.checks if c.name.startswith("onnxruntime vs PyTorch")]
+    assert len(parity) == 2 and all(c.passed for c in parity)  # two sizes, batch 2
+    assert all("2x3x" in c.name for c in parity)
+    meta = read_metadata(out)
+    assert meta.architecture == name and meta.size_multiple == (
+        4 if name.startswith("resnet") else int(name.split("_")[1]))
+    # dynamic batch, height and width: run a size the export never saw
+    m = meta.size_multiple
+    x = torch.rand(3, 3, m * (3 if m == 4 else 1), m * (5 if m == 4 else 2)) * 2 - 1
+    with torch.no_grad():
+        want = net(x).numpy()
+    assert np.abs(run_onnx(out, x.numpy()) - want).max() < 1e-4
+
+
+@pytest.mark.parametrize("direction", ["AtoB", "BtoA"])
+def test_training_checkpoint_exports_the_chosen_generator(tiny_checkpoint: Path, tmp_path: Path,
+                                                          direction: str) -> None:
+    out = tmp_path / f"{direction}.onnx"
+    report = export_onnx(tiny_checkpoint, out, direction=direction)
+    assert report.ok
+    meta = read_metadata(out)
+    assert (meta.source_domain, meta.target_domain) == (
+        ("horse", "zebra") if direction == "AtoB" else ("zebra", "horse"))
+    assert meta.crop_size == 32 and meta.direction == direction
+    key = "G_AB" if direction == "AtoB" else "G_BA"
+    state = load_torch_file(tiny_checkpoint)["generators"][key]["state_dict"]
+    net = build_generator(generator_spec("resnet_6blocks", ngf=8))
+    net.load_state_dict(state)
+    x = torch.rand(1, 3, 40, 44) * 2 - 1
+    with torch.no_grad():
+        assert np.abs(run_onnx(out, x.numpy()) - net.eval()(x).numpy()).max() < 1e-4
+
+
+def test_default_model_is_self_contained_float_nchw_with_dynamic_axes(tiny_checkpoint: Path,
+                                                                      tmp_path: Path) -> None:
+    out = tmp_path / "m.onnx"
+    report = export_onnx(tiny_checkpoint, out)
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]  # no .onnx.data, no temp files
+    model = onnx.load(str(out))
+    (graph_input,) = model.graph.input
+    dims = [d.dim_param or d.dim_value for d in graph_input.type.tensor_type.shape.dim]
+    assert graph_input.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert dims == ["batch", 3, "height", "width"]
+    assert model.opset_import[0].version == 17
+    opencv = [c for c in report.checks if c.name.startswith("OpenCV DNN")]
+    assert len(opencv) == 1 and opencv[0].passed, opencv
+    assert "OpenCV DNN" in report.summary() and "max abs error" in report.summary()
+
+
+def test_uint8_io_graph_matches_float_graph_plus_python_pre_post(tiny_checkpoint: Path,
+                                                                 tmp_path: Path) -> None:
+    float_path, uint8_path = tmp_path / "f.onnx", tmp_path / "u8.onnx"
+    export_onnx(tiny_checkpoint, float_path)
+    report = export_onnx(tiny_checkpoint, uint8_path, io_kind="uint8")
+    assert report.ok
+    frames_bgr = natural_images(2, 48, 64, seed=9)[..., ::-1].copy()  # as OpenCV delivers
+
+    got = run_onnx(uint8_path, frames_bgr)
+    want = from_model_output(run_onnx(float_path, to_model_input(frames_bgr, "BGR")), "BGR")
+
+    assert got.dtype == np.uint8 and got.shape == frames_bgr.shape
+    assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
+    meta = read_metadata(uint8_path)
+    assert (meta.io, meta.layout, meta.color_order, meta.value_range) == (
+        "uint8", "NHWC", "BGR", (0.0, 255.0))
+
+
+def test_portable_pad_removes_reflect_pad_and_is_numerically_identical(tmp_path: Path) -> None:
+    path, _ = official_file(tmp_path, "resnet_6blocks")
+    plain, portable = tmp_path / "plain.onnx", tmp_path / "portable.onnx"
+    export_onnx(path, plain, opencv_check=False)
+    report = export_onnx(path, portable, portable_pad=True, simplify=True)
+    assert report.ok
+    ops = {n.op_type for n in onnx.load(str(portable)).graph.node}
+    assert "Pad" not in ops
+    assert "Pad" in {n.op_type for n in onnx.load(str(plain)).graph.node}
+    x = to_model_input(natural_images(2, 36, 52, seed=3), "RGB")
+    assert np.abs(run_onnx(portable, x) - run_onnx(plain, x)).max() < 1e-5
+    assert read_metadata(portable).portable_pad is True
+
+
+def test_static_shape_and_fixed_batch(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "static.onnx"
+    report = export_onnx(tiny_checkpoint, out, static_size=(32, 48), batch=1)
+    assert report.ok
+    dims = [d.dim_value for d in onnx.load(str(out)).graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [1, 3, 32, 48]
+    meta = read_metadata(out)
+    assert meta.static_size == (32, 48) and meta.batch == 1
+
+
+def test_static_size_must_follow_the_size_rule(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match="multiples of 4"):
+        export_onnx(tiny_checkpoint, tmp_path / "x.onnx", static_size=(30, 32))
+
+
+def test_metadata_round_trip_and_info_command(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    out = tmp_path / "m.onnx"
+    export_onnx(tiny_checkpoint, out, verify=False)
+    props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert props["cyclegan.schema_version"] == str(SCHEMA_VERSION)
+    meta = read_metadata(out)
+    assert meta.generator["ngf"] == 8 and meta.precision == "fp32"
+    assert len(meta.source_sha256) == 64 and meta.package_version
+    result = CliRunner().invoke(export_cli, ["--info", str(out)])
+    assert result.exit_code == 0
+    assert 'architecture: "resnet_6blocks"' in result.output
+    assert 'source_domain: "horse"' in result.output
+
+
+# ---- bad input: one line naming the file and the reason, exit 2, no file written -----------
+
+def _cli(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(export_cli, list(args))
+    return result.exit_code, result.output
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    code, output = _cli(str(tmp_path / "nope.pt"), str(tmp_path / "o.onnx"))
+    assert code == 2 and f"{tmp_path / 'nope.pt'}: no such file" in output
+
+
+def test_not_a_checkpoint(tmp_path: Path) -> None:
+    path = tmp_path / "notes.pt"
+    path.write_text("just some text")
+    code, output = _cli(str(path), str(tmp_path / "o.onnx"))
+    assert code == 2 and "notes.pt: not a" in output and output.count("\n") == 1
+
+
+def test_unknown_architecture(tmp_path: Path) -> None:
+    path = tmp_path / "resnet50.pth"
+    torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7), "fc.weight": torch.zeros(10, 64)},
+               path)
+    code, output = _cli(str(path), str(tmp_path / "o.onnx"))
+    assert code == 2 and "resnet50.pth: not a CycleGAN ResNet or U-Net generator" in output
+
+
+def test_direction_the_file_does_not_contain(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    state = load_torch_file(tiny_checkpoint)
+    del state["generators"]["G_BA"]
+    path = tmp_path / "half.pt"
+    atomic_torch_save(state, path)
+    code, output = _cli(str(path), str(tmp_path / "o.onnx"), "--direction", "BtoA")
+    assert code == 2 and "half.pt: has no G_BA generator for direction BtoA" in output
+
+
+def test_pickle_that_runs_code_is_refused_and_never_runs(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    path = tmp_path / "latest_net_G.pth"
+    torch.save({"model.1.weight": torch.zeros(1), "x": RunsCode(marker)}, path)
+    code, output = _cli(str(path), str(tmp_path / "o.onnx"))
+    assert code == 2 and "refused to load" in output and "weights_only" in output
+    assert not marker.exists()
+    with pytest.raises(CheckpointError):
+        export_onnx(path, tmp_path / "o.onnx")
+
+
+def test_output_directory_that_cannot_be_written(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a directory should be")
+    code, output = _cli(str(tiny_checkpoint), str(blocker / "sub" / "o.onnx"))
+    assert code == 2 and "cannot create output directory" in output and "Traceback" not in output
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    result = CliRunner().invoke(export_cli, [str(tmp_path / "nope.pt"), "o.onnx", "--debug"])
+    assert isinstance(result.exception, CheckpointError)
+
+
+# ---- atomicity --------------------------------------------------------------------------------
+
+def test_failed_verification_leaves_no_file(tiny_checkpoint: Path, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    import cyclegan_export.verify as verify_module
+
+    monkeypatch.setattr(verify_module, "FP32_MAX_ABS_ERROR", 0.0)  # nothing can pass now
+    out = tmp_path / "m.onnx"
+    with pytest.raises(ExportError, match="verification failed.*max abs error"):
+        export_onnx(tiny_checkpoint, out)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_interrupted_export_leaves_no_file_and_keeps_the_old_one(
+        tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "m.onnx"
+    export_onnx(tiny_checkpoint, out, verify=False)
+    before = out.read_bytes()
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        Path(str(args[1])).write_bytes(b"half a model")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export_module.onnx, "save_model", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        export_onnx(tiny_checkpoint, out, direction="BtoA")
+    assert out.read_bytes() == before
+    assert os.listdir(tmp_path) == ["m.onnx"]
+
+
+# ---- reduced precision through the exporter ---------------------------------------------
+
+@pytest.fixture(scope="module")
+def calibration_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import cv2
+
+    folder = tmp_path_factory.mktemp("calibration")
+    for i, image in enumerate(natural_images(6, 40, 48, seed=50)):
+        cv2.imwrite(str(folder / f"c{i}.png"), image[..., ::-1])
+    (folder / "readme.txt").write_text("not an image: ignored")
+    return folder
+
+
+@pytest.mark.parametrize("io_kind", ["float", "uint8"])
+def test_fp16_export_reports_psnr_above_its_floor(tiny_checkpoint: Path, tmp_path: Path,
+                                                  io_kind: str) -> None:
+    out = tmp_path / "fp16.onnx"
+    report = export_onnx(tiny_checkpoint, out, precision="fp16", io_kind=io_kind)
+    psnr_checks = [c for c in report.checks if c.name.startswith("fp16 vs fp32")]
+    assert len(psnr_checks) == 2 and all(c.passed for c in psnr_checks)
+    assert all("floor 45 dB" in c.detail for c in psnr_checks)
+    model = onnx.load(str(out))
+    assert model.graph.input[0].type.tensor_type.elem_type == (
+        onnx.TensorProto.FLOAT if io_kind == "float" else onnx.TensorProto.UINT8)
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in model.graph.initializer)
+    assert read_metadata(out).precision == "fp16"
+
+
+def test_int8_export_calibrates_on_a_folder_and_reports_psnr(tiny_checkpoint: Path,
+                                                             tmp_path: Path,
+                                                             calibration_dir: Path) -> None:
+    out = tmp_path / "int8.onnx"
+    report = export_onnx(tiny_checkpoint, out, precision="int8", calibration=calibration_dir)
+    psnr_checks = [c for c in report.checks if c.name.startswith("int8 vs fp32")]
+    assert len(psnr_checks) == 3  # two sizes of held-out images + the calibration images
+    assert all(c.passed and "floor 30 dB" in c.detail for c in psnr_checks)
+    ops = {n.op_type for n in onnx.load(str(out)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert read_metadata(out).precision == "int8"
+
+
+def test_int8_without_calibration_is_refused(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    code, output = _cli(str(tiny_checkpoint), str(tmp_path / "o.onnx"), "--precision", "int8")
+    assert code == 2 and "needs --calibration DIR" in output
+    assert not (tmp_path / "o.onnx").exists()
