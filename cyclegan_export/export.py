@@ -139,13 +139,13 @@ def _check_output_path(output: Path) -> None:
         raise ExportError(f"{output.parent}: output directory is not writable")
 
 
-def _parse_static(static_size: tuple[int, int] | None, multiple: int) -> None:
+def _parse_static(static_size: tuple[int, int] | None, multiple: int, minimum: int) -> None:
     if static_size is None:
         return
     height, width = static_size
-    if height <= 0 or width <= 0 or height % multiple or width % multiple:
-        raise ExportError(f"--static {height}x{width}: height and width must be positive "
-                          f"multiples of {multiple} for this generator")
+    if min(height, width) < minimum or height % multiple or width % multiple:
+        raise ExportError(f"--static {height}x{width}: height and width must be multiples of "
+                          f"{multiple} and at least {minimum} for this generator")
 
 
 def export_onnx(
@@ -192,14 +192,14 @@ def export_onnx(
 
     src = load_generator(source, direction, overrides)  # CheckpointError on bad input
     spec = src.spec
-    _parse_static(static_size, spec.size_multiple)
+    _parse_static(static_size, spec.size_multiple, spec.min_size)
     meta = ModelMetadata(
         architecture=spec.name, generator=spec.to_dict(), direction=src.direction,
         source_domain=src.source_domain, target_domain=src.target_domain, io=io_kind,
         layout="NHWC" if io_kind == "uint8" else "NCHW",
         value_range=(0.0, 255.0) if io_kind == "uint8" else (-1.0, 1.0),
         color_order=color_order if io_kind == "uint8" else "RGB",
-        size_multiple=spec.size_multiple, static_size=static_size, batch=batch,
+        size_multiple=spec.size_multiple, min_size=spec.min_size, static_size=static_size, batch=batch,
         crop_size=src.crop_size, precision=precision, opset=opset, portable_pad=portable_pad,
         source_file=source.name, source_sha256=src.sha256, package_version=__version__,
     )

@@ -48,6 +48,7 @@ class ModelMetadata:
     value_range: tuple[float, float] = (-1.0, 1.0)
     color_order: str = "RGB"                # channel order at the graph's edge
     size_multiple: int = 4
+    min_size: int = 1                       # smallest H and W the graph accepts (ResNet: 8)
     static_size: tuple[int, int] | None = None  # (H, W) when exported with fixed shape
     batch: int | None = None                # fixed batch size, None = dynamic
     crop_size: int | None = None            # training crop size: the resolution it learned at

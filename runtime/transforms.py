@@ -76,22 +76,26 @@ def merge_alpha(image: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
     return np.ascontiguousarray(np.dstack([image, alpha]))
 
 
-def pad_to_multiple(batch: np.ndarray, multiple: int) -> np.ndarray:
-    """Reflect-pad ``(N, H, W, C)`` at the bottom/right so H and W are multiples of ``multiple``.
+def pad_to_multiple(batch: np.ndarray, multiple: int, minimum: int = 1) -> np.ndarray:
+    """Reflect-pad ``(N, H, W, C)`` at the bottom/right so H and W are multiples of ``multiple``
+    and at least ``minimum``.
 
     Reflection (not zeros) keeps the border statistics natural, so the generator's output near
     the edge is not darkened; :func:`crop_to` removes the padding afterwards.
     """
     height, width = batch.shape[1:3]
-    pad_h, pad_w = -height % multiple, -width % multiple
+    pad_h = max(minimum, height + -height % multiple) - height
+    pad_w = max(minimum, width + -width % multiple) - width
     if pad_h == 0 and pad_w == 0:
         return batch
     # numpy's "reflect" repeats the reflection when the pad exceeds the image; it needs >= 2
-    # pixels to reflect, so 1-pixel dimensions are extended by repetition instead.
-    widths = ((0, 0), (0, pad_h), (0, pad_w), (0, 0))
-    if min(height, width) > 1:
-        return np.pad(batch, widths, mode="reflect")
-    return np.pad(batch, widths, mode="edge")
+    # pixels to reflect, so a 1-pixel dimension is extended by repetition instead.
+    for axis, amount, size in ((1, pad_h, height), (2, pad_w, width)):
+        if amount:
+            widths = [(0, 0)] * 4
+            widths[axis] = (0, amount)
+            batch = np.pad(batch, widths, mode="reflect" if size > 1 else "edge")
+    return batch
 
 
 def crop_to(batch: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from runtime.backends import Backend, OnnxRuntimeBackend, create_backend
+from runtime.backends import Backend, BackendError, OnnxRuntimeBackend, create_backend
 from runtime.metadata import ModelMetadata, read_metadata
 from runtime.transforms import (
     crop_to,
@@ -41,6 +41,8 @@ class Translator:
                  device_id: int = 0, threads: int | None = None, backend: str = "onnxruntime",
                  max_side: int | None = None) -> None:
         self.model_path = Path(model_path)
+        if not self.model_path.is_file():
+            raise BackendError(f"{self.model_path}: no such file")
         self.backend: Backend = create_backend(backend, self.model_path, providers, device_id,
                                                threads)
         if isinstance(self.backend, OnnxRuntimeBackend):
@@ -110,8 +112,8 @@ class Translator:
         if target is not None and target != (height, width):
             work = np.stack([cv2.resize(img, (target[1], target[0]),
                                         interpolation=cv2.INTER_AREA) for img in batch])
-        padded = work if meta.static_size is not None else pad_to_multiple(work,
-                                                                           meta.size_multiple)
+        padded = work if meta.static_size is not None else pad_to_multiple(
+            work, meta.size_multiple, meta.min_size)
         out = self._run_batched(padded, color_order)
         out = crop_to(out, work.shape[1], work.shape[2])
         if out.shape[1:3] != (height, width):

@@ -72,6 +72,12 @@ class GeneratorSpec:
         """Input height and width must be a multiple of this."""
         return 4 if self.family == "resnet" else 2**self.num_downs
 
+    @property
+    def min_size(self) -> int:
+        """Smallest input height/width: a ResNet's 1/4-size bottleneck must be >= 2 pixels for
+        its reflection padding; a U-Net needs one full multiple."""
+        return 8 if self.family == "resnet" else self.size_multiple
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

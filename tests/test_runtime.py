@@ -1,0 +1,350 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from cyclegan_export import export_onnx
+from cyclegan_export.verify import natural_images
+from runtime import Translator
+from runtime.backends import BackendError, ProviderFallbackWarning, resolve_providers
+from runtime.cli import main as run_cli
+from runtime.metadata import MetadataError
+from runtime.transforms import (
+    crop_to,
+    from_model_output,
+    merge_alpha,
+    pad_to_multiple,
+    split_alpha,
+    to_model_input,
+)
+from training.networks import build_generator, generator_spec, init_weights
+
+
+@pytest.fixture(scope="module")
+def generator() -> torch.nn.Module:
+    torch.manual_seed(0)
+    net = build_generator(generator_spec("resnet_6blocks", ngf=8))
+    init_weights(net)
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory, generator: torch.nn.Module) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("models")
+    weights = folder / "g.pth"
+    torch.save(generator.state_dict(), weights)
+    out = {"float": folder / "float.onnx", "uint8": folder / "uint8.onnx",
+           "static": folder / "static.onnx", "batch2": folder / "batch2.onnx"}
+    export_onnx(weights, out["float"], opencv_check=False)
+    export_onnx(weights, out["uint8"], io_kind="uint8", verify=False)
+    export_onnx(weights, out["static"], static_size=(32, 32), batch=1, verify=False)
+    export_onnx(weights, out["batch2"], batch=2, verify=False)
+    return out
+
+
+def torch_translate(net: torch.nn.Module, image_bgr: np.ndarray) -> np.ndarray:
+    """PyTorch reference: BGR uint8 (H, W, 3) with H, W multiples of 4 -> BGR uint8."""
+    with torch.no_grad():
+        out = net(torch.from_numpy(to_model_input(image_bgr, "BGR"))).numpy()
+    return from_model_output(out, "BGR")[0]
+
+
+# ---- pure pre/post-processing --------------------------------------------------------------
+
+def test_model_input_range_layout_and_colour_order() -> None:
+    image = np.zeros((2, 3, 3), np.uint8)
+    image[..., 0] = 255  # blue in BGR
+    x = to_model_input(image, "BGR")
+    assert x.shape == (1, 3, 2, 3) and x.dtype == np.float32
+    assert np.all(x[0, 2] == 1.0) and np.all(x[0, 0] == -1.0)  # RGB order inside
+    assert np.array_equal(from_model_output(x, "BGR")[0], image)
+
+
+@pytest.mark.parametrize("value", [-1.0, -0.5, 0.0, 0.999, 1.0, 1.7, -3.0])
+def test_output_rounds_and_clips(value: float) -> None:
+    out = from_model_output(np.full((1, 3, 1, 1), value, np.float32), "RGB")
+    assert out[0, 0, 0, 0] == int(np.clip(np.rint((value + 1) * 127.5), 0, 255))
+
+
+@pytest.mark.parametrize("shape", [(5, 7, 3), (1, 9, 3), (13, 1, 3), (4, 4, 3), (2, 2, 3)])
+def test_pad_and_crop_round_trip(shape: tuple[int, int, int]) -> None:
+    batch = np.random.default_rng(0).integers(0, 255, (2, *shape), dtype=np.uint8)
+    padded = pad_to_multiple(batch, 4)
+    assert padded.shape[1] % 4 == 0 and padded.shape[2] % 4 == 0
+    assert np.array_equal(crop_to(padded, *shape[:2]), batch)
+
+
+def test_reflect_padding_mirrors_without_repeating_the_edge() -> None:
+    row = np.arange(6, dtype=np.uint8).reshape(1, 1, 6, 1)
+    assert pad_to_multiple(row, 4)[0, 0, :, 0].tolist() == [0, 1, 2, 3, 4, 5, 4, 3]
+
+
+@pytest.mark.parametrize(
+    ("image", "alpha"),
+    [
+        (np.full((4, 5), 7, np.uint8), None),
+        (np.full((4, 5, 1), 7, np.uint8), None),
+        (np.full((4, 5, 4), 7, np.uint8), 7),
+        (np.full((4, 5, 3), 7 * 257, np.uint16), None),
+    ],
+)
+def test_split_alpha_normalises_layouts(image: np.ndarray, alpha: int | None) -> None:
+    colour, plane = split_alpha(image)
+    assert colour.shape == (4, 5, 3) and colour.dtype == np.uint8 and np.all(colour == 7)
+    assert (plane is None) == (alpha is None)
+    if plane is not None:
+        assert merge_alpha(colour, plane).shape == (4, 5, 4)
+
+
+@pytest.mark.parametrize("bad", [np.zeros((4, 5, 2), np.uint8), np.zeros((4, 5, 3), np.float32),
+                                 np.zeros((0, 5, 3), np.uint8)])
+def test_split_alpha_rejects_what_it_cannot_translate(bad: np.ndarray) -> None:
+    with pytest.raises(ValueError):
+        split_alpha(bad)
+
+
+# ---- Translator ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["float", "uint8"])
+def test_translator_matches_pytorch_within_one_level(models: dict[str, Path],
+                                                     generator: torch.nn.Module,
+                                                     kind: str) -> None:
+    image = natural_images(1, 48, 64, seed=1)[0][..., ::-1].copy()
+    got = Translator(models[kind])(image)
+    want = torch_translate(generator, image)
+    assert got.shape == image.shape and got.dtype == np.uint8
+    assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize("size", [(37, 53), (5, 3), (64, 1), (33, 32)])
+def test_odd_sizes_come_back_at_the_same_size_padded_not_squashed(
+        models: dict[str, Path], generator: torch.nn.Module, size: tuple[int, int]) -> None:
+    height, width = size
+    image = natural_images(1, height, width, seed=2)[0]
+    got = Translator(models["float"]).translate(image, color_order="RGB")
+    assert got.shape == (height, width, 3)
+    if height >= 8 and width >= 8:  # the padded region must not leak into the kept one
+        padded = pad_to_multiple(image[None, ..., ::-1], 4)[0]
+        want = torch_translate(generator, np.ascontiguousarray(padded))[:height, :width, ::-1]
+        assert np.abs(got.astype(int) - want.astype(int)).max() <= 1
+
+
+def test_colour_order_rgb_and_bgr_agree(models: dict[str, Path]) -> None:
+    translator = Translator(models["uint8"])
+    bgr = natural_images(1, 32, 40, seed=3)[0]
+    from_bgr = translator(bgr)
+    from_rgb = translator.translate(np.ascontiguousarray(bgr[..., ::-1]), color_order="RGB")
+    assert np.array_equal(from_bgr, from_rgb[..., ::-1])
+
+
+def test_grayscale_rgba_and_16_bit_inputs(models: dict[str, Path]) -> None:
+    translator = Translator(models["float"])
+    base = natural_images(1, 24, 28, seed=4)[0]
+    gray = cv2.cvtColor(base, cv2.COLOR_BGR2GRAY)
+    assert translator(gray).shape == (24, 28, 3)
+    rgba = np.dstack([base, np.arange(24 * 28, dtype=np.uint8).reshape(24, 28)])
+    out = translator(rgba)
+    assert out.shape == (24, 28, 4) and np.array_equal(out[..., 3], rgba[..., 3])
+    sixteen = base.astype(np.uint16) * 257
+    assert np.array_equal(translator(sixteen), translator(base))
+
+
+def test_batch_groups_sizes_and_matches_single_images(models: dict[str, Path]) -> None:
+    translator = Translator(models["float"])
+    images = [natural_images(1, h, w, seed=i)[0] for i, (h, w) in
+              enumerate([(32, 32), (20, 28), (32, 32), (20, 28), (32, 32)])]
+    batched = translator.translate_batch(images)
+    for image, out in zip(images, batched, strict=True):
+        assert np.abs(out.astype(int) - translator(image).astype(int)).max() <= 1
+
+
+def test_fixed_batch_and_static_models_adapt(models: dict[str, Path]) -> None:
+    images = [natural_images(1, 24, 32, seed=i)[0] for i in range(3)]
+    outs = Translator(models["batch2"]).translate_batch(images)  # 3 images, batch of 2
+    assert [o.shape for o in outs] == [(24, 32, 3)] * 3
+    static = Translator(models["static"])
+    assert static(natural_images(1, 50, 70, seed=9)[0]).shape == (50, 70, 3)
+
+
+def test_max_side_runs_smaller_and_scales_back(models: dict[str, Path]) -> None:
+    translator = Translator(models["float"], max_side=32)
+    image = natural_images(1, 60, 100, seed=5)[0]
+    out = translator(image)
+    assert out.shape == image.shape
+    full = Translator(models["float"])(image)
+    assert np.abs(out.astype(int) - full.astype(int)).mean() < 40  # same picture, less detail
+
+
+def test_opencv_backend_agrees_with_onnxruntime(models: dict[str, Path]) -> None:
+    image = natural_images(1, 32, 48, seed=6)[0]
+    ort_out = Translator(models["float"])(image)
+    cv_translator = Translator(models["float"], backend="opencv")
+    assert cv_translator.providers[0].startswith("OpenCV DNN")
+    assert np.abs(cv_translator(image).astype(int) - ort_out.astype(int)).max() <= 1
+
+
+def test_one_translator_serves_several_threads(models: dict[str, Path]) -> None:
+    translator = Translator(models["float"])
+    images = [natural_images(1, 32, 32, seed=i)[0] for i in range(8)]
+    expected = [translator(image) for image in images]
+    results: dict[int, np.ndarray] = {}
+
+    def work(i: int) -> None:
+        results[i] = translator(images[i])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert all(np.array_equal(results[i], expected[i]) for i in range(8))
+
+
+@pytest.mark.filterwarnings("ignore")  # the plain torch export's tracer notes
+def test_model_without_metadata_is_refused(tmp_path: Path, generator: torch.nn.Module) -> None:
+    plain = tmp_path / "plain.onnx"
+    torch.onnx.export(generator, (torch.zeros(1, 3, 32, 32),), str(plain), dynamo=False,
+                      input_names=["input"], output_names=["output"])
+    with pytest.raises(MetadataError, match="not a cyclegan-toolkit model"):
+        Translator(plain)
+
+
+# ---- providers -----------------------------------------------------------------------------
+
+def test_auto_prefers_tensorrt_then_cuda_then_cpu() -> None:
+    everything = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert resolve_providers("auto", everything) == everything
+    assert resolve_providers("auto", everything[1:]) == everything[1:]
+
+
+def test_auto_warns_when_it_falls_back_to_cpu() -> None:
+    with pytest.warns(ProviderFallbackWarning, match="running on the CPU"):
+        assert resolve_providers("auto", ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+
+
+def test_explicit_provider_that_is_missing_is_a_clear_error() -> None:
+    with pytest.raises(BackendError, match="CUDAExecutionProvider is not available.*available: "
+                                           "CPUExecutionProvider"):
+        resolve_providers("cuda", ["CPUExecutionProvider"])
+    assert resolve_providers("cpu", ["CPUExecutionProvider"]) == ["CPUExecutionProvider"]
+
+
+def test_translator_reports_what_runs(models: dict[str, Path]) -> None:
+    assert Translator(models["float"], providers="cpu").providers == ["CPUExecutionProvider"]
+
+
+def test_import_runtime_leaves_torch_unimported() -> None:
+    code = ("import sys, runtime, runtime.cli, runtime.pipeline, runtime.live; "
+            "assert 'torch' not in sys.modules, 'torch imported'; "
+            "assert 'onnx' not in sys.modules, 'onnx imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---- cyclegan-run on files ---------------------------------------------------------------------
+
+def write_image(path: Path, image: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), image)
+
+
+def test_folder_tree_with_broken_files(models: dict[str, Path], tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    images = natural_images(3, 36, 44, seed=7)
+    write_image(src / "a.png", images[0])
+    write_image(src / "sub" / "b.jpg", images[1])
+    write_image(src / "sub" / "deeper" / "c.bmp", images[2])
+    (src / "empty.png").write_bytes(b"")
+    (src / "notes.txt").write_text("hello")
+    good = (src / "a.png").read_bytes()
+    (src / "sub" / "cut.png").write_bytes(good[: len(good) // 3])
+
+    result = CliRunner().invoke(run_cli, [str(models["float"]), str(src), "-o",
+                                          str(tmp_path / "out"), "--batch-size", "2"])
+
+    assert result.exit_code == 1
+    written = sorted(p.relative_to(tmp_path / "out").as_posix()
+                     for p in (tmp_path / "out").rglob("*") if p.is_file())
+    assert written == ["a.png", "sub/b.jpg", "sub/deeper/c.bmp"]
+    assert "translated 3 of 6 input(s)" in result.output and "3 failed:" in result.output
+    assert "empty.png: empty file" in result.output
+    assert "notes.txt: not an image" in result.output
+    assert "cut.png: corrupt or truncated image" in result.output
+    assert cv2.imread(str(tmp_path / "out" / "sub" / "b.jpg")).shape == (36, 44, 3)
+
+
+def test_single_image_side_by_side_and_skip_existing(models: dict[str, Path],
+                                                     tmp_path: Path) -> None:
+    src = tmp_path / "photo.png"
+    write_image(src, natural_images(1, 20, 24, seed=8)[0])
+    out = tmp_path / "result.png"
+    first = CliRunner().invoke(run_cli, [str(models["uint8"]), str(src), "-o", str(out),
+                                         "--side-by-side"])
+    assert first.exit_code == 0, first.output
+    assert cv2.imread(str(out)).shape == (20, 48, 3)
+    stamp = out.stat().st_mtime_ns
+    again = CliRunner().invoke(run_cli, [str(models["uint8"]), str(src), "-o", str(out),
+                                         "--skip-existing"])
+    assert again.exit_code == 0 and "1 skipped" in again.output
+    assert out.stat().st_mtime_ns == stamp
+
+
+def test_glob_input(models: dict[str, Path], tmp_path: Path) -> None:
+    for i, image in enumerate(natural_images(2, 16, 16, seed=9)):
+        write_image(tmp_path / "shots" / f"{i}.png", image)
+    write_image(tmp_path / "shots" / "skip.jpg", natural_images(1, 16, 16)[0])
+    result = CliRunner().invoke(run_cli, [str(models["float"]), str(tmp_path / "shots" / "*.png"),
+                                          "-o", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["0.png", "1.png"]
+
+
+def test_video_keeps_size_fps_and_frame_count(models: dict[str, Path], tmp_path: Path) -> None:
+    src = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(src), cv2.VideoWriter.fourcc(*"mp4v"), 15.0, (50, 38))
+    for frame in natural_images(17, 38, 50, seed=10):
+        writer.write(frame)
+    writer.release()
+    out = tmp_path / "out" / "clip_translated.mp4"
+    result = CliRunner().invoke(run_cli, [str(models["float"]), str(src), "-o", str(out),
+                                          "--batch-size", "4"])
+    assert result.exit_code == 0, result.output
+    capture = cv2.VideoCapture(str(out))
+    frames = 0
+    while capture.read()[0]:
+        frames += 1
+    assert frames == 17
+    assert (capture.get(cv2.CAP_PROP_FRAME_WIDTH), capture.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (
+        50, 38)
+    assert capture.get(cv2.CAP_PROP_FPS) == pytest.approx(15.0)
+    assert [p.name for p in out.parent.iterdir()] == ["clip_translated.mp4"]  # no temp files
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["missing.onnx", "x.png", "-o", "o"], "missing.onnx: no such file"),
+        (["{model}", "x.png", "-o", "o", "--providers", "cuda"],
+         "CUDAExecutionProvider is not available"),
+        (["{model}", "x.png", "-o", "o", "--batch-size", "0"], "--batch-size must be >= 1"),
+    ],
+)
+def test_bad_options_are_one_line_and_exit_2(models: dict[str, Path], args: list[str],
+                                            message: str) -> None:
+    args = [a.replace("{model}", str(models["float"])) for a in args]
+    result = CliRunner().invoke(run_cli, args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_missing_input_is_counted_as_failure(models: dict[str, Path], tmp_path: Path) -> None:
+    result = CliRunner().invoke(run_cli, [str(models["float"]), str(tmp_path / "nope.png"),
+                                          "-o", str(tmp_path / "o")])
+    assert result.exit_code == 1 and "nope.png: no such file or folder" in result.output
