@@ -200,7 +200,8 @@ def export_onnx(
         value_range=(0.0, 255.0) if io_kind == "uint8" else (-1.0, 1.0),
         color_order=color_order if io_kind == "uint8" else "RGB",
         size_multiple=spec.size_multiple, min_size=spec.min_size, static_size=static_size,
-        batch=batch,        crop_size=src.crop_size, precision=precision, opset=opset, portable_pad=portable_pad,
+        batch=batch, crop_size=src.crop_size, precision=precision, opset=opset,
+        portable_pad=portable_pad,
         source_file=source.name, source_sha256=src.sha256, package_version=__version__,
     )
     sizes = verification_sizes(meta)
