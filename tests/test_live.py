@@ -1,0 +1,417 @@
+"""Live mode: video files as a webcam, streams served by ffmpeg, dropped streams, the window.
+
+Streams are served on 127.0.0.1 by an ffmpeg process the test starts (HTTP ``-listen 1`` or a
+listening TCP socket, MPEG-TS over both); the window runs under an Xvfb the test starts.
+Without ffmpeg or Xvfb those tests skip (``.ci/run`` installs both).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner, Result
+
+import runtime.live as live_module
+from runtime.cli import main as run_cli
+from runtime.live import LiveError, run_live
+from runtime.sources import LatestFrameGrabber
+from runtime.translator import Translator
+
+REPO = Path(__file__).resolve().parents[1]
+WIDTH, HEIGHT, FPS, FRAMES = 64, 48, 15.0, 30
+GRAY_STEP = 8  # frame i of the test video is gray level GRAY_STEP * i (plus a moving bar)
+FAST_RETRY = 0.02  # seconds between reconnect attempts (the runtime's default is 0.5 s)
+
+Serve = Callable[[str], tuple[str, subprocess.Popen[bytes]]]
+
+
+# ---- fixtures ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny exported generator (resnet_6blocks, ngf 8, random weights)."""
+    import torch
+
+    from cyclegan_export import export_onnx
+    from training.networks import build_generator, generator_spec, init_weights
+
+    folder = tmp_path_factory.mktemp("live_model")
+    torch.manual_seed(0)
+    net = build_generator(generator_spec("resnet_6blocks", ngf=8))
+    init_weights(net)
+    torch.save(net.state_dict(), folder / "g.pth")
+    report = export_onnx(folder / "g.pth", folder / "g.onnx", opencv_check=False)
+    assert report.ok
+    return folder / "g.onnx"
+
+
+@pytest.fixture(scope="module")
+def translator(model: Path) -> Translator:
+    return Translator(model, providers="cpu", threads=1)
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """64x48, 30 frames at 15 fps; frame i is gray ``GRAY_STEP * i`` with a white bar moving."""
+    path = tmp_path_factory.mktemp("live_video") / "clip.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), FPS, (WIDTH, HEIGHT))
+    assert writer.isOpened()
+    for i in range(FRAMES):
+        frame = np.full((HEIGHT, WIDTH, 3), GRAY_STEP * i, np.uint8)
+        frame[:8, 2 * i:2 * i + 4] = 255
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+@pytest.fixture
+def fast_retry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reconnect attempts ``FAST_RETRY`` s apart: ``run_live`` and the CLI have no knob for it."""
+    monkeypatch.setattr(live_module, "LatestFrameGrabber",
+                        functools.partial(LatestFrameGrabber, retry_delay=FAST_RETRY))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_listening(port: int, process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """Wait until ``process`` listens on 127.0.0.1:``port`` without connecting to it.
+
+    (A probe connection would use up the ffmpeg server's only client.)
+    """
+    wanted = f"0100007F:{port:04X}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"ffmpeg exited with {process.returncode} before serving")
+        table = Path("/proc/net/tcp")
+        if not table.exists():  # not Linux: give it a moment
+            time.sleep(1.0)
+            return
+        for row in table.read_text().splitlines()[1:]:
+            fields = row.split()
+            if fields[1] == wanted and fields[3] == "0A":  # 0A: LISTEN
+                return
+        time.sleep(0.05)
+    pytest.fail(f"ffmpeg did not listen on port {port} within {timeout:.0f} s")
+
+
+@pytest.fixture
+def serve() -> Iterator[Serve]:
+    """``serve(protocol)`` starts ffmpeg serving a 64x48 30 fps MPEG-TS test pattern in real
+    time on a free port of 127.0.0.1 and returns ``(url, process)``; all are killed at the end.
+    """
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        pytest.skip("ffmpeg not installed: needed to serve a live stream (apt-get install ffmpeg)")
+    processes: list[subprocess.Popen[bytes]] = []
+
+    def start(protocol: str) -> tuple[str, subprocess.Popen[bytes]]:
+        port = free_port()
+        url = f"{protocol}://127.0.0.1:{port}"
+        output = {"http": ["-listen", "1", "-f", "mpegts", url],
+                  "tcp": ["-f", "mpegts", f"{url}?listen=1"]}[protocol]
+        command = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-re",
+                   "-f", "lavfi", "-i", f"testsrc=size={WIDTH}x{HEIGHT}:rate=30",
+                   "-c:v", "mpeg2video", "-g", "5", *output]
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+        processes.append(process)
+        wait_listening(port, process)
+        return url, process
+
+    try:
+        yield start
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+            process.wait(timeout=10)
+
+
+@pytest.fixture
+def xvfb(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A private X server (Xvfb picks a free display number); DISPLAY points at it."""
+    binary = shutil.which("Xvfb")
+    if binary is None:
+        pytest.skip("Xvfb not installed: needed for the window test (apt-get install xvfb)")
+    process = subprocess.Popen([binary, "-displayfd", "1", "-nolisten", "tcp",
+                                "-screen", "0", "320x240x24"],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        assert process.stdout is not None
+        number = process.stdout.readline().decode().strip()  # written once it accepts clients
+        if not number.isdigit():
+            pytest.skip(f"Xvfb did not start (exit code {process.poll()})")
+        monkeypatch.setenv("DISPLAY", f":{number}")
+        monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+        yield f":{number}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+# ---- helpers ----------------------------------------------------------------------------------
+
+def video_summary(path: Path) -> tuple[int, int, int]:
+    """``(width, height, frames decoded)`` of a video file."""
+    capture = cv2.VideoCapture(str(path))
+    assert capture.isOpened(), path
+    size = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    frames = 0
+    while capture.read()[0]:
+        frames += 1
+    capture.release()
+    return size[0], size[1], frames
+
+
+def assert_complete_recording(path: Path, frames: int) -> None:
+    assert path.is_file()
+    assert video_summary(path) == (WIDTH, HEIGHT, frames)
+    assert not [p.name for p in path.parent.iterdir() if ".part" in p.name]
+
+
+def cli(*args: str) -> Result:
+    return CliRunner().invoke(run_cli, [*args, "--providers", "cpu", "--threads", "1"])
+
+
+def error_lines(result: Result) -> list[str]:
+    return [line for line in result.stderr.splitlines() if line.startswith("error:")]
+
+
+def kill_after(calls: int, process: subprocess.Popen[bytes],
+               translate: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
+    """``translate`` that kills the stream's server (SIGKILL) once it has run ``calls`` times."""
+    count = [0]
+
+    def wrapped(*args: object, **kwargs: object) -> np.ndarray:
+        count[0] += 1
+        if count[0] == calls:
+            process.send_signal(signal.SIGKILL)
+        return translate(*args, **kwargs)
+
+    return wrapped
+
+
+# ---- a video file as the webcam ---------------------------------------------------------------
+
+@pytest.mark.parametrize("suffix, max_frames, want", [(".mp4", 8, 8), (".avi", None, FRAMES)])
+def test_video_file_as_webcam_is_recorded(translator: Translator, video: Path, tmp_path: Path,
+                                          suffix: str, max_frames: int | None,
+                                          want: int) -> None:
+    record = tmp_path / f"rec{suffix}"
+    stats = run_live(translator, str(video), display=False, max_frames=max_frames,
+                     record=record)
+
+    assert stats.frames == want and stats.error is None
+    assert stats.frames_captured >= want and stats.model_seconds > 0
+    assert stats.ended_by == ("source ended" if max_frames is None
+                              else f"reached --max-frames {max_frames}")
+    assert stats.recording == record
+    assert_complete_recording(record, want)
+    if max_frames is None:  # paced at the file's 15 fps, as a camera would deliver it
+        assert stats.seconds >= (FRAMES - 1) / FPS * 0.8
+
+
+@pytest.mark.parametrize("record", [True, False])
+def test_cli_webcam_video_file(model: Path, video: Path, tmp_path: Path, record: bool) -> None:
+    output = tmp_path / "rec.mp4"
+    result = cli(str(model), "--webcam", str(video), "--no-display", "--max-frames", "6",
+                 *(["-o", str(output)] if record else []))
+
+    assert result.exit_code == 0, result.output
+    assert "6 frame(s)" in result.stdout and "reached --max-frames 6" in result.stdout
+    assert not error_lines(result)
+    if record:
+        assert f"recorded {output}" in result.stdout
+        assert_complete_recording(output, 6)
+    else:
+        assert not list(tmp_path.iterdir())
+
+
+# ---- a live stream served by ffmpeg -----------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("protocol", ["http", "tcp"])
+def test_stream_is_read_and_translated(translator: Translator, serve: Serve, tmp_path: Path,
+                                       monkeypatch: pytest.MonkeyPatch, protocol: str) -> None:
+    url, _ = serve(protocol)
+    shapes: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
+    translate = translator.translate
+
+    def spy(image: np.ndarray) -> np.ndarray:
+        out = translate(image)
+        shapes.append((image.shape, out.shape))
+        return out
+
+    monkeypatch.setattr(translator, "translate", spy)
+    record = tmp_path / "stream.avi"
+    stats = run_live(translator, url, display=False, max_frames=10, record=record)
+
+    assert stats.frames == 10 and stats.error is None
+    assert stats.ended_by == "reached --max-frames 10"
+    assert shapes == [((HEIGHT, WIDTH, 3), (HEIGHT, WIDTH, 3))] * 10
+    assert_complete_recording(record, 10)
+
+
+@pytest.mark.slow
+def test_cli_reads_a_stream(model: Path, serve: Serve) -> None:
+    url, _ = serve("http")
+    result = cli(str(model), "--webcam", url, "--no-display", "--max-frames", "5")
+
+    assert result.exit_code == 0, result.output
+    assert "5 frame(s)" in result.stdout and not error_lines(result)
+
+
+# ---- a stream that drops ----------------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("reconnects", [0, 2])
+def test_dropped_stream_gives_up_after_reconnects(translator: Translator, serve: Serve,
+                                                  monkeypatch: pytest.MonkeyPatch,
+                                                  fast_retry: None, reconnects: int) -> None:
+    url, server = serve("tcp")
+    monkeypatch.setattr(translator, "translate", kill_after(3, server, translator.translate))
+    started = time.perf_counter()
+    stats = run_live(translator, url, display=False, reconnects=reconnects)
+
+    message = f"{url}: stream dropped; gave up after {reconnects} reconnect attempt(s)"
+    assert stats.error == message and stats.ended_by == message
+    assert stats.frames >= 3
+    assert time.perf_counter() - started < 8
+
+
+@pytest.mark.slow
+def test_cli_dropped_stream_exits_nonzero(model: Path, serve: Serve,
+                                          monkeypatch: pytest.MonkeyPatch,
+                                          fast_retry: None) -> None:
+    url, server = serve("http")
+    monkeypatch.setattr(Translator, "translate", kill_after(3, server, Translator.translate))
+    started = time.perf_counter()
+    result = cli(str(model), "--webcam", url, "--no-display")
+
+    assert result.exit_code == 1, result.output
+    message = f"{url}: stream dropped; gave up after 5 reconnect attempt(s)"
+    assert error_lines(result) == [f"error: {message}"]
+    assert "frame(s) in" in result.stdout and message in result.stdout
+    assert time.perf_counter() - started < 8
+
+
+@pytest.mark.parametrize("protocol", ["http", "tcp"])
+def test_nothing_served_is_one_error_line(model: Path, protocol: str) -> None:
+    url = f"{protocol}://127.0.0.1:{free_port()}"
+    result = cli(str(model), "--webcam", url, "--no-display", "--max-frames", "3")
+
+    assert result.exit_code == 2, result.output
+    lines = error_lines(result)
+    assert len(lines) == 1 and lines[0].startswith(f"error: cannot open {url!r} (")
+    assert lines[0].endswith("cannot open as video)")
+
+
+# ---- the window ------------------------------------------------------------------------------
+
+# Runs in its own process: Qt stays bound to the X server it first connected to, and a later
+# loss of that server would end the pytest process.
+WINDOW_SCRIPT = """
+import json, sys
+from pathlib import Path
+import cv2
+from runtime.live import WINDOW, run_live
+from runtime.translator import Translator
+
+model, video, snapshots = sys.argv[1:4]
+shown = []
+keys = {2: ord("s"), 3: ord(" "), 5: ord("q")}  # after frame N: snapshot, next view, quit
+real_imshow, real_wait_key = cv2.imshow, cv2.waitKey
+
+def imshow(name, image):
+    real_imshow(name, image)
+    shown.append([name, list(image.shape), cv2.getWindowProperty(name, cv2.WND_PROP_VISIBLE)])
+
+def wait_key(delay):
+    pressed = real_wait_key(delay)
+    return keys.get(len(shown), pressed)
+
+cv2.imshow, cv2.waitKey = imshow, wait_key
+stats = run_live(Translator(model, providers="cpu", threads=1), video, display=True,
+                 max_frames=20, snapshot_dir=Path(snapshots))
+print(json.dumps(dict(window=WINDOW, shown=shown, frames=stats.frames, ended_by=stats.ended_by,
+                      snapshots=[str(p) for p in stats.snapshots])))
+"""
+
+
+@pytest.mark.slow
+def test_window_under_xvfb(model: Path, video: Path, tmp_path: Path, xvfb: str) -> None:
+    done = subprocess.run([sys.executable, "-c", WINDOW_SCRIPT, str(model), str(video),
+                           str(tmp_path)], cwd=REPO, capture_output=True, text=True,
+                          timeout=60, env=dict(os.environ, QT_QPA_PLATFORM="xcb"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.splitlines()[-1])
+
+    assert report["frames"] == 5 and report["ended_by"] == "quit by user"
+    assert [name for name, _, _ in report["shown"]] == [report["window"]] * 5
+    assert all(visible > 0 for _, _, visible in report["shown"])  # a real, visible window
+    # translated for frames 1-3, side by side after the space key
+    assert [shape for _, shape, _ in report["shown"]] == (
+        [[HEIGHT, WIDTH, 3]] * 3 + [[HEIGHT, 2 * WIDTH, 3]] * 2)
+    assert len(report["snapshots"]) == 1
+    snapshot = cv2.imread(report["snapshots"][0])
+    assert snapshot is not None and snapshot.shape == (HEIGHT, WIDTH, 3)
+
+
+@pytest.mark.parametrize("source", ["video", "0"])
+def test_no_display_is_one_clear_error(model: Path, translator: Translator, video: Path,
+                                       monkeypatch: pytest.MonkeyPatch, source: str) -> None:
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    result = cli(str(model), "--webcam", str(video) if source == "video" else source)
+
+    assert result.exit_code == 2, result.output
+    lines = error_lines(result)
+    assert len(lines) == 1 and "no display available" in lines[0]
+    assert "use --no-display" in lines[0]
+    with pytest.raises(LiveError, match="no display available"):
+        run_live(translator, "0", display=True)
+
+
+# ---- latency ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("pause", [0.2, 0.4])
+def test_slow_consumer_gets_the_newest_frame(video: Path, pause: float) -> None:
+    grabber = LatestFrameGrabber(str(video))
+    indices: list[int] = []
+    lags: list[int] = []
+    started = time.perf_counter()
+    try:
+        while (item := grabber.read(indices[-1] if indices else 0)) is not None:
+            index, frame = item
+            lags.append(grabber.frames_read - index)  # frames captured since: 0 or 1, never more
+            indices.append(index)
+            gray = float(np.median(frame))
+            assert abs(gray - GRAY_STEP * (index - 1)) <= 6, (index, gray)  # it is that frame
+            time.sleep(pause)  # the slow consumer
+    finally:
+        grabber.stop()
+    elapsed = time.perf_counter() - started
+
+    jumps = np.diff(indices)
+    assert indices[-1] == FRAMES and (jumps >= 1).all()
+    assert jumps.max() >= 2 and len(indices) <= FRAMES * 0.8  # frames were skipped, not queued
+    assert max(lags) <= 1
+    # the file's pace (2 s), not one read per frame (FRAMES * pause)
+    assert (FRAMES - 1) / FPS * 0.8 <= elapsed < FRAMES * pause * 0.7

@@ -1,0 +1,125 @@
+"""Build the demo data set offline from photos that installed packages ship.
+
+Domain A: photos. Domain B: photos in a "golden hour watercolour" style made by a deterministic
+transform (:func:`stylize`). Every source photo lands in exactly one of trainA, trainB and the
+held-out test set, so training is genuinely unpaired, while on the held-out photos the true
+target (``stylize(photo)``) is known and the model can be scored against it.
+
+    python -m training.demo_data datasets/demo      # needs scikit-image and scikit-learn
+
+Sources: ``skimage.data`` (astronaut, rocket, coffee, chelsea, stereo_motorcycle, hubble,
+immunohistochemistry) and scikit-learn's ``load_sample_images`` (china, flower).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+# source name -> split. No photo is used in two splits.
+SPLITS: dict[str, str] = {
+    "astronaut": "trainA", "rocket": "trainA", "china": "trainA",
+    "coffee": "trainB", "motorcycle": "trainB", "flower": "trainB",
+    "chelsea": "test", "hubble": "test", "immunohistochemistry": "test",
+}
+PATCH_SIZE = 143      # saved patch size; training crops 128 from it (the load/crop recipe)
+PATCHES_PER_PHOTO = 60
+
+
+def _skimage(name: str) -> Callable[[], np.ndarray]:
+    def load() -> np.ndarray:
+        import skimage.data
+
+        image = getattr(skimage.data, name)()
+        return image[0] if isinstance(image, tuple) else image  # stereo pair: left view
+
+    return load
+
+
+def _sklearn(filename: str) -> Callable[[], np.ndarray]:
+    def load() -> np.ndarray:
+        from sklearn.datasets import load_sample_image
+
+        return load_sample_image(filename)
+
+    return load
+
+
+SOURCES: dict[str, Callable[[], np.ndarray]] = {
+    "astronaut": _skimage("astronaut"), "rocket": _skimage("rocket"),
+    "coffee": _skimage("coffee"), "chelsea": _skimage("chelsea"),
+    "motorcycle": _skimage("stereo_motorcycle"), "hubble": _skimage("hubble_deep_field"),
+    "immunohistochemistry": _skimage("immunohistochemistry"),
+    "china": _sklearn("china.jpg"), "flower": _sklearn("flower.jpg"),
+}
+
+
+def stylize(image_rgb: np.ndarray) -> np.ndarray:
+    """The target style: a warm "golden hour" grade with a soft watercolour smoothing.
+
+    ``(H, W, 3)`` uint8 RGB -> same. Deterministic: per-channel tone curves (lifted reds,
+    muted blues), +35% saturation, then an edge-preserving bilateral smoothing.
+    """
+    x = image_rgb.astype(np.float32) / 255.0
+    r, g, b = x[..., 0], x[..., 1], x[..., 2]
+    graded = np.stack([r ** 0.75, g ** 0.92 * 0.97, b ** 1.3 * 0.85 + 0.03], axis=-1)
+    hsv = cv2.cvtColor(np.clip(graded, 0, 1), cv2.COLOR_RGB2HSV)
+    hsv[..., 1] = np.clip(hsv[..., 1] * 1.35, 0, 1)
+    out = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+    out8 = np.clip(np.rint(out * 255), 0, 255).astype(np.uint8)
+    return cv2.bilateralFilter(out8, d=7, sigmaColor=40, sigmaSpace=5)
+
+
+def random_patches(image: np.ndarray, count: int, size: int,
+                   rng: np.random.Generator) -> list[np.ndarray]:
+    """``count`` square crops at random scales (0.45-1.0 of the short side), resized to size."""
+    height, width = image.shape[:2]
+    patches = []
+    for _ in range(count):
+        side = int(min(height, width) * rng.uniform(0.45, 1.0))
+        top = int(rng.integers(0, height - side + 1))
+        left = int(rng.integers(0, width - side + 1))
+        crop = image[top:top + side, left:left + side]
+        patches.append(cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA))
+    return patches
+
+
+def build(out: Path, seed: int = 0) -> dict[str, int]:
+    """Write trainA/, trainB/ and test/A + test/B (true targets); returns counts per folder."""
+    rng = np.random.default_rng(seed)
+    counts: dict[str, int] = {}
+    for name, split in SPLITS.items():
+        photo = SOURCES[name]()
+        if split == "test":
+            _write(out / "test" / "A" / f"{name}.png", photo)
+            _write(out / "test" / "B" / f"{name}.png", stylize(photo))
+            counts["test"] = counts.get("test", 0) + 1
+            continue
+        for i, patch in enumerate(random_patches(photo, PATCHES_PER_PHOTO, PATCH_SIZE, rng)):
+            image = stylize(patch) if split == "trainB" else patch
+            _write(out / split / f"{name}_{i:03d}.png", image)
+        counts[split] = counts.get(split, 0) + PATCHES_PER_PHOTO
+    return counts
+
+
+def _write(path: Path, image_rgb: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), np.ascontiguousarray(image_rgb[..., ::-1])):
+        raise OSError(f"cannot write {path}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("out", type=Path, help="folder to create (trainA/, trainB/, test/)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    counts = build(args.out, args.seed)
+    print(", ".join(f"{k}: {v}" for k, v in counts.items()), "->", args.out)
+
+
+if __name__ == "__main__":
+    main()
