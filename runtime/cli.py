@@ -55,6 +55,8 @@ def _rate_label(started: float) -> Any:
               "URL (rtsp://, http://).")
 @click.option("--no-display", is_flag=True, help="Live mode without a window (headless).")
 @click.option("--max-frames", type=int, help="Live mode: stop after N frames.")
+@click.option("--reconnects", type=int, default=5, show_default=True,
+              help="Live mode: how often a dropped stream is reopened before giving up.")
 @click.option("--side-by-side", is_flag=True, help="Write input | output pairs.")
 @click.option("--batch-size", type=int, default=1, show_default=True,
               help="Same-size images translated together.")
@@ -70,7 +72,8 @@ def _rate_label(started: float) -> Any:
 @click.option("--no-progress", is_flag=True)
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def main(model: Path, inputs: tuple[str, ...], output: Path | None, webcam: str | None,
-         no_display: bool, max_frames: int | None, side_by_side: bool, batch_size: int,
+         no_display: bool, max_frames: int | None, reconnects: int, side_by_side: bool,
+         batch_size: int,
          providers: str, backend: str, device_id: int, threads: int | None,
          max_side: int | None, skip_existing: bool, no_progress: bool, debug: bool) -> None:
     """Translate INPUTS (images, folders, globs, videos) with MODEL (an exported .onnx).
@@ -97,7 +100,7 @@ def main(model: Path, inputs: tuple[str, ...], output: Path | None, webcam: str 
         _fail(str(exc), debug, exc)
     click.echo(f"model: {translator!r}", err=True)
     if webcam is not None:
-        _run_live(translator, webcam, output, no_display, max_frames, debug)
+        _run_live(translator, webcam, output, no_display, max_frames, reconnects, debug)
     else:
         assert output is not None
         _run_files(translator, list(inputs), output, batch_size, side_by_side, skip_existing,
@@ -105,14 +108,14 @@ def main(model: Path, inputs: tuple[str, ...], output: Path | None, webcam: str 
 
 
 def _run_live(translator: Any, source: str, output: Path | None, no_display: bool,
-              max_frames: int | None, debug: bool) -> None:
+              max_frames: int | None, reconnects: int, debug: bool) -> None:
     from runtime.live import LiveError, run_live
 
     if output is not None and output.suffix.lower() not in VIDEO_EXTENSIONS:
         _fail(f"{output}: with --webcam, -o records a video (.mp4, .avi, .mkv)", debug)
     try:
         stats = run_live(translator, source, display=not no_display, record=output,
-                         max_frames=max_frames)
+                         max_frames=max_frames, reconnects=reconnects)
     except LiveError as exc:
         _fail(str(exc), debug, exc)
     click.echo(stats.line())

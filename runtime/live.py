@@ -9,6 +9,7 @@ original.
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -61,20 +62,46 @@ class LiveStats:
 
 
 def display_available() -> bool:
-    if sys.platform.startswith("linux"):
-        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    """Can a window open? On Linux: a Wayland socket, or an X display that answers.
+
+    Checked before OpenCV's Qt backend tries, because Qt aborts the whole process (no
+    exception) when the display named in DISPLAY is not there.
+    """
+    if not sys.platform.startswith("linux"):
+        return True
+    if os.environ.get("WAYLAND_DISPLAY"):
+        return True
+    display = os.environ.get("DISPLAY", "")
+    if not display:
+        return False
+    host, _, number = display.rpartition(":")
+    if host not in ("", "unix"):
+        return True  # a remote display (e.g. ssh -X): trust it
+    socket_path = f"/tmp/.X11-unix/X{number.split('.')[0]}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(socket_path)
+        except OSError:
+            return False
     return True
 
 
 def run_live(translator: Translator, source: str = "0", *, display: bool = True,
              record: Path | None = None, max_frames: int | None = None,
-             snapshot_dir: Path = Path("."), reconnects: int = 5) -> LiveStats:
-    """Translate a live source until it ends, the user quits, or ``max_frames`` frames."""
+             snapshot_dir: Path = Path("."), reconnects: int = 5,
+             retry_delay: float = 0.5) -> LiveStats:
+    """Translate a live source until it ends, the user quits, or ``max_frames`` frames.
+
+    A dropped stream is reopened up to ``reconnects`` times, waiting ``retry_delay`` seconds
+    times the attempt number before each.
+    """
     if display and not display_available():
-        raise LiveError("no display available (DISPLAY is not set); use --no-display, "
-                        "optionally with -o FILE.mp4 to record")
+        raise LiveError("no display available (DISPLAY is not set or does not answer); "
+                        "use --no-display, optionally with -o FILE.mp4 to record")
     try:
-        grabber = LatestFrameGrabber(parse_live_source(source), reconnects=reconnects)
+        grabber = LatestFrameGrabber(parse_live_source(source), reconnects=reconnects,
+                                     retry_delay=retry_delay)
     except Exception as exc:  # noqa: BLE001 - OpenCV/InputError: one line for the user
         raise LiveError(f"cannot open {source!r} ({exc})") from None
     stats = LiveStats()
@@ -85,12 +112,12 @@ def run_live(translator: Translator, source: str = "0", *, display: bool = True,
     started = time.perf_counter()
     last_frame_time = started
     cv2 = None
-    if display:
-        import cv2 as _cv2
-
-        cv2 = _cv2
-        cv2.namedWindow(WINDOW, cv2.WINDOW_NORMAL)
     try:
+        if display:
+            import cv2 as _cv2
+
+            cv2 = _cv2
+            cv2.namedWindow(WINDOW, cv2.WINDOW_NORMAL)
         while max_frames is None or stats.frames < max_frames:
             waited = time.perf_counter()
             item = grabber.read(last_index)

@@ -26,7 +26,7 @@ class InputError(Exception):
 
     def __init__(self, path: Path | str, reason: str) -> None:
         super().__init__(f"{path}: {reason}")
-        self.path = Path(path)
+        self.path = path
         self.reason = reason
 
 
@@ -116,7 +116,7 @@ def open_video(path: Path | str | int) -> tuple[cv2.VideoCapture, VideoInfo]:
     capture = cv2.VideoCapture(path if isinstance(path, int) else str(path))
     if not capture.isOpened():
         capture.release()
-        raise InputError(Path(str(path)), "cannot open as video")
+        raise InputError(str(path), "cannot open as video")  # str: Path would mangle "//"
     info = VideoInfo(int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
                      int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
                      float(capture.get(cv2.CAP_PROP_FPS)) or 30.0,

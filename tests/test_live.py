@@ -7,7 +7,6 @@ Without ffmpeg or Xvfb those tests skip (``.ci/run`` installs both).
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import shutil
@@ -79,9 +78,10 @@ def video(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def fast_retry(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Reconnect attempts ``FAST_RETRY`` s apart: ``run_live`` and the CLI have no knob for it."""
-    monkeypatch.setattr(live_module, "LatestFrameGrabber",
-                        functools.partial(LatestFrameGrabber, retry_delay=FAST_RETRY))
+    """Reconnect attempts ``FAST_RETRY`` s apart (the CLI keeps run_live's 0.5 s default)."""
+    defaults = live_module.run_live.__kwdefaults__
+    assert defaults is not None
+    monkeypatch.setitem(defaults, "retry_delay", FAST_RETRY)
 
 
 def free_port() -> int:
@@ -387,6 +387,16 @@ def test_no_display_is_one_clear_error(model: Path, translator: Translator, vide
     assert "use --no-display" in lines[0]
     with pytest.raises(LiveError, match="no display available"):
         run_live(translator, "0", display=True)
+
+
+def test_display_that_does_not_answer_is_one_clear_error(model: Path, video: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # Qt would abort the whole process on an X display that is set but not there.
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.setenv("DISPLAY", ":987")
+    result = cli(str(model), "--webcam", str(video))
+    assert result.exit_code == 2, result.output
+    assert "no display available" in result.output and "does not answer" in result.output
 
 
 # ---- latency ----------------------------------------------------------------------------------
