@@ -151,9 +151,56 @@ class OpenCVBackend:
             return np.array(self.net.forward())
 
 
+class OpenVINOBackend:
+    """OpenVINO on the CPU (optional extra: ``pip install openvino``), reading the same .onnx.
+
+    ``precision_hint="auto"`` lets OpenVINO choose: bf16 on CPUs with AVX-512 BF16 or AMX,
+    fp32 elsewhere. ``precision`` tells what actually runs. Calls are serialised (one infer
+    request is not thread-safe).
+    """
+
+    _HINTS = {"auto": None, "fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+
+    def __init__(self, model_path: str | Path, providers: str | Sequence[str] = "auto",
+                 device_id: int = 0, threads: int | None = None,
+                 precision_hint: str = "auto") -> None:
+        try:
+            import openvino as ov
+        except ImportError:
+            raise BackendError("backend 'openvino' needs the openvino package: "
+                               "pip install 'cyclegan-toolkit[openvino]'") from None
+        if precision_hint not in self._HINTS:
+            raise BackendError(f"unknown OpenVINO precision {precision_hint!r}; choose from "
+                               f"{', '.join(self._HINTS)}")
+        config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
+        if self._HINTS[precision_hint] is not None:
+            config["INFERENCE_PRECISION_HINT"] = self._HINTS[precision_hint]
+        if threads is not None:
+            config["INFERENCE_NUM_THREADS"] = threads
+        core = ov.Core()
+        try:
+            self.compiled = core.compile_model(core.read_model(str(model_path)), "CPU", config)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unknown error"
+            raise BackendError(f"{model_path}: OpenVINO cannot load it ({first})") from None
+        runs = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
+        # OpenVINO names types like "f32", "bf16", or "<Type: 'float32'>" depending on version.
+        self.precision = "bf16" if "bf16" in runs else ("fp16" if "16" in runs else "fp32")
+        self.providers = [f"OpenVINO {ov.get_version().split('-')[0]} CPU ({self.precision})"]
+        self._request = self.compiled.create_infer_request()
+        self._output = self.compiled.outputs[0]
+        self._lock = threading.Lock()
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        with self._lock:
+            result = self._request.infer({0: np.ascontiguousarray(batch)})
+            return np.array(result[self._output])
+
+
 BACKENDS: dict[str, Callable[..., Backend]] = {
     "onnxruntime": OnnxRuntimeBackend,
     "opencv": OpenCVBackend,
+    "openvino": OpenVINOBackend,
 }
 
 

@@ -62,8 +62,9 @@ def _rate_label(started: float) -> Any:
               help="Same-size images translated together.")
 @click.option("--providers", default="auto", show_default=True,
               help="onnxruntime providers: auto, cpu, cuda, tensorrt or a comma list.")
-@click.option("--backend", type=click.Choice(["onnxruntime", "opencv"]), default="onnxruntime",
-              show_default=True)
+@click.option("--backend", type=click.Choice(["onnxruntime", "opencv", "openvino", "auto"]),
+              default="onnxruntime", show_default=True,
+              help="auto: on a CPU, the fastest installed backend that keeps quality.")
 @click.option("--device-id", type=int, default=0, show_default=True, help="GPU index.")
 @click.option("--threads", type=int, help="CPU threads for inference.")
 @click.option("--max-side", type=int, help="Translate at most this resolution (longer side), "
@@ -98,6 +99,8 @@ def main(model: Path, inputs: tuple[str, ...], output: Path | None, webcam: str 
                                 threads=threads, backend=backend, max_side=max_side)
     except (MetadataError, BackendError, ValueError) as exc:
         _fail(str(exc), debug, exc)
+    for line in translator.selection:
+        click.echo(f"backend auto: {line}", err=True)
     click.echo(f"model: {translator!r}", err=True)
     if webcam is not None:
         _run_live(translator, webcam, output, no_display, max_frames, reconnects, debug)

@@ -10,6 +10,7 @@ the file name means nothing. No torch anywhere.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import numpy as np
 
 from runtime.backends import Backend, BackendError, OnnxRuntimeBackend, create_backend
 from runtime.metadata import ModelMetadata, read_metadata
+from runtime.synthetic import natural_images
 from runtime.transforms import (
     crop_to,
     from_model_output,
@@ -27,12 +29,46 @@ from runtime.transforms import (
     to_model_input,
 )
 
+AUTO_CANDIDATES = ("openvino", "opencv")  # besides onnxruntime, tried by backend="auto"
+AUTO_MIN_PSNR_DB = 35.0  # a faster backend must stay this close to onnxruntime fp32
+
+
+def _probe_input(meta: ModelMetadata) -> np.ndarray:
+    """One natural-looking frame at the model's training size (<= 256), in its IO format."""
+    side = min(meta.crop_size or 256, 256)
+    side = max(meta.min_size, side // meta.size_multiple * meta.size_multiple)
+    height, width = meta.static_size or (side, side)
+    image = natural_images(meta.batch or 1, height, width, seed=1)
+    if meta.io == "uint8":
+        return np.ascontiguousarray(image[..., ::-1] if meta.color_order == "BGR" else image)
+    return to_model_input(image, color_order="RGB")
+
+
+def _time_backend(backend: Backend, feed: np.ndarray, runs: int = 3) -> float:
+    """Best-of-``runs`` seconds per call after one warm-up call."""
+    backend.run(feed)
+    best = float("inf")
+    for _ in range(runs):
+        started = time.perf_counter()
+        backend.run(feed)
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def _psnr(reference: np.ndarray, test: np.ndarray, data_range: float) -> float:
+    if reference.shape != test.shape:
+        return float("-inf")
+    mse = float(np.mean((reference.astype(np.float64) - test.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else float(10 * np.log10(data_range**2 / mse))
+
 
 class Translator:
     """Run an exported CycleGAN generator on images.
 
     ``providers``: ``"auto"`` (TensorRT, then CUDA, then CPU), a name (``"cuda"``, ``"cpu"``)
-    or a list; ``backend``: ``"onnxruntime"`` or ``"opencv"``. ``max_side``: when set, frames
+    or a list; ``backend``: ``"onnxruntime"``, ``"opencv"``, ``"openvino"`` or ``"auto"`` (on a
+    CPU: the fastest installed backend within 35 dB PSNR of onnxruntime fp32; see
+    ``selection`` for what was measured). ``max_side``: when set, frames
     whose longer side exceeds it are translated at that working resolution and scaled back
     (faster on large frames). One instance may be shared by several threads.
     """
@@ -43,8 +79,12 @@ class Translator:
         self.model_path = Path(model_path)
         if not self.model_path.is_file():
             raise BackendError(f"{self.model_path}: no such file")
-        self.backend: Backend = create_backend(backend, self.model_path, providers, device_id,
-                                               threads)
+        self.selection: list[str] = []  # how backend="auto" chose, one line per candidate
+        if backend == "auto":
+            self.backend = self._choose_backend(providers, device_id, threads)
+        else:
+            self.backend = create_backend(backend, self.model_path, providers, device_id,
+                                          threads)
         if isinstance(self.backend, OnnxRuntimeBackend):
             self.metadata = ModelMetadata.from_props(self.backend.custom_metadata,
                                                      str(self.model_path))
@@ -54,6 +94,37 @@ class Translator:
             raise ValueError(f"max_side {max_side} is smaller than the model's size multiple "
                              f"{self.metadata.size_multiple}")
         self.max_side = max_side
+
+    def _choose_backend(self, providers: str | Sequence[str], device_id: int,
+                        threads: int | None) -> Backend:
+        """On a GPU: onnxruntime with the best provider. On a CPU: time every installed
+        backend on a natural-looking image and keep the fastest whose output stays within
+        :data:`AUTO_MIN_PSNR_DB` of onnxruntime's fp32 output."""
+        reference = OnnxRuntimeBackend(self.model_path, providers, device_id, threads)
+        if reference.providers[0] != "CPUExecutionProvider":
+            self.selection = [f"onnxruntime on {reference.providers[0]}: GPU available"]
+            return reference
+        meta = ModelMetadata.from_props(reference.custom_metadata, str(self.model_path))
+        feed = _probe_input(meta)
+        expected = reference.run(feed)
+        best: tuple[float, Backend] = (_time_backend(reference, feed), reference)
+        self.selection = [f"onnxruntime CPU: {best[0] * 1000:.1f} ms (reference)"]
+        for name in AUTO_CANDIDATES:
+            try:
+                candidate = create_backend(name, self.model_path, "cpu", device_id, threads)
+                got = candidate.run(feed)
+            except (BackendError, RuntimeError, ValueError) as exc:
+                self.selection.append(f"{name}: not usable ({str(exc).splitlines()[0]})")
+                continue
+            quality = _psnr(expected, got, 255.0 if meta.io == "uint8" else 2.0)
+            seconds = _time_backend(candidate, feed)
+            verdict = "kept" if quality >= AUTO_MIN_PSNR_DB else "rejected: quality"
+            self.selection.append(f"{candidate.providers[0]}: {seconds * 1000:.1f} ms, "
+                                  f"PSNR {quality:.1f} dB vs fp32 ({verdict})")
+            if quality >= AUTO_MIN_PSNR_DB and seconds < best[0]:
+                best = (seconds, candidate)
+        self.selection.append(f"chosen: {best[1].providers[0]}")
+        return best[1]
 
     @property
     def providers(self) -> list[str]:

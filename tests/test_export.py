@@ -15,8 +15,8 @@ from test_pretrained import official_layout_file
 import cyclegan_export.export as export_module
 from cyclegan_export import ExportError, export_onnx
 from cyclegan_export.cli import main as export_cli
-from cyclegan_export.verify import natural_images
 from runtime.metadata import SCHEMA_VERSION, read_metadata
+from runtime.synthetic import natural_images
 from runtime.transforms import from_model_output, to_model_input
 from training.checkpoint import CheckpointError, atomic_torch_save, load_torch_file
 from training.networks import build_generator, generator_spec, init_weights

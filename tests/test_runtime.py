@@ -12,11 +12,11 @@ import torch
 from click.testing import CliRunner
 
 from cyclegan_export import export_onnx
-from cyclegan_export.verify import natural_images
 from runtime import Translator
 from runtime.backends import BackendError, ProviderFallbackWarning, resolve_providers
 from runtime.cli import main as run_cli
 from runtime.metadata import MetadataError
+from runtime.synthetic import natural_images
 from runtime.transforms import (
     crop_to,
     from_model_output,
@@ -348,3 +348,53 @@ def test_missing_input_is_counted_as_failure(models: dict[str, Path], tmp_path: 
     result = CliRunner().invoke(run_cli, [str(models["float"]), str(tmp_path / "nope.png"),
                                           "-o", str(tmp_path / "o")])
     assert result.exit_code == 1 and "nope.png: no such file or folder" in result.output
+
+
+# ---- OpenVINO and backend="auto" ---------------------------------------------------------------
+
+def test_openvino_backend_agrees_and_says_its_precision(models: dict[str, Path]) -> None:
+    pytest.importorskip("openvino")
+    image = natural_images(1, 32, 48, seed=11)[0]
+    reference = Translator(models["float"])(image)
+    translator = Translator(models["float"], backend="openvino")
+    assert translator.providers[0].startswith("OpenVINO") and "CPU (" in translator.providers[0]
+    assert np.abs(translator(image).astype(int) - reference.astype(int)).max() <= 2
+    uint8 = Translator(models["uint8"], backend="openvino")
+    assert np.abs(uint8(image).astype(int) - reference.astype(int)).max() <= 2
+
+
+def test_auto_backend_measures_candidates_and_names_its_choice(models: dict[str, Path]) -> None:
+    translator = Translator(models["float"], backend="auto")
+    assert translator.selection[0].startswith("onnxruntime CPU:")
+    assert translator.selection[-1] == f"chosen: {translator.providers[0]}"
+    assert any("PSNR" in line for line in translator.selection)
+    image = natural_images(1, 40, 40, seed=12)[0]
+    reference = Translator(models["float"])(image)
+    assert np.abs(translator(image).astype(int) - reference.astype(int)).max() <= 2
+
+
+def test_auto_rejects_a_backend_that_loses_quality(models: dict[str, Path],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from runtime import backends as backends_module
+
+    class Fast:
+        providers = ["fast but wrong"]
+
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            pass
+
+        def run(self, batch: np.ndarray) -> np.ndarray:
+            return np.zeros_like(batch)  # instant, and useless
+
+    monkeypatch.setitem(backends_module.BACKENDS, "opencv", Fast)
+    translator = Translator(models["float"], backend="auto")
+    assert translator.providers != ["fast but wrong"]
+    assert any(line.startswith("fast but wrong") and "rejected: quality" in line
+               for line in translator.selection)
+
+
+def test_missing_openvino_is_a_clear_error(models: dict[str, Path],
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as if not installed
+    with pytest.raises(BackendError, match="pip install 'cyclegan-toolkit\\[openvino\\]'"):
+        Translator(models["float"], backend="openvino")
