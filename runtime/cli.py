@@ -45,8 +45,10 @@ def _rate_label(started: float) -> Any:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.argument("model", type=click.Path(path_type=Path))
+@click.argument("model", required=False)
 @click.argument("inputs", nargs=-1)
+@click.option("--demo", is_flag=True, help="Use the bundled demo model (photo -> golden hour); "
+              "without INPUTS, translate the bundled sample photos and video.")
 @click.option("-o", "--output", type=click.Path(path_type=Path),
               help="Output file (one input) or folder (mirrors folder inputs); with --webcam a "
               "video file to record.")
@@ -72,7 +74,8 @@ def _rate_label(started: float) -> Any:
 @click.option("--skip-existing", is_flag=True, help="Leave outputs that already exist.")
 @click.option("--no-progress", is_flag=True)
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def main(model: Path, inputs: tuple[str, ...], output: Path | None, webcam: str | None,
+def main(model: str | None, inputs: tuple[str, ...], demo: bool, output: Path | None,
+         webcam: str | None,
          no_display: bool, max_frames: int | None, reconnects: int, side_by_side: bool,
          batch_size: int,
          providers: str, backend: str, device_id: int, threads: int | None,
@@ -80,12 +83,24 @@ def main(model: Path, inputs: tuple[str, ...], output: Path | None, webcam: str 
     """Translate INPUTS (images, folders, globs, videos) with MODEL (an exported .onnx).
 
     \b
+    cyclegan-run --demo -o out/                      # the bundled demo model and samples
     cyclegan-run horse2zebra.onnx photos/ -o zebras/
     cyclegan-run horse2zebra.onnx clip.mp4 -o clip_zebra.mp4 --side-by-side
     cyclegan-run horse2zebra.onnx --webcam            # camera 0, q quits
     cyclegan-run horse2zebra.onnx --webcam rtsp://camera/stream --no-display -o rec.mp4
     """
     warnings.showwarning = _show_warning
+    if demo:
+        from runtime.demo import DemoMissingError, demo_inputs, demo_model_path
+
+        try:
+            given = ([model] if model else []) + list(inputs)
+            inputs = tuple(given) or tuple(str(p) for p in demo_inputs())
+            model = str(demo_model_path())
+        except DemoMissingError as exc:
+            _fail(str(exc), debug, exc)
+    if model is None:
+        raise click.UsageError("missing argument MODEL (an exported .onnx), or use --demo")
     if batch_size < 1:
         _fail(f"--batch-size must be >= 1, got {batch_size}", debug)
     if webcam is None and not inputs:
@@ -95,7 +110,7 @@ def main(model: Path, inputs: tuple[str, ...], output: Path | None, webcam: str 
     from runtime.translator import Translator
 
     try:
-        translator = Translator(model, providers=providers, device_id=device_id,
+        translator = Translator(Path(model), providers=providers, device_id=device_id,
                                 threads=threads, backend=backend, max_side=max_side)
     except (MetadataError, BackendError, ValueError) as exc:
         _fail(str(exc), debug, exc)

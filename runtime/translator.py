@@ -126,6 +126,14 @@ class Translator:
         self.selection.append(f"chosen: {best[1].providers[0]}")
         return best[1]
 
+    @classmethod
+    def demo(cls, **options: object) -> Translator:
+        """The bundled demo model (photo -> golden hour), with the same options as ``__init__``.
+        """
+        from runtime.demo import demo_model_path
+
+        return cls(demo_model_path(), **options)  # type: ignore[arg-type]
+
     @property
     def providers(self) -> list[str]:
         """What actually runs, best first (e.g. ``["CUDAExecutionProvider", ...]``)."""
