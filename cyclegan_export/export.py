@@ -231,6 +231,8 @@ def export_onnx(
     try:
         try:
             onnx.save_model(model, str(tmp), save_as_external_data=False)
+            with open(tmp, "rb") as handle:  # durable before the rename makes it visible
+                os.fsync(handle.fileno())
             os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes 0600; outputs are shared
         except OSError as exc:
             raise ExportError(f"{output}: cannot write ({exc.strerror or exc})") from None
@@ -302,7 +304,8 @@ def _verify(path: Path, src: GeneratorSource, meta: ModelMetadata,
         floor = (quantize.FP16_MIN_PSNR_DB if meta.precision == "fp16"
                  else quantize.INT8_MIN_PSNR_DB)
         extra = None
-        if calibration_images is not None and meta.static_size is None:
+        if (calibration_images is not None and meta.static_size is None
+                and meta.batch is None):
             crop = sizes[0][0]
             extra = np.stack([_center_crop(img, crop) for img in calibration_images[:8]])
         checks += check_reduced_precision(path.read_bytes(), fp32_bytes, meta, sizes, batch,

@@ -17,7 +17,12 @@ from typing import Any
 
 from torch import nn
 
-from training.checkpoint import CheckpointError, is_training_checkpoint, load_torch_file
+from training.checkpoint import (
+    CHECKPOINT_VERSION,
+    CheckpointError,
+    is_training_checkpoint,
+    load_torch_file,
+)
 from training.networks import GeneratorSpec, build_generator
 from training.pretrained import resolve_generator
 
@@ -86,6 +91,9 @@ def load_generator(path: str | Path, direction: str = "AtoB",
         raise CheckpointError(f"direction must be AtoB or BtoA, got {direction!r}")
     data = load_torch_file(path)
     if is_training_checkpoint(data):
+        if data.get("version", 0) > CHECKPOINT_VERSION:
+            raise CheckpointError(f"{path}: checkpoint version {data['version']} is newer than "
+                                  f"this package understands ({CHECKPOINT_VERSION})")
         return _from_training_checkpoint(data, path, direction, overrides)
     if isinstance(data, Mapping) and "state_dict" in data and isinstance(data["state_dict"],
                                                                          Mapping):

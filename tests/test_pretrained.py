@@ -93,3 +93,9 @@ def test_truncated_state_dict_is_refused(tmp_path: Path) -> None:
 def test_non_tensor_entries_are_refused() -> None:
     with pytest.raises(ValueError, match="not a tensor"):
         resolve_generator({"model.1.weight": [1, 2, 3]})
+
+
+def test_batchnorm_resnet_without_dropout_is_not_mistaken_for_dropout() -> None:
+    spec = generator_spec("resnet_6blocks", ngf=8, norm="batch")
+    found = infer_generator_spec(build_generator(spec).state_dict())
+    assert found == spec

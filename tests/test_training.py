@@ -204,3 +204,31 @@ def test_cli_missing_dataroot(tmp_path: Path) -> None:
 def test_config_file_unknown_option_is_named(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="unknown option"):
         from_dict({"learning_rate": 1})
+
+
+def test_run_limited_only_by_max_steps_trains_at_full_rate(dataroot: Path) -> None:
+    from training.model import CycleGANNetworks
+
+    config = tiny_config(dataroot, n_epochs=0, n_epochs_decay=0, max_steps=3)
+    nets = CycleGANNetworks.build(config, torch.device("cpu"))
+    assert CycleGANStep(config, nets, nets, torch.device("cpu"), pool_seed=0).lr == 2e-4
+
+
+def test_existing_run_folder_is_not_overwritten_without_resume(dataroot: Path,
+                                                               tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train(tiny_config(dataroot, max_steps=1), run, progress=False)
+    result = CliRunner().invoke(train_cli, [str(dataroot), "--out", str(run)])
+    assert result.exit_code == 2 and "already holds a run" in result.output
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [({"crop_size": 30}, "multiple of 4"), ({"generator": "unet_128", "crop_size": 32},
+                                            "multiple of 128"),
+     ({"num_samples": 0}, "num_samples"), ({"device": "gpu"}, "not a device")],
+)
+def test_configs_that_would_fail_mid_run_are_refused_up_front(dataroot: Path, changes: dict,
+                                                             message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        tiny_config(dataroot, **changes)

@@ -95,15 +95,23 @@ def main(dataroot: Path, run_dir: Path, config_file: Path | None, resume: str | 
         from training.trainer import train  # heavy import after the cheap argument checks
 
         resume_state = None
+        if resume is None and (run_dir / "checkpoints" / "latest.pt").exists():
+            raise ConfigError(f"{run_dir}: already holds a run; continue it with --resume or "
+                              "choose another --out")
+        if resume is not None and config_file is not None:
+            raise ConfigError("--config cannot be combined with --resume (the checkpoint "
+                              "carries its configuration; override options with flags)")
         if resume is not None:
             path = run_dir / "checkpoints" / "latest.pt" if resume == "latest" else Path(resume)
             resume_state = load_checkpoint(path)
         config = build_config(dataroot, config_file, overrides, resume_state)
         result = train(config, run_dir, resume_state, progress=not no_progress)
-    except (ConfigError, DataError, CheckpointError, ValueError, OSError) as exc:
+    except (ConfigError, DataError, CheckpointError, ValueError, OSError, RuntimeError) as exc:
         if debug:
             raise
-        click.echo(f"error: {exc}", err=True)
+        # DataLoader workers re-raise with the worker's whole traceback in the message.
+        lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+        click.echo(f"error: {lines[-1] if lines else type(exc).__name__}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         click.echo("interrupted: the last complete checkpoint is intact; continue with --resume",

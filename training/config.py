@@ -12,11 +12,12 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from training.data import PREPROCESSORS
 from training.losses import GAN_MODES
-from training.networks import DISCRIMINATORS, GENERATORS, NORMS
+from training.networks import DISCRIMINATORS, GENERATORS, NORMS, generator_spec
 
 
 class ConfigError(ValueError):
@@ -101,7 +102,7 @@ def validate(config: TrainConfig) -> TrainConfig:
             raise ConfigError(f"{name}: must be positive, got {getattr(config, name)}")
     non_negative = ("num_workers", "n_epochs", "n_epochs_decay", "max_steps", "pool_size",
                     "max_dataset_size", "log_every", "sample_every", "checkpoint_every",
-                    "keep_checkpoints", "num_samples")
+                    "keep_checkpoints")
     for name in non_negative:
         if getattr(config, name) < 0:
             raise ConfigError(f"{name}: must be >= 0, got {getattr(config, name)}")
@@ -110,6 +111,19 @@ def validate(config: TrainConfig) -> TrainConfig:
     if config.preprocess == "resize_and_crop" and config.crop_size > config.load_size:
         raise ConfigError(
             f"crop_size {config.crop_size} is larger than load_size {config.load_size}")
+    spec = generator_spec(config.generator)
+    if "crop" in config.preprocess and (config.crop_size % spec.size_multiple
+                                        or config.crop_size < spec.min_size):
+        raise ConfigError(f"crop_size {config.crop_size} does not fit {config.generator}: use a "
+                          f"multiple of {spec.size_multiple}, at least {spec.min_size}")
+    if config.num_samples < 1:
+        raise ConfigError("num_samples must be >= 1 (images per domain in a sample grid)")
+    if config.device != "auto":
+        try:
+            torch.device(config.device)
+        except RuntimeError:
+            raise ConfigError(f"device: {config.device!r} is not a device (auto, cpu, cuda, "
+                              "cuda:N, ...)") from None
     if config.batch_size > 1 and config.preprocess in ("scale_width", "none"):
         raise ConfigError(
             f"preprocess {config.preprocess!r} keeps each image's own size, so batch_size must be "

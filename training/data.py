@@ -121,6 +121,7 @@ class Preprocess:
     crop_size: int = 256
     flip: bool = True
     size_multiple: int = 4  # the generator's input size rule, used when no crop fixes the size
+    min_size: int = 8       # the generator's smallest input side
 
 
 def _resize(image: torch.Tensor, size: list[int]) -> torch.Tensor:
@@ -144,10 +145,11 @@ def _scale_width(image: torch.Tensor, width: int) -> torch.Tensor:
     return _resize(image, [max(1, round(old_h * width / old_w)), width])
 
 
-def _to_multiple(image: torch.Tensor, multiple: int) -> torch.Tensor:
+def _to_multiple(image: torch.Tensor, multiple: int, minimum: int = 1) -> torch.Tensor:
     height, width = image.shape[-2:]
-    new_h = max(multiple, round(height / multiple) * multiple)
-    new_w = max(multiple, round(width / multiple) * multiple)
+    floor = max(multiple, -(-minimum // multiple) * multiple)
+    new_h = max(floor, round(height / multiple) * multiple)
+    new_w = max(floor, round(width / multiple) * multiple)
     return image if (new_h, new_w) == (height, width) else _resize(image, [new_h, new_w])
 
 
@@ -160,7 +162,7 @@ def _crop(image: torch.Tensor, p: Preprocess, gen: torch.Generator) -> torch.Ten
 
 
 def _scale_width_only(image: torch.Tensor, p: Preprocess, gen: torch.Generator) -> torch.Tensor:
-    return _to_multiple(_scale_width(image, p.load_size), p.size_multiple)
+    return _to_multiple(_scale_width(image, p.load_size), p.size_multiple, p.min_size)
 
 
 def _scale_width_and_crop(image: torch.Tensor, p: Preprocess,
@@ -169,7 +171,7 @@ def _scale_width_and_crop(image: torch.Tensor, p: Preprocess,
 
 
 def _none(image: torch.Tensor, p: Preprocess, gen: torch.Generator) -> torch.Tensor:
-    return _to_multiple(image, p.size_multiple)
+    return _to_multiple(image, p.size_multiple, p.min_size)
 
 
 # Official --preprocess names -> functions.

@@ -93,8 +93,11 @@ class CycleGANStep:
             list(nets.d_a.parameters()) + list(nets.d_b.parameters()), lr=config.lr, betas=betas)
         # Constant for n_epochs, then linear to zero over n_epochs_decay (official "linear").
         decay = max(1, config.n_epochs_decay + 1)
+        step_limited = config.n_epochs + config.n_epochs_decay == 0  # only max_steps: constant
 
         def lr_factor(epoch: int) -> float:
+            if step_limited:
+                return 1.0
             return max(0.0, 1.0 - max(0, epoch + 1 - config.n_epochs) / decay)
 
         self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.opt_g, lr_factor)

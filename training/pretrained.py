@@ -36,7 +36,9 @@ def _infer_resnet(state: Mapping[str, torch.Tensor]) -> GeneratorSpec:
     first = state["model.1.weight"]  # c7s1 conv: (ngf, input_nc, 7, 7)
     block_keys = (re.match(r"model\.(\d+)\.conv_block", k) for k in state)
     blocks = sorted({int(m.group(1)) for m in block_keys if m})
-    dropout = any(".conv_block.6.weight" in k for k in state)
+    # With dropout the second conv moves to index 6; without it, index 6 is the second norm,
+    # which for BatchNorm also has a (1-D) weight: only a 4-D weight there means dropout.
+    dropout = any(k.endswith(".conv_block.6.weight") and state[k].dim() == 4 for k in state)
     last_conv = max(
         (int(m.group(1)) for k in state if (m := re.fullmatch(r"model\.(\d+)\.weight", k))),
     )

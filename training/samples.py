@@ -61,6 +61,9 @@ def save_png_atomic(image: torch.Tensor, path: Path) -> None:
     os.close(fd)
     try:
         Image.fromarray(image.permute(1, 2, 0).numpy()).save(tmp, format="PNG")
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp's 0600 -> the usual mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -85,15 +85,18 @@ class Trainer:
         # changes no result we can measure and only affects CPUs (a no-op elsewhere).
         torch.set_flush_denormal(True)
         self.nets = CycleGANNetworks.build(config, self.ctx.device)
+        # Same init on every rank (DDP also broadcasts rank 0's weights), then a per-rank
+        # stream for dropout, so ranks do not drop the same units.
+        torch.manual_seed(config.seed * 1000 + self.ctx.rank + 1)
         pool_seed = config.seed * 7919 + 2 * self.ctx.rank  # each rank its own pool choices
         self.step_fn = CycleGANStep(config, self.nets, _wrap_ddp(self.nets, self.ctx),
                                     self.ctx.device, pool_seed=pool_seed)
         self.pos = _Position()
-        multiple = self.nets.spec_ab.size_multiple
+        spec = self.nets.spec_ab
         self.dataset = UnpairedDataset(
             config.dataroot,
             Preprocess(config.preprocess, config.load_size, config.crop_size, not config.no_flip,
-                       multiple),
+                       spec.size_multiple, spec.min_size),
             config.max_dataset_size,
         )
         self.sampler = UnpairedSampler(len(self.dataset.files_a), len(self.dataset.files_b),
@@ -108,15 +111,31 @@ class Trainer:
         return math.ceil(self.sampler.samples_per_epoch / self.config.batch_size)
 
     @property
+    def total_epochs(self) -> int:
+        return self.config.n_epochs + self.config.n_epochs_decay
+
+    @property
     def total_steps(self) -> int:
-        epochs = self.config.n_epochs + self.config.n_epochs_decay
-        scheduled = epochs * self.steps_per_epoch if epochs else 0
-        if self.config.max_steps:
-            return min(scheduled, self.config.max_steps) if scheduled else self.config.max_steps
-        return scheduled
+        """Where this run will stop, counted in steps from the current position.
+
+        The schedule is defined in epochs (the learning rate follows epochs), so a resumed run
+        with a different process count or data set still ends after ``total_epochs``.
+        """
+        if not self.total_epochs:
+            return self.config.max_steps
+        remaining = ((self.total_epochs - self.pos.epoch) * self.steps_per_epoch
+                     - self.pos.batch_in_epoch)
+        planned = self.pos.step + max(0, remaining)
+        return min(planned, self.config.max_steps) if self.config.max_steps else planned
 
     def _finished(self) -> bool:
-        return self.pos.step >= self.total_steps
+        if self.config.max_steps and self.pos.step >= self.config.max_steps:
+            return True
+        if not self.total_epochs:
+            return False
+        last = self.total_epochs - 1
+        return self.pos.epoch > last or (self.pos.epoch == last
+                                         and self.pos.batch_in_epoch >= self.steps_per_epoch)
 
     # ---- main loop -----------------------------------------------------------------------
     def run(self) -> TrainResult:
@@ -215,6 +234,10 @@ class Trainer:
     def checkpoint_state(self) -> dict[str, Any]:
         """The checkpoint dict (see :mod:`training.checkpoint`); a collective under torchrun."""
         local = gather_objects(self.ctx, self.step_fn.local_state())
+        sums = {round(state["weights_checksum"], 6) for state in local}
+        if len(sums) > 1 and self.ctx.is_main:
+            warnings.warn(f"replicas disagree at step {self.pos.step} (weight checksums {sums}); "
+                          "DistributedDataParallel is out of sync", stacklevel=2)
         return {
             "format": CHECKPOINT_FORMAT,
             "version": CHECKPOINT_VERSION,
@@ -244,7 +267,8 @@ class Trainer:
         keep = self.config.keep_checkpoints
         if keep <= 0:
             return
-        history = sorted(folder.glob("step_*.pt"))
+        history = sorted(folder.glob("step_*.pt"),
+                         key=lambda p: int(p.stem.split("_")[1]) if p.stem[5:].isdigit() else -1)
         for old in history[:-keep]:
             old.unlink(missing_ok=True)
 
