@@ -1,0 +1,383 @@
+"""cyclegan-bench: sane figures on a tiny generator, MAC counts against hand counts, the report's
+JSON/table/chart, the command line and the end-to-end figures. No assertion on speed: only on
+what the figures must satisfy whatever the machine (p90 >= p50, throughput = batch / mean...).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from cyclegan_export import export_onnx
+from runtime.bench import (
+    BenchError,
+    BenchReport,
+    Timing,
+    count_macs,
+    machine_info,
+    natural_images,
+    psnr,
+    run_benchmark,
+)
+from runtime.bench_cli import main as bench_cli
+from runtime.bench_e2e import run_end_to_end
+from runtime.bench_engines import time_calls
+from runtime.bench_report import PIPELINE_TARGET_RATIO, plot_report
+from training.networks import build_generator, generator_spec, init_weights
+
+REPO = Path(__file__).resolve().parents[1]
+HEIGHT, WIDTH, BATCH = 32, 48, 2  # non-square, batch 2: the arithmetic has to use both
+HAS_OPENVINO = importlib.util.find_spec("openvino") is not None
+HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
+# One thread per engine: on a loaded 2-core machine, OpenMP pools spinning against each other
+# make single calls take seconds; the figures' consistency does not depend on it.
+FAST = Timing(warmup=1, iterations=4, psnr_images=2, threads=1)
+
+
+@pytest.fixture(scope="module")
+def generator() -> torch.nn.Module:
+    torch.manual_seed(0)
+    net = build_generator(generator_spec("resnet_6blocks", ngf=8))
+    init_weights(net)
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory, generator: torch.nn.Module) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("bench_models")
+    weights = folder / "g.pth"
+    torch.save(generator.state_dict(), weights)
+    calibration = folder / "calibration"
+    calibration.mkdir()
+    import cv2
+
+    for index, image in enumerate(natural_images(8, 64, 64, seed=7)):
+        cv2.imwrite(str(calibration / f"{index}.png"), image[..., ::-1])
+    out = {"weights": weights, "fp32": folder / "fp32.onnx", "int8": folder / "int8.onnx"}
+    export_onnx(weights, out["fp32"], verify=False)
+    export_onnx(weights, out["int8"], precision="int8", calibration=calibration, verify=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def report(models: dict[str, Path]) -> BenchReport:
+    """fp32 + int8 on every installed engine, PyTorch eager as the peer, each row isolated."""
+    return run_benchmark([models["fp32"], models["int8"]], checkpoint=models["weights"],
+                         batches=[BATCH], sizes=[(HEIGHT, WIDTH)], timing=FAST, gemm_size=256)
+
+
+def torch_macs(net: torch.nn.Module, shape: tuple[int, ...]) -> int:
+    """Independent count: forward hooks on every convolution of the PyTorch network."""
+    total = 0
+
+    def hook(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...],
+             output: torch.Tensor) -> None:
+        nonlocal total
+        assert isinstance(module, torch.nn.Conv2d | torch.nn.ConvTranspose2d)
+        kernel = math.prod(module.kernel_size)
+        if isinstance(module, torch.nn.ConvTranspose2d):
+            total += inputs[0].numel() * module.out_channels // module.groups * kernel
+        else:
+            total += output.numel() * module.in_channels // module.groups * kernel
+
+    handles = [m.register_forward_hook(hook) for m in net.modules()
+               if isinstance(m, torch.nn.Conv2d | torch.nn.ConvTranspose2d)]
+    with torch.no_grad():
+        net(torch.zeros(shape))
+    for handle in handles:
+        handle.remove()
+    return total
+
+
+# ---- figures --------------------------------------------------------------------------------
+
+def test_count_macs_matches_a_hand_count(tmp_path: Path) -> None:
+    from onnx import TensorProto, helper, numpy_helper
+
+    def weight(name: str, shape: tuple[int, ...]) -> TensorProto:
+        return numpy_helper.from_array(np.zeros(shape, np.float32), name)
+
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]),           # 3->4, 3x3
+         helper.make_node("ConvTranspose", ["a", "w2"], ["b"], strides=[2, 2]),     # 4->4, 2x2
+         helper.make_node("Conv", ["b", "w3"], ["y"], group=2),                     # 4->6, 1x1/2
+         helper.make_node("Relu", ["y"], ["z"])],
+        "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, None)],
+        [weight("w1", (4, 3, 3, 3)), weight("w2", (4, 4, 2, 2)), weight("w3", (6, 2, 1, 1))])
+    path = tmp_path / "tiny.onnx"
+    path.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+                     .SerializeToString())
+    n, h, w = 2, 8, 10
+    conv = n * 4 * h * w * (3 * 3 * 3)                    # every output: C_in * kH * kW terms
+    transpose = n * 4 * h * w * (4 * 2 * 2)               # every input scattered to C_out*kH*kW
+    grouped = n * 6 * (2 * h) * (2 * w) * (4 // 2)        # groups: C_in / 2 terms per output
+    assert count_macs(path, (n, 3, h, w)) == conv + transpose + grouped
+
+
+@pytest.mark.parametrize("kind", ["fp32", "int8"])
+def test_count_macs_of_an_export_matches_pytorch(models: dict[str, Path],
+                                                 generator: torch.nn.Module, kind: str) -> None:
+    # The fp32 export computes its reflect padding in-graph: counted only after folding.
+    shape = (BATCH, 3, HEIGHT, WIDTH)
+    assert count_macs(models[kind], shape) == torch_macs(generator, shape)
+
+
+def test_count_macs_is_none_without_onnx(models: dict[str, Path],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx now raises ImportError
+    assert count_macs(models["fp32"], (1, 3, 32, 32)) is None
+
+
+def test_psnr_and_test_images() -> None:
+    images = natural_images(2, 16, 24, seed=3)
+    assert images.shape == (2, 16, 24, 3) and images.dtype == np.uint8
+    assert np.array_equal(images, natural_images(2, 16, 24, seed=3))
+    assert psnr(images, images, 255.0) == math.inf
+    noisy = images.astype(np.float64) + 1.0  # MSE 1 -> 20 log10(255)
+    assert psnr(images, noisy, 255.0) == pytest.approx(20 * math.log10(255.0))
+
+
+@pytest.mark.parametrize(("iterations", "seconds", "calls"), [(3, None, 3), (None, 1e-9, 1),
+                                                              (2, 60.0, 2)])
+def test_time_calls_stops_at_the_first_bound(iterations: int | None, seconds: float | None,
+                                             calls: int) -> None:
+    count = 0
+
+    def call() -> None:
+        nonlocal count
+        count += 1
+
+    times = time_calls(call, 2, iterations, seconds)
+    assert len(times) == calls and count == calls + 2 and all(t >= 0 for t in times)
+
+
+def test_machine_info_is_recorded() -> None:
+    info = machine_info(gemm_size=128, isolate=False)
+    assert info.cpu and info.cores_logical >= info.cores_usable >= 1
+    assert info.gemm_gflops is not None and info.gemm_gflops > 0
+    assert info.versions["numpy"] == np.__version__ and info.versions["onnxruntime"]
+    assert "CPUExecutionProvider" in info.onnxruntime_providers
+    assert info.tag and all(c.isalnum() or c == "-" for c in info.tag)
+
+
+# ---- the benchmark run --------------------------------------------------------------------------
+
+def test_every_row_reports_consistent_figures(report: BenchReport,
+                                              generator: torch.nn.Module) -> None:
+    macs = torch_macs(generator, (BATCH, 3, HEIGHT, WIDTH))
+    assert report.rows
+    for row in report.rows:
+        assert row.ok, f"{row.label}: {row.error}"
+        assert (row.batch, row.height, row.width) == (BATCH, HEIGHT, WIDTH)
+        assert row.iterations == FAST.iterations
+        assert row.latency_mean_ms is not None and row.throughput_ips is not None
+        assert row.latency_p50_ms is not None and row.latency_p90_ms is not None
+        assert 0 < row.latency_p50_ms <= row.latency_p90_ms
+        assert row.throughput_ips == pytest.approx(BATCH * 1000.0 / row.latency_mean_ms)
+        assert row.macs == macs
+        assert row.gflops == pytest.approx(2 * macs / (row.latency_mean_ms / 1000) / 1e9)
+        assert row.gflops is not None and report.machine.gemm_gflops is not None
+        assert row.gemm_fraction == pytest.approx(row.gflops / report.machine.gemm_gflops)
+        assert row.peak_rss_mib is not None and row.base_rss_mib is not None
+        assert row.peak_rss_mib >= row.base_rss_mib > 0
+        assert row.load_seconds is not None and row.load_seconds >= 0
+
+
+def test_rows_cover_the_installed_engines(report: BenchReport) -> None:
+    engines = {row.engine for row in report.rows}
+    assert {"onnxruntime", "opencv", "pytorch"} <= engines
+    assert ("openvino" in engines) == HAS_OPENVINO
+    precisions = {(row.engine, row.model): row.precision for row in report.rows}
+    assert precisions[("onnxruntime", "int8.onnx")] == "int8"
+    assert precisions[("pytorch", "g.pth")] == "fp32"
+    if HAS_OPENVINO:  # what OpenVINO says it runs: fp32, or bf16 on CPUs with bf16 units
+        assert precisions[("openvino", "fp32.onnx")] in ("fp32", "bf16")
+
+
+def test_psnr_against_the_fp32_reference(report: BenchReport) -> None:
+    reference = [row for row in report.rows if row.reference]
+    assert len(reference) == 1 and reference[0].psnr_db == math.inf
+    assert (reference[0].engine, reference[0].provider, reference[0].model) == \
+        ("onnxruntime", "CPU", "fp32.onnx")
+    for row in report.rows:
+        assert row.psnr_db is not None
+        if row.precision == "bf16":
+            assert row.psnr_db >= 30
+        elif row.model == "int8.onnx":
+            assert row.psnr_db >= 30, row.label
+        else:  # the same fp32 arithmetic, another engine (or PyTorch itself)
+            assert row.psnr_db >= 80, row.label
+
+
+def test_ratios_against_pytorch_eager(report: BenchReport) -> None:
+    eager = next(row for row in report.rows if row.engine == "pytorch")
+    assert eager.vs_pytorch == 1.0 and eager.throughput_ips is not None
+    for row in report.rows:
+        assert row.throughput_ips is not None
+        assert row.vs_pytorch == pytest.approx(row.throughput_ips / eager.throughput_ips)
+    lines = report.ratio_lines()
+    assert len(lines) == len(report.rows) - 1 and all("x PyTorch eager" in line for line in lines)
+
+
+def test_each_row_runs_in_its_own_process(report: BenchReport) -> None:
+    # Rows after the PyTorch one would otherwise carry torch's memory in their peak.
+    eager = next(row for row in report.rows if row.engine == "pytorch")
+    onnx_rows = [row for row in report.rows if row.engine == "onnxruntime"]
+    assert eager.peak_rss_mib is not None
+    assert all(row.peak_rss_mib is not None and row.peak_rss_mib < eager.peak_rss_mib
+               for row in onnx_rows)
+
+
+def test_report_round_trips_through_strict_json(report: BenchReport, tmp_path: Path) -> None:
+    path = report.save_json(tmp_path / "bench.json")
+
+    def no_constants(name: str) -> None:
+        raise AssertionError(f"non-standard JSON constant {name}")
+
+    data = json.loads(path.read_text(), parse_constant=no_constants)
+    assert data["machine"]["tag"] == report.machine.tag
+    assert BenchReport.load_json(path) == report
+
+
+def test_table_and_markdown_show_every_row(report: BenchReport) -> None:
+    table, markdown = report.table(), report.markdown()
+    assert "p50 ms" in table and "PSNR dB" in table
+    assert len(table.splitlines()) == len(report.rows) + 2
+    for row in report.rows:
+        assert row.label in table and row.label in markdown
+    assert "(ref)" in table and "inf" in table
+    assert markdown.count("\n| ") == len(report.rows) + 1
+
+
+@pytest.mark.skipif(not HAS_MATPLOTLIB, reason="matplotlib not installed")
+@pytest.mark.parametrize("metric", ["throughput", "latency"])
+def test_plot_is_written(report: BenchReport, tmp_path: Path, metric: str) -> None:
+    path = plot_report(report, tmp_path / "chart.png", metric)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_without_matplotlib_says_so(report: BenchReport, tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.backends.backend_agg", None)
+    with pytest.raises(BenchError, match="needs matplotlib"):
+        plot_report(report, tmp_path / "chart.png")
+
+
+def test_openvino_bf16_gets_an_fp32_row_too(models: dict[str, Path],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where OpenVINO's automatic precision picks bf16 (AVX-512 BF16 / AMX CPUs), the fp32 row
+    is measured as well. Faked here (in-process rows) by an engine that reports bf16 for
+    "auto", so the logic runs on any CPU."""
+    import runtime.bench as bench_module
+    from runtime.bench_engines import ENGINES, EngineSession, RowSpec
+
+    def fake_openvino(spec: RowSpec, threads: int | None) -> EngineSession:
+        session = ENGINES["onnxruntime"](replace(spec, provider="cpu"), threads)
+        session.precision = "bf16" if spec.precision_hint == "auto" else spec.precision_hint
+        return session
+
+    monkeypatch.setitem(ENGINES, "openvino", fake_openvino)
+    monkeypatch.setattr(bench_module, "available_engines",
+                        lambda checkpoint=None: ["onnxruntime", "openvino"])
+    result = run_benchmark([models["fp32"]], engines=["openvino"], sizes=[32], gemm_size=0,
+                           isolate=False, timing=Timing(warmup=0, iterations=2, psnr_images=1))
+    assert [row.label for row in result.rows] == [
+        "onnxruntime CPU fp32", "OpenVINO CPU bf16", "OpenVINO CPU fp32"]
+    assert all(row.ok and row.psnr_db == math.inf for row in result.rows)
+    assert result.machine.gemm_gflops is None and result.rows[1].gemm_fraction is None
+
+
+# ---- refusals ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("options", "message"), [
+    ({"sizes": [30]}, "multiples of 4"),
+    ({"sizes": [4]}, "at least 8"),
+    ({"batches": [0]}, "--batch must be >= 1"),
+    ({"engines": ["pytorch"]}, "engine 'pytorch' is not available"),
+    ({"providers": "NoSuchExecutionProvider"}, "not available in this onnxruntime build"),
+    ({"timing": Timing(iterations=None, seconds=None)}, "--iterations or --seconds"),
+])
+def test_unusable_requests_are_refused_before_running(models: dict[str, Path],
+                                                      options: dict[str, object],
+                                                      message: str) -> None:
+    with pytest.raises(BenchError, match=message):
+        run_benchmark([models["fp32"]], gemm_size=0, **options)  # type: ignore[arg-type]
+
+
+def test_missing_model_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(BenchError, match="no such file"):
+        run_benchmark([tmp_path / "missing.onnx"], gemm_size=0)
+
+
+# ---- command line ----------------------------------------------------------------------------
+
+def test_cli_prints_the_table_and_writes_outputs(models: dict[str, Path], tmp_path: Path) -> None:
+    args = [str(models["fp32"]), "--engine", "onnxruntime", "--size", "32", "--batch", "1",
+            "--iterations", "3", "--warmup", "1", "--gemm-size", "128", "--psnr-images", "1",
+            "--threads", "1", "-q", "--json", str(tmp_path / "b.json"), "--markdown",
+            str(tmp_path / "b.md")]
+    if HAS_MATPLOTLIB:
+        args += ["--plot", str(tmp_path / "b.png")]
+    result = CliRunner().invoke(bench_cli, args)
+    assert result.exit_code == 0, result.output
+    assert "onnxruntime CPU fp32 (ref)" in result.output and "p50 ms" in result.output
+    loaded = BenchReport.load_json(tmp_path / "b.json")
+    assert [row.label for row in loaded.rows] == ["onnxruntime CPU fp32"]
+    assert loaded.rows[0].psnr_db == math.inf and loaded.rows[0].batch == 1
+    assert loaded.machine.gemm_threads == 1  # the yardstick ran on the engines' thread count
+    assert (tmp_path / "b.md").read_text().startswith("**")
+    assert not HAS_MATPLOTLIB or (tmp_path / "b.png").stat().st_size > 0
+
+
+def test_cli_missing_model_is_one_clear_line(tmp_path: Path) -> None:
+    result = CliRunner().invoke(bench_cli, [str(tmp_path / "nope.onnx")])
+    assert result.exit_code == 2
+    assert result.output.strip() == f"error: {tmp_path / 'nope.onnx'}: no such file"
+
+
+def test_cli_rejects_a_malformed_size(models: dict[str, Path]) -> None:
+    result = CliRunner().invoke(bench_cli, [str(models["fp32"]), "--size", "32x"])
+    assert result.exit_code == 2 and "expected N or HxW" in result.output
+
+
+# ---- end to end ------------------------------------------------------------------------------
+
+def test_end_to_end_figures(models: dict[str, Path], tmp_path: Path) -> None:
+    result = run_end_to_end(models["fp32"], size=32, batch=2, images=6, video_frames=6,
+                            live_frames=5, threads=1, iterations=5, workdir=tmp_path)
+    assert result.model_only_ips > 0 and result.folder_ips > 0 and result.video_ips > 0
+    assert result.folder_images == 6 and result.video_frames == 6
+    assert 1 <= result.live_frames <= 5 and result.live_fps > 0 and result.live_model_ms > 0
+    assert result.live_overhead_fraction >= 0 and 0 <= result.live_wait_fraction <= 1
+    assert result.folder_ratio == pytest.approx(result.folder_ips / result.model_only_ips)
+    assert 1 <= result.live_source_fps <= 1000
+    assert len(list((tmp_path / "images_out").iterdir())) == 6
+    text = "\n".join(result.lines())
+    assert f">= {PIPELINE_TARGET_RATIO:.0%}" in text and "<= 10%" in text
+
+
+@pytest.mark.slow
+def test_run_all_quick_writes_results(tmp_path: Path) -> None:
+    import subprocess
+
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "run_all.py"), "--quick",
+                           "--out", str(tmp_path), "--tag", "ci", "--threads", "1"],
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    loaded = BenchReport.load_json(tmp_path / "ci.json")
+    assert {row.model.split("_")[-1] for row in loaded.rows} >= {"fp32.onnx", "int8.onnx"}
+    assert all(row.ok for row in loaded.rows) and len(loaded.end_to_end) == 1
+    assert "| row" in (tmp_path / "ci.md").read_text()
+    assert not HAS_MATPLOTLIB or (tmp_path / "ci.png").is_file()
