@@ -4,7 +4,9 @@
     python benchmarks/run_all.py --quick    # ngf 8 at 64x64, few iterations (what CI runs)
 
 Steps: build the standard ``resnet_9blocks`` generator with the paper's initialisation
-(weights ~ N(0, 0.02): no download; speed does not depend on the weights' values) and save its
+(weights ~ N(0, 0.02)) and fit it briefly to a colour transform (no pretrained weights can be
+downloaded here; speed does not depend on the weights, but int8 and bf16 quality does, and a
+randomly initialised network's activations look nothing like a trained one's); save its
 state_dict; export it to fp32 ONNX and, calibrated on synthetic natural-looking images, to int8
 (``cyclegan-export --precision int8 --calibration DIR``); benchmark both on every engine
 installed, next to PyTorch eager (:func:`runtime.bench.run_benchmark`); measure the end-to-end
@@ -45,6 +47,7 @@ class Plan:
 
     ngf: int
     size: int
+    fit_steps: int
     warmup: int
     iterations: int
     gemm_size: int
@@ -56,10 +59,10 @@ class Plan:
 
 # --quick is what the test suite runs: every step, tiny and short.
 PLANS = {
-    "full": Plan(ngf=64, size=256, warmup=5, iterations=30, gemm_size=2048,
+    "full": Plan(ngf=64, size=256, fit_steps=200, warmup=5, iterations=30, gemm_size=2048,
                  calibration_images=16, e2e_images=32, e2e_video_frames=48, e2e_live_frames=40),
-    "quick": Plan(ngf=8, size=64, warmup=1, iterations=5, gemm_size=512, calibration_images=8,
-                  e2e_images=6, e2e_video_frames=8, e2e_live_frames=6),
+    "quick": Plan(ngf=8, size=64, fit_steps=10, warmup=1, iterations=5, gemm_size=512,
+                  calibration_images=8, e2e_images=6, e2e_video_frames=8, e2e_live_frames=6),
 }
 
 
@@ -71,8 +74,31 @@ def cyclegan_export(*args: str) -> subprocess.CompletedProcess[str]:
     return done
 
 
+def fit_colour_transform(net: object, steps: int, seed: int = 0) -> float:
+    """Train ``net`` for ``steps`` Adam steps (64x64, batch 2) to map natural-looking images to
+    a warm colour grade with channel mixing; returns the final L1 (in [-1, 1] units)."""
+    import torch
+
+    torch.set_flush_denormal(True)  # see training/trainer.py: denormals stall x86 CPUs
+    assert isinstance(net, torch.nn.Module)
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3, betas=(0.5, 0.999))
+    mix = torch.tensor([[0.9, 0.2, 0.0], [0.1, 0.8, 0.1], [0.0, 0.2, 0.6]])
+    loss = torch.zeros(())
+    net.train()
+    for step in range(steps):
+        images = natural_images(2, 64, 64, seed=seed * 100_000 + step)
+        x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
+        target = torch.clamp(torch.einsum("ij,njhw->nihw", mix, x) + 0.08, -1, 1)
+        loss = torch.nn.functional.l1_loss(net(x), target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    net.eval()
+    return float(loss)
+
+
 def build_models(workdir: Path, ngf: int, calibration_size: int, calibration_images: int,
-                 seed: int = 0) -> tuple[Path, Path, Path, list[str]]:
+                 fit_steps: int = 0, seed: int = 0) -> tuple[Path, Path, Path, list[str]]:
     """Save a freshly initialised ``resnet_9blocks`` state_dict; export fp32 and int8 ONNX.
 
     Returns (state_dict .pth, fp32 .onnx, int8 .onnx, notes for the report).
@@ -86,6 +112,11 @@ def build_models(workdir: Path, ngf: int, calibration_size: int, calibration_ima
     torch.manual_seed(seed)
     net = build_generator(generator_spec("resnet_9blocks", ngf=ngf))
     init_weights(net, gain=0.02)  # the official init: N(0, 0.02)
+    fit_notes = []
+    if fit_steps:
+        final_l1 = fit_colour_transform(net, fit_steps, seed)
+        fit_notes.append(f"weights: N(0, 0.02) init, then {fit_steps} Adam steps fitting a "
+                         f"colour transform (final L1 {final_l1:.3f}); no pretrained download")
     weights = workdir / f"resnet9_ngf{ngf}.pth"
     torch.save(net.state_dict(), weights)
 
@@ -100,7 +131,7 @@ def build_models(workdir: Path, ngf: int, calibration_size: int, calibration_ima
     done = cyclegan_export(str(weights), str(fp32))
     if done.returncode != 0:
         raise SystemExit(f"fp32 export failed: {done.stderr.strip()}")
-    notes = []
+    notes = fit_notes
     int8_args = (str(weights), str(int8), "--precision", "int8", "--calibration",
                  str(calibration))
     done = cyclegan_export(*int8_args)
@@ -121,7 +152,7 @@ def run_all(out: Path, plan: Plan, workdir: Path, tag: str | None = None,
             threads: int | None = None) -> BenchReport:
     """Build, export, benchmark, measure end to end; write ``<tag>.json/.png/.md`` to ``out``."""
     weights, fp32, int8, notes = build_models(workdir / "models", plan.ngf, plan.size,
-                                              plan.calibration_images)
+                                              plan.calibration_images, plan.fit_steps)
     report = run_benchmark([fp32, int8], checkpoint=weights, batches=[1], sizes=[plan.size],
                            timing=Timing(warmup=plan.warmup, iterations=plan.iterations,
                                          threads=threads),
