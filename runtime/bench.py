@@ -103,9 +103,9 @@ def available_engines(checkpoint: str | Path | None = None) -> list[str]:
             engines.append("openvino")
         except ImportError:
             pass
-    if checkpoint is not None and all(importlib.util.find_spec(name) is not None
-                                      for name in ("torch", "training", "cyclegan_export")):
-        engines.append("pytorch")
+    if (checkpoint is not None and "pytorch" in ENGINES
+            and importlib.util.find_spec("torch") is not None):
+        engines.append("pytorch")  # contributed by cyclegan_export through an entry point
     return engines
 
 

@@ -151,36 +151,36 @@ def _openvino_engine(spec: RowSpec, threads: int | None) -> EngineSession:
                          meta.color_order)
 
 
-def _pytorch_engine(spec: RowSpec, threads: int | None) -> EngineSession:
-    # The only torch import of the runtime, in the PyTorch row's own process.
-    import torch
+EngineBuilder = Callable[[RowSpec, int | None], EngineSession]
+# Engines other packages contribute (the PyTorch peer lives in cyclegan_export, which the
+# runtime must not import): setup.cfg entry points in this group, loaded only when a row of
+# that engine runs, in that row's own process.
+ENGINE_ENTRY_POINTS = "cyclegan_toolkit.bench_engines"
 
-    from cyclegan_export.source import load_generator
 
-    if threads is not None:
-        torch.set_num_threads(threads)
-    device = torch.device(spec.provider or "cpu")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise BenchError("this torch build sees no CUDA device")
-    net = load_generator(spec.model, spec.direction).net.to(device)
+def _plugin(name: str) -> EngineBuilder:
+    def build(spec: RowSpec, threads: int | None) -> EngineSession:
+        from importlib.metadata import entry_points
 
-    def run(batch: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            # .cpu() waits for the GPU, so a CUDA call is timed to its end, copies included,
-            # as onnxruntime's CUDA rows are.
-            out: np.ndarray = net(torch.from_numpy(batch).to(device)).cpu().numpy()
-            return out
+        (point,) = [p for p in entry_points(group=ENGINE_ENTRY_POINTS) if p.name == name]
+        builder: EngineBuilder = point.load()
+        return builder(spec, threads)
 
-    return EngineSession(run, device.type.upper(), "fp32", "float", "RGB",
-                         "gpu" if device.type == "cuda" else "cpu")
+    return build
+
+
+def plugin_engine_names() -> list[str]:
+    from importlib.metadata import entry_points
+
+    return sorted(p.name for p in entry_points(group=ENGINE_ENTRY_POINTS))
 
 
 # Engine name -> builder of a loaded session. A row's spec.engine is one of these keys.
-ENGINES: dict[str, Callable[[RowSpec, int | None], EngineSession]] = {
+ENGINES: dict[str, EngineBuilder] = {
     "onnxruntime": _onnxruntime_engine,
     "opencv": _opencv_engine,
     "openvino": _openvino_engine,
-    "pytorch": _pytorch_engine,
+    **{name: _plugin(name) for name in plugin_engine_names()},
 }
 
 
