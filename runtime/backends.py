@@ -106,6 +106,16 @@ class OnnxRuntimeBackend:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise BackendError(f"{model_path}: onnxruntime cannot load it ({first})") from None
         self.providers = list(self.session.get_providers())
+        # onnxruntime drops a provider it cannot initialise (e.g. CUDA without its libraries)
+        # and carries on, silently, on the CPU: say so.
+        dropped = [name for name in names if name not in self.providers]
+        if dropped:
+            message = (f"{', '.join(dropped)} could not be initialised (missing CUDA/cuDNN or "
+                       f"TensorRT libraries?); running on {self.providers[0]}")
+            if isinstance(providers, str) and providers == "auto":
+                warnings.warn(message, ProviderFallbackWarning, stacklevel=2)
+            else:
+                raise BackendError(f"{model_path}: {message}")
         self.device_id = device_id
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name

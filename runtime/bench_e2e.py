@@ -108,12 +108,12 @@ def _run(model: Path, size: tuple[int, int], batch: int, images: int, video_fram
     files, errors = expand_inputs([str(folder)])
     if errors:
         raise BenchError(f"cannot read the generated images: {errors[0]}")
-    jobs = plan_jobs(files, workdir / "images_out", single_target=False)
+    jobs, _ = plan_jobs(files, workdir / "images_out", single_target=False)
     folder_run = translate_files(translator, jobs, batch_size=batch)
 
     clip = natural_images(video_frames, height, width, seed + 20)[..., ::-1]
     video = _write_video(workdir / "clip.mp4", clip, 30.0)
-    video_jobs = plan_jobs(expand_inputs([str(video)])[0], workdir / "clip_out.mp4", True)
+    video_jobs, _ = plan_jobs(expand_inputs([str(video)])[0], workdir / "clip_out.mp4", True)
     video_run = translate_files(translator, video_jobs, batch_size=batch)
     for summary, what in ((folder_run, "folder"), (video_run, "video")):
         if summary.failed or summary.frames == 0:

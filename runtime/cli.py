@@ -136,6 +136,9 @@ def _run_live(translator: Any, source: str, output: Path | None, no_display: boo
                          max_frames=max_frames, reconnects=reconnects)
     except LiveError as exc:
         _fail(str(exc), debug, exc)
+    except (OSError, ValueError, RuntimeError) as exc:  # e.g. cannot record, inference error
+        _fail(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+              debug, exc)
     click.echo(stats.line())
     if stats.error:
         click.echo(f"error: {stats.error}", err=True)
@@ -149,7 +152,8 @@ def _run_files(translator: Any, inputs: list[str], output: Path, batch_size: int
     files, errors = expand_inputs(inputs)
     single_file = (len(inputs) == 1 and Path(inputs[0]).is_file()
                    and output.suffix.lower() in IMAGE_EXTENSIONS | VIDEO_EXTENSIONS)
-    jobs = plan_jobs(files, output, single_target=single_file)
+    jobs, collisions = plan_jobs(files, output, single_target=single_file)
+    errors += collisions
     total = count_work(jobs)
     started = time.perf_counter()
     done, rate = _rate_label(started)

@@ -106,6 +106,7 @@ def run_live(translator: Translator, source: str = "0", *, display: bool = True,
         raise LiveError(f"cannot open {source!r} ({exc})") from None
     stats = LiveStats()
     writer: AtomicVideoWriter | None = None
+    pending: list[np.ndarray] = []
     view = 0
     smoothed_fps = 0.0
     last_index = 0
@@ -136,10 +137,16 @@ def run_live(translator: Translator, source: str = "0", *, display: bool = True,
             last_frame_time = now
             shown = _compose(frame, translated, VIEWS[view])
             if record is not None:
-                if writer is None:
-                    fps = grabber.info.fps if grabber.info.fps > 0 else 30.0
-                    writer = AtomicVideoWriter(record, fps, (shown.shape[1], shown.shape[0]))
-                writer.write(shown)
+                # The recording holds the translated frames whatever the window shows, at the
+                # rate they were made (measured over the first frames), so it plays in real
+                # time rather than fast-forward when the model is slower than the source.
+                pending.append(translated)
+                if writer is None and (len(pending) >= RECORD_RATE_FRAMES):
+                    writer = _open_recording(record, pending, started, grabber.info.fps)
+                if writer is not None:
+                    for kept in pending:
+                        writer.write(kept)
+                    pending.clear()
             if cv2 is not None:
                 cv2.imshow(WINDOW, draw_fps(shown, smoothed_fps, VIEWS[view]))
                 key = cv2.waitKey(1) & 0xFF
@@ -160,7 +167,11 @@ def run_live(translator: Translator, source: str = "0", *, display: bool = True,
         stats.seconds = time.perf_counter() - started
         stats.frames_captured = grabber.frames_read
         grabber.stop()
+        if writer is None and pending and record is not None:
+            writer = _open_recording(record, pending, started, grabber.info.fps)
         if writer is not None:
+            for kept in pending:
+                writer.write(kept)
             stats.recording = writer.commit() if writer.frames else None
         if cv2 is not None:
             cv2.destroyWindow(WINDOW)
@@ -168,6 +179,18 @@ def run_live(translator: Translator, source: str = "0", *, display: bool = True,
         raise LiveError(grabber.error)
     stats.error = grabber.error
     return stats
+
+
+RECORD_RATE_FRAMES = 10  # frames measured before the recording's frame rate is fixed
+
+
+def _open_recording(path: Path, frames: list[np.ndarray], started: float,
+                    source_fps: float) -> AtomicVideoWriter:
+    elapsed = max(time.perf_counter() - started, 1e-3)
+    made = len(frames) / elapsed
+    fps = min(source_fps, made) if source_fps > 0 else made
+    height, width = frames[0].shape[:2]
+    return AtomicVideoWriter(path, max(1.0, round(fps, 2)), (width, height))
 
 
 def _compose(frame: np.ndarray, translated: np.ndarray, view: str) -> np.ndarray:

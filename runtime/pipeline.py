@@ -12,7 +12,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,12 +63,25 @@ class Job:
     target: Path
 
 
-def plan_jobs(inputs: list[FileInput], output: Path, single_target: bool) -> list[Job]:
+def plan_jobs(inputs: list[FileInput], output: Path,
+              single_target: bool) -> tuple[list[Job], list[InputError]]:
     """Map inputs to output paths: ``output`` itself for one file when ``single_target``,
-    else ``output / relative`` (same names and formats)."""
+    else ``output / relative`` (same names and formats). An input whose output path another
+    input already claimed is returned as an error instead of silently overwriting it."""
     if single_target and len(inputs) == 1:
-        return [Job(inputs[0].path, output)]
-    return [Job(item.path, output / item.relative) for item in inputs]
+        return [Job(inputs[0].path, output)], []
+    jobs: list[Job] = []
+    errors: list[InputError] = []
+    claimed: dict[Path, Path] = {}
+    for item in inputs:
+        target = output / item.relative
+        if target in claimed:
+            errors.append(InputError(item.path, f"output {target} already taken by "
+                                                f"{claimed[target]}"))
+            continue
+        claimed[target] = item.path
+        jobs.append(Job(item.path, target))
+    return jobs, errors
 
 
 class ImagePipeline:
@@ -82,6 +95,7 @@ class ImagePipeline:
         self.io_threads = io_threads
 
     def run(self, jobs: list[Job], summary: RunSummary, progress: Progress) -> None:
+        self._progress = progress
         lookahead = self.batch_size * 2 + self.io_threads
         with ThreadPoolExecutor(self.io_threads, thread_name_prefix="decode") as readers, \
                 ThreadPoolExecutor(self.io_threads, thread_name_prefix="encode") as writers:
@@ -102,6 +116,8 @@ class ImagePipeline:
                 summary.interrupted = True
                 for _, future in pending:
                     future.cancel()
+                for _, write in writes:
+                    write.cancel()  # not started: nothing half-written; started: finishes
             finally:
                 for job, write in writes:
                     self._collect(job, write, summary, progress)
@@ -133,9 +149,10 @@ class ImagePipeline:
         images = [image for _, image in batch]
         try:
             outputs = self.translator.translate_batch(images)
-        except ValueError as exc:  # e.g. an image layout the translator cannot take
+        except Exception as exc:  # noqa: BLE001 - e.g. a layout it cannot take, out of memory
             for job, _ in batch:
-                summary.failed.append(InputError(job.source, str(exc)))
+                summary.failed.append(InputError(job.source, _first_line(exc)))
+                self._progress(1)
             batch.clear()
             return
         for (job, image), out in zip(batch, outputs, strict=True):
@@ -143,97 +160,134 @@ class ImagePipeline:
             writes.append((job, writers.submit(write_image_atomic, job.target, frame)))
             summary.frames += 1
         batch.clear()
+        # Bound the frames waiting for the encoders: wait for the oldest write when too many.
+        while len(writes) > self.batch_size + 2 * self.io_threads:
+            done_job, write = writes.pop(0)
+            self._collect(done_job, write, summary, self._progress)
 
     @staticmethod
     def _collect(job: Job, write: Future[Path], summary: RunSummary, progress: Progress) -> None:
         try:
             summary.translated.append(write.result())
-        except OSError as exc:
-            summary.failed.append(InputError(job.source, f"cannot write output ({exc})"))
+        except CancelledError:
+            return
+        except Exception as exc:  # noqa: BLE001 - e.g. a format OpenCV cannot encode
+            summary.failed.append(InputError(job.source,
+                                             f"cannot write output ({_first_line(exc)})"))
         progress(1)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
 def translate_video(translator: Translator, job: Job, batch_size: int, side: bool,
                     progress: Progress, summary: RunSummary, queue_size: int = 8) -> None:
-    """Same size, frame rate and frame count out; decoding and encoding in their own threads."""
+    """Same size, frame rate and frame count out; decoding and encoding in their own threads.
+
+    Every blocking queue operation wakes up regularly to check ``stop``, so a failing encoder,
+    a failing model or Ctrl-C ends all three threads; the partial file is then deleted.
+    """
     try:
         capture, info = open_video(job.source)
     except InputError as err:
         summary.failed.append(err)
         return
-    width = info.width * (2 if side else 1)
+    stop = threading.Event()
     frames_in: queue.Queue[np.ndarray | None] = queue.Queue(queue_size)
     frames_out: queue.Queue[np.ndarray | None] = queue.Queue(queue_size)
-    stop = threading.Event()
+    errors: list[str] = []
+    writers: list[AtomicVideoWriter] = []
+
+    def put(target: queue.Queue[np.ndarray | None], item: np.ndarray | None) -> bool:
+        while not stop.is_set():
+            try:
+                target.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def decode() -> None:
         try:
             for frame in video_frames(capture):
-                while not stop.is_set():
-                    try:
-                        frames_in.put(frame, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put(frames_in, frame):
                     return
         finally:
             capture.release()
-            frames_in.put(None)
-
-    target = job.target
-    try:
-        writer = AtomicVideoWriter(target, info.fps, (width, info.height))
-    except OSError as exc:
-        capture.release()
-        summary.failed.append(InputError(job.source, str(exc)))
-        return
-    write_error: list[BaseException] = []
+            put(frames_in, None)
 
     def encode() -> None:
         try:
-            while (frame := frames_out.get()) is not None:
-                writer.write(frame)
-        except BaseException as exc:  # noqa: BLE001 - reported by the caller
-            write_error.append(exc)
+            while (frame := _get(frames_out, stop)) is not None:
+                if not writers:  # sized from the first real frame, not container metadata
+                    writers.append(AtomicVideoWriter(job.target, info.fps,
+                                                     (frame.shape[1], frame.shape[0])))
+                writers[0].write(frame)
+        except Exception as exc:  # noqa: BLE001 - becomes this input's failure reason
+            errors.append(f"cannot write video ({_first_line(exc)})")
+            stop.set()
 
-    reader = threading.Thread(target=decode, name="video-decode", daemon=True)
-    encoder = threading.Thread(target=encode, name="video-encode", daemon=True)
-    reader.start()
-    encoder.start()
+    threads = [threading.Thread(target=decode, name="video-decode", daemon=True),
+               threading.Thread(target=encode, name="video-encode", daemon=True)]
+    for thread in threads:
+        thread.start()
     count = 0
+    interrupted = False
     try:
-        for batch in _batches(frames_in, batch_size):
-            outputs = translator.translate_batch(batch)
+        for batch in _batches(frames_in, batch_size, stop):
+            try:
+                outputs = translator.translate_batch(batch)
+            except Exception as exc:  # noqa: BLE001 - e.g. out of memory on one video
+                errors.append(f"translation failed ({_first_line(exc)})")
+                break
             for image, out in zip(batch, outputs, strict=True):
-                frames_out.put(side_by_side(image, out) if side else out)
+                put(frames_out, side_by_side(image, out) if side else out)
             count += len(batch)
             progress(len(batch))
+        if not errors:
+            put(frames_out, None)
     except BaseException:
-        stop.set()
-        frames_out.put(None)
-        encoder.join()
-        writer.abort()
+        interrupted = True
         raise
-    frames_out.put(None)
-    encoder.join()
-    if write_error or count == 0:
-        writer.abort()
-        reason = f"cannot write video ({write_error[0]})" if write_error else "no frames"
-        summary.failed.append(InputError(job.source, reason))
-        return
-    summary.translated.append(writer.commit())
-    summary.frames += count
+    finally:
+        if errors or interrupted:
+            stop.set()
+        for thread in reversed(threads):
+            thread.join()
+        stop.set()
+        threads[0].join()
+        ok = not errors and not interrupted and count > 0 and writers
+        if not ok:
+            for writer in writers:
+                writer.abort()
+            if not interrupted:
+                summary.failed.append(InputError(job.source, errors[0] if errors else "no frames"))
+        else:
+            summary.translated.append(writers[0].commit())
+            summary.frames += count
 
 
-def _batches(frames: queue.Queue[np.ndarray | None], size: int) -> Iterator[list[np.ndarray]]:
+def _get(source: queue.Queue[np.ndarray | None], stop: threading.Event) -> np.ndarray | None:
+    """Next item, or None at the end marker or once ``stop`` is set."""
+    while not stop.is_set():
+        try:
+            return source.get(timeout=0.1)
+        except queue.Empty:
+            continue
+    return None
+
+
+def _batches(frames: queue.Queue[np.ndarray | None], size: int,
+             stop: threading.Event) -> Iterator[list[np.ndarray]]:
     batch: list[np.ndarray] = []
-    while (frame := frames.get()) is not None:
+    while (frame := _get(frames, stop)) is not None:
         batch.append(frame)
         if len(batch) >= size:
             yield batch
             batch = []
-    if batch:
+    if batch and not stop.is_set():
         yield batch
 
 

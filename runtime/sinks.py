@@ -17,22 +17,36 @@ import numpy as np
 FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "XVID"}
 
 
-def _current_umask() -> int:
+def _read_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
 
 
+# Read once at import: os.umask can only be read by setting it, which is not thread-safe, and
+# images are written from several threads.
+_UMASK = _read_umask()
+
+
+def _current_umask() -> int:
+    return _UMASK
+
+
 def write_image_atomic(path: Path, image: np.ndarray) -> Path:
     """Encode ``image`` (HWC BGR(A) uint8) in ``path``'s format and write it atomically.
 
-    Formats OpenCV cannot encode (e.g. ``.gif``) are written as PNG next to it (``name.png``).
+    Formats OpenCV cannot encode here (e.g. ``.gif``) are written as PNG (``name.gif.png``).
     Returns the path actually written.
     """
     ext = path.suffix.lower() or ".png"
-    ok, encoded = cv2.imencode(ext, image)
+    try:
+        ok, encoded = cv2.imencode(ext, image)
+    except cv2.error:
+        ok = False
     if not ok:
-        path = path.with_suffix(".png")
+        # e.g. .gif, or a gray-only format such as .pgm: keep the name, add .png (a distinct
+        # name, so it cannot overwrite another input's output).
+        path = path.with_name(path.name + ".png")
         ok, encoded = cv2.imencode(".png", image)
         if not ok:
             raise OSError(f"cannot encode image for {path}")
@@ -74,7 +88,8 @@ class AtomicVideoWriter:
 
     def write(self, frame: np.ndarray) -> None:
         if (frame.shape[1], frame.shape[0]) != self.size:
-            frame = cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA)
+            raise ValueError(f"frame of {frame.shape[1]}x{frame.shape[0]} in a "
+                             f"{self.size[0]}x{self.size[1]} video")
         if frame.ndim == 3 and frame.shape[2] == 4:
             frame = frame[:, :, :3]
         self.writer.write(np.ascontiguousarray(frame))

@@ -198,12 +198,19 @@ class LatestFrameGrabber:
                 delay = next_due - time.perf_counter()
                 if delay > 0:
                     time.sleep(delay)
+        self.capture.release()  # here, in the thread that reads it, never while it reads
         with self._condition:
             self._stopped = True
             self._condition.notify_all()
 
-    def read(self, after: int, timeout: float = 10.0) -> tuple[int, np.ndarray] | None:
-        """Wait for a frame newer than index ``after``; None when the source has ended."""
+    def read(self, after: int, timeout: float | None = None) -> tuple[int, np.ndarray] | None:
+        """Wait for a frame newer than index ``after``; None when the source has ended.
+
+        The default timeout covers the whole reconnect budget plus 10 s, so a stream that is
+        being reopened is not given up on early.
+        """
+        if timeout is None:
+            timeout = 10.0 + sum(self.retry_delay * i + 5.0 for i in range(1, self.reconnects + 1))
         deadline = time.monotonic() + timeout
         with self._condition:
             while self._index <= after and not self._stopped:
@@ -217,6 +224,6 @@ class LatestFrameGrabber:
             return self._index, self._frame
 
     def stop(self) -> None:
+        """Ask the capture thread to end; it releases the capture itself."""
         self._stopped = True
-        self._thread.join(timeout=5)
-        self.capture.release()
+        self._thread.join(timeout=10)

@@ -86,6 +86,12 @@ def pad_to_multiple(batch: np.ndarray, multiple: int, minimum: int = 1) -> np.nd
     height, width = batch.shape[1:3]
     pad_h = max(minimum, height + -height % multiple) - height
     pad_w = max(minimum, width + -width % multiple) - width
+    return pad_exact(batch, pad_h, pad_w)
+
+
+def pad_exact(batch: np.ndarray, pad_h: int, pad_w: int) -> np.ndarray:
+    """Reflect-pad ``(N, H, W, C)`` with ``pad_h`` rows and ``pad_w`` columns (bottom/right)."""
+    height, width = batch.shape[1:3]
     if pad_h == 0 and pad_w == 0:
         return batch
     # numpy's "reflect" repeats the reflection when the pad exceeds the image; it needs >= 2

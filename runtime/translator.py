@@ -24,6 +24,7 @@ from runtime.transforms import (
     crop_to,
     from_model_output,
     merge_alpha,
+    pad_exact,
     pad_to_multiple,
     split_alpha,
     to_model_input,
@@ -113,11 +114,12 @@ class Translator:
             try:
                 candidate = create_backend(name, self.model_path, "cpu", device_id, threads)
                 got = candidate.run(feed)
-            except (BackendError, RuntimeError, ValueError) as exc:
-                self.selection.append(f"{name}: not usable ({str(exc).splitlines()[0]})")
+                seconds = _time_backend(candidate, feed)
+            except Exception as exc:  # noqa: BLE001 - cv2.error, OpenVINO errors: skip it
+                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc)
+                self.selection.append(f"{name}: not usable ({reason})")
                 continue
             quality = _psnr(expected, got, 255.0 if meta.io == "uint8" else 2.0)
-            seconds = _time_backend(candidate, feed)
             verdict = "kept" if quality >= AUTO_MIN_PSNR_DB else "rejected: quality"
             self.selection.append(f"{candidate.providers[0]}: {seconds * 1000:.1f} ms, "
                                   f"PSNR {quality:.1f} dB vs fp32 ({verdict})")
@@ -181,18 +183,24 @@ class Translator:
         height, width = batch.shape[1:3]
         meta = self.metadata
         work = batch
+        limit = self.max_side
         if meta.static_size is not None:
-            target = meta.static_size
+            # Fit inside the fixed size keeping the aspect ratio; the rest is reflect padding.
+            scale = min(meta.static_size[0] / height, meta.static_size[1] / width)
         else:
-            target = None
-            if self.max_side is not None and max(height, width) > self.max_side:
-                scale = self.max_side / max(height, width)
-                target = (max(1, round(height * scale)), max(1, round(width * scale)))
-        if target is not None and target != (height, width):
-            work = np.stack([cv2.resize(img, (target[1], target[0]),
-                                        interpolation=cv2.INTER_AREA) for img in batch])
-        padded = work if meta.static_size is not None else pad_to_multiple(
-            work, meta.size_multiple, meta.min_size)
+            scale = limit / max(height, width) if limit and max(height, width) > limit else 1.0
+        target = (max(1, round(height * scale)), max(1, round(width * scale)))
+        if meta.static_size is not None:
+            target = (min(target[0], meta.static_size[0]), min(target[1], meta.static_size[1]))
+        if target != (height, width):
+            interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
+            work = np.stack([cv2.resize(img, (target[1], target[0]), interpolation=interpolation)
+                             for img in batch])
+        if meta.static_size is not None:
+            padded = pad_exact(work, meta.static_size[0] - work.shape[1],
+                               meta.static_size[1] - work.shape[2])
+        else:
+            padded = pad_to_multiple(work, meta.size_multiple, meta.min_size)
         out = self._run_batched(padded, color_order)
         out = crop_to(out, work.shape[1], work.shape[2])
         if out.shape[1:3] != (height, width):

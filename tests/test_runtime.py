@@ -399,3 +399,30 @@ def test_missing_openvino_is_a_clear_error(models: dict[str, Path],
     monkeypatch.setitem(sys.modules, "openvino", None)  # as if not installed
     with pytest.raises(BackendError, match="pip install 'cyclegan-toolkit\\[openvino\\]'"):
         Translator(models["float"], backend="openvino")
+
+
+def test_two_inputs_that_map_to_one_output_are_not_overwritten(models: dict[str, Path],
+                                                             tmp_path: Path) -> None:
+    first, second = natural_images(2, 16, 16, seed=13)
+    write_image(tmp_path / "a" / "imgs" / "x.png", first)
+    write_image(tmp_path / "b" / "imgs" / "x.png", second)
+    result = CliRunner().invoke(run_cli, [str(models["float"]), str(tmp_path / "a" / "imgs"),
+                                          str(tmp_path / "b" / "imgs"), "-o",
+                                          str(tmp_path / "o")])
+    assert result.exit_code == 1
+    assert "translated 1 of 2" in result.output and "already taken by" in result.output
+
+
+def test_video_that_cannot_be_written_fails_with_a_reason(models: dict[str, Path],
+                                                         tmp_path: Path) -> None:
+    src = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(src), cv2.VideoWriter.fourcc(*"mp4v"), 10.0, (32, 24))
+    for frame in natural_images(5, 24, 32, seed=14):
+        writer.write(frame)
+    writer.release()
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = CliRunner().invoke(run_cli, [str(models["float"]), str(src), "-o",
+                                          str(blocker / "out.mp4")])
+    assert result.exit_code == 1 and "cannot write video" in result.output
+    assert "Traceback" not in result.output
