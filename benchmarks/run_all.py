@@ -94,7 +94,7 @@ def fit_colour_transform(net: object, steps: int, seed: int = 0) -> float:
         loss.backward()
         optimizer.step()
     net.eval()
-    return float(loss)
+    return float(loss.detach())
 
 
 def build_models(workdir: Path, ngf: int, calibration_size: int, calibration_images: int,
