@@ -265,8 +265,13 @@ def translate_video(translator: Translator, job: Job, batch_size: int, side: boo
             if not interrupted:
                 summary.failed.append(InputError(job.source, errors[0] if errors else "no frames"))
         else:
-            summary.translated.append(writers[0].commit())
-            summary.frames += count
+            try:
+                summary.translated.append(writers[0].commit())
+                summary.frames += count
+            except OSError as exc:
+                writers[0].abort()
+                summary.failed.append(InputError(job.source,
+                                                 f"cannot write video ({_first_line(exc)})"))
 
 
 def _get(source: queue.Queue[np.ndarray | None], stop: threading.Event) -> np.ndarray | None:
