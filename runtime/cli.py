@@ -47,7 +47,7 @@ def _rate_label(started: float) -> Any:
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("model", required=False)
 @click.argument("inputs", nargs=-1)
-@click.option("--demo", is_flag=True, help="Use the bundled demo model (photo -> golden hour); "
+@click.option("--demo", is_flag=True, help="Use the bundled demo model (photo -> blue hour); "
               "without INPUTS, translate the bundled sample photos and video.")
 @click.option("-o", "--output", type=click.Path(path_type=Path),
               help="Output file (one input) or folder (mirrors folder inputs); with --webcam a "

@@ -1,4 +1,4 @@
-"""The demo model that ships inside the package: photos -> "golden hour watercolour".
+"""The demo model that ships inside the package: photos -> "blue hour" dusk.
 
 Trained with ``training/recipes/demo.yaml`` on the offline demo data set
 (``training/demo_data.py``); its quality against the true styled targets is measured by
@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 DEMO_DIR = Path(__file__).resolve().parent / "demo"
-DEMO_MODEL = DEMO_DIR / "demo.onnx"            # photo -> golden hour (AtoB)
-DEMO_MODEL_REVERSE = DEMO_DIR / "demo_BtoA.onnx"  # golden hour -> photo
+DEMO_MODEL = DEMO_DIR / "demo.onnx"            # photo -> blue hour (AtoB)
+DEMO_MODEL_REVERSE = DEMO_DIR / "demo_BtoA.onnx"  # blue hour -> photo
 DEMO_SAMPLES = DEMO_DIR / "samples"
 
 

@@ -130,7 +130,7 @@ class Translator:
 
     @classmethod
     def demo(cls, **options: object) -> Translator:
-        """The bundled demo model (photo -> golden hour), with the same options as ``__init__``.
+        """The bundled demo model (photo -> blue hour), with the same options as ``__init__``.
         """
         from runtime.demo import demo_model_path
 

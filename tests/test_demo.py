@@ -30,9 +30,10 @@ def test_stylize_is_deterministic_and_changes_the_picture() -> None:
     first, second = stylize(image), stylize(image)
     assert np.array_equal(first, second) and first.shape == image.shape
     assert np.abs(first.astype(int) - image.astype(int)).mean() > 5
-    # warmer: red gains on blue
-    assert (first[..., 0].astype(int) - first[..., 2]).mean() > (
-        image[..., 0].astype(int) - image[..., 2]).mean()
+    # dusk: darker and bluer than the photo
+    assert first.mean() < image.mean()
+    assert (first[..., 2].astype(int) - first[..., 0]).mean() > (
+        image[..., 2].astype(int) - image[..., 0]).mean()
 
 
 def test_bundled_demo_models_are_small_and_self_describing() -> None:
@@ -40,7 +41,7 @@ def test_bundled_demo_models_are_small_and_self_describing() -> None:
         assert path.stat().st_size <= 10 * 1024 * 1024
         meta = read_metadata(path)
         assert meta.direction == direction and meta.precision == "fp32"
-    assert read_metadata(DEMO_MODEL).target_domain == "golden_hour"
+    assert read_metadata(DEMO_MODEL).target_domain == "blue_hour"
 
 
 def test_translator_demo_translates_a_photo() -> None:

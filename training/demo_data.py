@@ -1,6 +1,6 @@
 """Build the demo data set offline from photos that installed packages ship.
 
-Domain A: photos. Domain B: photos in a "golden hour watercolour" style made by a deterministic
+Domain A: photos. Domain B: photos in a "blue hour" dusk style made by a deterministic
 transform (:func:`stylize`). Every source photo lands in exactly one of trainA, trainB and the
 held-out test set, so training is genuinely unpaired, while on the held-out photos the true
 target (``stylize(photo)``) is known and the model can be scored against it.
@@ -59,18 +59,18 @@ SOURCES: dict[str, Callable[[], np.ndarray]] = {
 
 
 def stylize(image_rgb: np.ndarray) -> np.ndarray:
-    """The target style: a warm "golden hour" grade with a soft watercolour smoothing.
+    """The target style: "blue hour", a day-to-dusk grade with a soft watercolour smoothing.
 
-    ``(H, W, 3)`` uint8 RGB -> same. Deterministic: per-channel tone curves (lifted reds,
-    muted blues), +35% saturation, then an edge-preserving bilateral smoothing.
+    ``(H, W, 3)`` uint8 RGB -> same. Deterministic: 55% desaturation, darker tones
+    (gamma 1.5), a cool blue-violet cast, then an edge-preserving bilateral smoothing.
     """
     x = image_rgb.astype(np.float32) / 255.0
-    r, g, b = x[..., 0], x[..., 1], x[..., 2]
-    graded = np.stack([r ** 0.75, g ** 0.92 * 0.97, b ** 1.3 * 0.85 + 0.03], axis=-1)
-    hsv = cv2.cvtColor(np.clip(graded, 0, 1), cv2.COLOR_RGB2HSV)
-    hsv[..., 1] = np.clip(hsv[..., 1] * 1.35, 0, 1)
-    out = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
-    out8 = np.clip(np.rint(out * 255), 0, 255).astype(np.uint8)
+    gray = x @ np.array([0.299, 0.587, 0.114], np.float32)
+    muted = 0.45 * x + 0.55 * gray[..., None]
+    dark = muted ** 1.5
+    graded = np.stack([dark[..., 0] * 0.70 + 0.02, dark[..., 1] * 0.80 + 0.04,
+                       dark[..., 2] * 1.05 + 0.10], axis=-1)
+    out8 = np.clip(np.rint(graded * 255), 0, 255).astype(np.uint8)
     return cv2.bilateralFilter(out8, d=7, sigmaColor=40, sigmaSpace=5)
 
 
