@@ -25,17 +25,13 @@ import numpy as np
 
 from runtime import Translator
 from runtime.demo import demo_model_path
+from runtime.metrics import psnr
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def l1(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(np.abs(a.astype(np.float64) - b.astype(np.float64))) / 255.0)
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
 
 
 def evaluate(data: Path) -> dict:
@@ -50,9 +46,9 @@ def evaluate(data: Path) -> dict:
         cycled = reverse(output)
         rows.append({
             "image": photo_path.stem, "size": list(photo.shape[:2]),
-            "model_l1": l1(output, target), "model_psnr": psnr(output, target),
-            "identity_l1": l1(photo, target), "identity_psnr": psnr(photo, target),
-            "cycle_l1": l1(cycled, photo), "cycle_psnr": psnr(cycled, photo),
+            "model_l1": l1(output, target), "model_psnr": psnr(output, target, 255.0),
+            "identity_l1": l1(photo, target), "identity_psnr": psnr(photo, target, 255.0),
+            "cycle_l1": l1(cycled, photo), "cycle_psnr": psnr(cycled, photo, 255.0),
         })
         width = 300
         height = round(photo.shape[0] * width / photo.shape[1])

@@ -35,6 +35,7 @@ from cyclegan_export.verify import (
 from cyclegan_export.wrappers import Uint8IO, with_portable_padding
 from runtime.metadata import ModelMetadata
 from training import __version__
+from training.checkpoint import current_umask
 
 DEFAULT_OPSET = 17  # onnxruntime >= 1.14, TensorRT 8.6+, OpenCV DNN 4.8+ all read it
 MIN_OPSET = 13
@@ -233,7 +234,7 @@ def export_onnx(
             onnx.save_model(model, str(tmp), save_as_external_data=False)
             with open(tmp, "rb") as handle:  # durable before the rename makes it visible
                 os.fsync(handle.fileno())
-            os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes 0600; outputs are shared
+            os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; outputs are shared
         except OSError as exc:
             raise ExportError(f"{output}: cannot write ({exc.strerror or exc})") from None
         if verify:
@@ -248,12 +249,6 @@ def export_onnx(
     report.size_bytes = output.stat().st_size
     report.seconds = time.perf_counter() - started
     return report
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _float_to_uint8_feed(batch: np.ndarray, color_order: str) -> np.ndarray:

@@ -41,6 +41,8 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 from onnxruntime.transformers.onnx_model import OnnxModel
 
+from runtime.metrics import psnr  # noqa: F401 - part of this module's API
+
 # Floors the tests enforce, as PSNR in dB against the float32 model on natural-looking images.
 FP16_MIN_PSNR_DB = 45.0
 INT8_MIN_PSNR_DB = 30.0
@@ -66,28 +68,6 @@ FP16_KEEP_FLOAT_OPS: tuple[str, ...] = (*DEFAULT_OP_BLOCK_LIST, "InstanceNormali
 INT8_OP_TYPES: tuple[str, ...] = ("Conv",)
 
 _CONV_TYPES = frozenset({"Conv", "ConvTranspose"})
-
-
-def psnr(reference: np.ndarray, test: np.ndarray, data_range: float = 2.0) -> float:
-    """Peak signal-to-noise ratio of ``test`` against ``reference``, in dB.
-
-    Args:
-        reference: model output, any shape, float (e.g. ``(N, 3, H, W)`` float32 in [-1, 1]).
-        test: same shape as ``reference``.
-        data_range: peak-to-peak range of the signal; 2.0 for tanh outputs in [-1, 1], 255.0 for
-            uint8 images.
-
-    Returns:
-        ``10 * log10(data_range**2 / MSE)`` with the MSE taken in float64; ``inf`` when equal.
-    """
-    if reference.shape != test.shape:
-        raise ValueError(f"shape mismatch: {reference.shape} vs {test.shape}")
-    # Not cv2.PSNR: it adds DBL_EPSILON (identical inputs give ~320 dB rather than inf) and wants
-    # 2-D arrays of at most 4 channels, which a batch of NCHW outputs is not.
-    mse = float(np.mean((reference.astype(np.float64) - test.astype(np.float64)) ** 2))
-    if mse == 0.0:
-        return float("inf")
-    return float(10.0 * np.log10(data_range**2 / mse))
 
 
 def convert_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -23,8 +23,8 @@ from training.checkpoint import (
     is_training_checkpoint,
     load_torch_file,
 )
-from training.networks import GeneratorSpec, build_generator
-from training.pretrained import resolve_generator
+from training.networks import GeneratorSpec
+from training.pretrained import generator_from_state
 
 # direction -> (key in the checkpoint's "generators", source domain field, target domain field)
 DIRECTIONS = {
@@ -65,16 +65,14 @@ def _from_training_checkpoint(data: Mapping[str, Any], path: Path, direction: st
         raise CheckpointError(f"{path}: has no {key} generator for direction {direction} "
                               f"(it holds: {held})")
     entry = generators[key]
-    try:
-        spec, state = resolve_generator(entry["state_dict"], {**entry.get("spec", {}),
-                                                              **(overrides or {})})
-    except (ValueError, TypeError, KeyError) as exc:
-        raise CheckpointError(f"{path}: generator {key}: {exc}") from None
+    if not isinstance(entry, Mapping) or "state_dict" not in entry:
+        raise CheckpointError(f"{path}: generator {key}: 'state_dict' missing")
+    net, spec = generator_from_state(entry["state_dict"],
+                                     {**entry.get("spec", {}), **(overrides or {})},
+                                     f"{path}: generator {key}")
     config = data.get("config", {})
-    net = build_generator(spec)
-    net.load_state_dict(state, strict=True)
     return GeneratorSource(
-        net.eval(), spec, "training checkpoint", direction,
+        net, spec, "training checkpoint", direction,
         str(config.get(source_field, direction[0])), str(config.get(target_field, direction[-1])),
         config.get("crop_size"), path, file_sha256(path))
 
@@ -101,12 +99,7 @@ def load_generator(path: str | Path, direction: str = "AtoB",
     if not isinstance(data, Mapping):
         raise CheckpointError(f"{path}: not a checkpoint or state_dict "
                               f"(it holds a {type(data).__name__})")
-    try:
-        spec, state = resolve_generator(data, overrides)
-    except (ValueError, TypeError) as exc:
-        raise CheckpointError(f"{path}: {exc}") from None
-    net = build_generator(spec)
-    net.load_state_dict(state, strict=True)
+    net, spec = generator_from_state(data, overrides, str(path))
     source, target = ("A", "B") if direction == "AtoB" else ("B", "A")
-    return GeneratorSource(net.eval(), spec, "generator state_dict", direction, source, target,
+    return GeneratorSource(net, spec, "generator state_dict", direction, source, target,
                            None, path, file_sha256(path))

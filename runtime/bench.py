@@ -25,7 +25,6 @@ multiply-accumulates) is optional as well.
 from __future__ import annotations
 
 import importlib.util
-import math
 from collections.abc import Callable, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
@@ -57,6 +56,7 @@ from runtime.bench_report import (
     plot_report,
 )
 from runtime.metadata import MetadataError, ModelMetadata, read_metadata
+from runtime.metrics import psnr
 from runtime.synthetic import natural_images
 from runtime.transforms import from_model_output
 
@@ -69,17 +69,6 @@ UINT8_DATA_RANGE = 255.0  # and for uint8-IO models
 REFERENCE_PROVIDER = "CPUExecutionProvider"
 # onnxruntime lists providers that do not compute on this machine (Azure: a remote endpoint).
 SKIP_PROVIDERS = frozenset({"AzureExecutionProvider"})
-
-
-def psnr(reference: np.ndarray, test: np.ndarray, data_range: float = FLOAT_DATA_RANGE) -> float:
-    """PSNR of ``test`` against ``reference`` in dB (MSE in float64); ``inf`` when equal.
-
-    ``data_range``: 2.0 for float outputs in [-1, 1], 255.0 for uint8 images.
-    """
-    if reference.shape != test.shape:
-        raise ValueError(f"shape mismatch: {reference.shape} vs {test.shape}")
-    mse = float(np.mean((reference.astype(np.float64) - test.astype(np.float64)) ** 2))
-    return math.inf if mse == 0.0 else float(10.0 * np.log10(data_range**2 / mse))
 
 
 # ---- planning and the whole run ----------------------------------------------------------------

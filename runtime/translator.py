@@ -19,6 +19,7 @@ import numpy as np
 
 from runtime.backends import Backend, BackendError, OnnxRuntimeBackend, create_backend
 from runtime.metadata import ModelMetadata, read_metadata
+from runtime.metrics import psnr
 from runtime.synthetic import natural_images
 from runtime.transforms import (
     crop_to,
@@ -54,13 +55,6 @@ def _time_backend(backend: Backend, feed: np.ndarray, runs: int = 3) -> float:
         backend.run(feed)
         best = min(best, time.perf_counter() - started)
     return best
-
-
-def _psnr(reference: np.ndarray, test: np.ndarray, data_range: float) -> float:
-    if reference.shape != test.shape:
-        return float("-inf")
-    mse = float(np.mean((reference.astype(np.float64) - test.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else float(10 * np.log10(data_range**2 / mse))
 
 
 class Translator:
@@ -119,7 +113,10 @@ class Translator:
                 reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc)
                 self.selection.append(f"{name}: not usable ({reason})")
                 continue
-            quality = _psnr(expected, got, 255.0 if meta.io == "uint8" else 2.0)
+            try:
+                quality = psnr(expected, got, 255.0 if meta.io == "uint8" else 2.0)
+            except ValueError:  # a different output shape: unusable
+                quality = float("-inf")
             verdict = "kept" if quality >= AUTO_MIN_PSNR_DB else "rejected: quality"
             self.selection.append(f"{candidate.providers[0]}: {seconds * 1000:.1f} ms, "
                                   f"PSNR {quality:.1f} dB vs fp32 ({verdict})")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 
 def smooth_image(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
@@ -44,3 +45,14 @@ def dataroot(tmp_path: Path) -> Path:
     write_domain(root / "trainA", 5, rng)
     write_domain(root / "trainB", 3, rng, suffix=".jpg")
     return root
+
+
+@pytest.fixture(scope="module")
+def generator() -> torch.nn.Module:
+    """A tiny seeded resnet_6blocks (ngf 8) in eval mode, N(0, 0.02) init."""
+    from training.networks import build_generator, generator_spec, init_weights
+
+    torch.manual_seed(0)
+    net = build_generator(generator_spec("resnet_6blocks", ngf=8))
+    init_weights(net)
+    return net.eval()

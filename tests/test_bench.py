@@ -32,7 +32,6 @@ from runtime.bench_cli import main as bench_cli
 from runtime.bench_e2e import run_end_to_end
 from runtime.bench_engines import time_calls
 from runtime.bench_report import PIPELINE_TARGET_RATIO, plot_report
-from training.networks import build_generator, generator_spec, init_weights
 
 REPO = Path(__file__).resolve().parents[1]
 HEIGHT, WIDTH, BATCH = 32, 48, 2  # non-square, batch 2: the arithmetic has to use both
@@ -42,13 +41,6 @@ HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 # make single calls take seconds; the figures' consistency does not depend on it.
 FAST = Timing(warmup=1, iterations=4, psnr_images=2, threads=1)
 
-
-@pytest.fixture(scope="module")
-def generator() -> torch.nn.Module:
-    torch.manual_seed(0)
-    net = build_generator(generator_spec("resnet_6blocks", ngf=8))
-    init_weights(net)
-    return net.eval()
 
 
 @pytest.fixture(scope="module")

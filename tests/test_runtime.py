@@ -25,15 +25,6 @@ from runtime.transforms import (
     split_alpha,
     to_model_input,
 )
-from training.networks import build_generator, generator_spec, init_weights
-
-
-@pytest.fixture(scope="module")
-def generator() -> torch.nn.Module:
-    torch.manual_seed(0)
-    net = build_generator(generator_spec("resnet_6blocks", ngf=8))
-    init_weights(net)
-    return net.eval()
 
 
 @pytest.fixture(scope="module")

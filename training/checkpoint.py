@@ -81,7 +81,7 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
             torch.save(obj, handle)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp_name, 0o666 & ~_current_umask())  # mkstemp's 0600 -> the usual mode
+        os.chmod(tmp_name, 0o666 & ~current_umask())  # mkstemp's 0600 -> the usual mode
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
@@ -89,7 +89,8 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
     _fsync_directory(path.parent)
 
 
-def _current_umask() -> int:
+def current_umask() -> int:
+    """The process umask (reading it means setting it: call from one thread at a time)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask

@@ -139,11 +139,20 @@ def load_pretrained_generator(
     ``overrides`` (e.g. ``{"ngf": 64, "dropout": True}``) win over what the file implies.
     Raises :class:`CheckpointError` with the file name and the reason on any failure.
     """
-    state = load_torch_file(path)
+    return generator_from_state(load_torch_file(path), overrides, str(path))
+
+
+def generator_from_state(
+    state: Mapping[str, Any], overrides: Mapping[str, Any] | None, source: str
+) -> tuple[torch.nn.Module, GeneratorSpec]:
+    """Build the eval-mode generator a raw state_dict describes (see :func:`resolve_generator`).
+
+    Raises :class:`CheckpointError` naming ``source`` when the weights fit no generator.
+    """
     try:
         spec, cleaned = resolve_generator(state, overrides)
     except (ValueError, TypeError) as exc:
-        raise CheckpointError(f"{path}: {exc}") from None
+        raise CheckpointError(f"{source}: {exc}") from None
     net = build_generator(spec)
     net.load_state_dict(cleaned, strict=True)
     return net.eval(), spec

@@ -14,6 +14,7 @@ from PIL import Image
 from torch import nn
 from torchvision.utils import make_grid
 
+from training.checkpoint import current_umask
 from training.data import center_view, read_image
 
 
@@ -61,9 +62,7 @@ def save_png_atomic(image: torch.Tensor, path: Path) -> None:
     os.close(fd)
     try:
         Image.fromarray(image.permute(1, 2, 0).numpy()).save(tmp, format="PNG")
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp's 0600 -> the usual mode
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp's 0600 -> the usual mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
