@@ -10,7 +10,7 @@ randomly initialised network's activations look nothing like a trained one's); s
 state_dict; export it to fp32 ONNX and, calibrated on synthetic natural-looking images, to int8
 (``cyclegan-export --precision int8 --calibration DIR``); benchmark both on every engine
 installed, next to PyTorch eager (:func:`runtime.bench.run_benchmark`); measure the end-to-end
-paths (:func:`runtime.bench_e2e.run_end_to_end`); write ``results/<machine-tag>.json``,
+paths (:func:`runtime.bench.e2e.run_end_to_end`); write ``results/<machine-tag>.json``,
 ``.png`` (throughput chart) and ``.md`` (the table, for the README).
 
 Needs the development install (``pip install -e ".[dev]"``: torch for building and exporting
@@ -35,9 +35,9 @@ except ImportError:  # run from a checkout without the editable install
 
 # Nothing heavier at module level: spawned benchmark rows re-import this file as their main
 # module, and torch here would count in every row's memory.
-from runtime.bench import Timing, run_benchmark  # noqa: E402
-from runtime.bench_e2e import run_end_to_end  # noqa: E402
-from runtime.bench_report import BenchReport, plot_report  # noqa: E402
+from runtime.bench.benchmark import Timing, run_benchmark  # noqa: E402
+from runtime.bench.e2e import run_end_to_end  # noqa: E402
+from runtime.bench.report import BenchReport, plot_report  # noqa: E402
 from runtime.synthetic import natural_images  # noqa: E402
 
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 
 from cyclegan_export.source import load_generator
-from runtime.bench_engines import EngineSession, RowSpec
-from runtime.bench_report import BenchError
+from runtime.bench.engines import EngineSession, RowSpec
+from runtime.bench.report import BenchError
 
 
 def pytorch_engine(spec: RowSpec, threads: int | None) -> EngineSession:

@@ -1,6 +1,7 @@
 """``cyclegan-run``: translate images, folders, globs and videos, or a live source.
 
-The command parses options and calls :mod:`runtime.pipeline` / :mod:`runtime.live`; all logic
+The command parses options and calls :mod:`runtime.media.pipeline` /
+:mod:`runtime.media.live`; all logic
 is importable.
 """
 
@@ -15,8 +16,8 @@ from typing import Any
 import click
 
 from runtime.backends import BackendError
+from runtime.media.sources import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, expand_inputs
 from runtime.metadata import MetadataError
-from runtime.sources import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, expand_inputs
 
 EXIT_FAILED_INPUTS = 1
 EXIT_USAGE = 2
@@ -127,7 +128,7 @@ def main(model: str | None, inputs: tuple[str, ...], demo: bool, output: Path | 
 
 def _run_live(translator: Any, source: str, output: Path | None, no_display: bool,
               max_frames: int | None, reconnects: int, debug: bool) -> None:
-    from runtime.live import LiveError, run_live
+    from runtime.media.live import LiveError, run_live
 
     if output is not None and output.suffix.lower() not in VIDEO_EXTENSIONS:
         _fail(f"{output}: with --webcam, -o records a video (.mp4, .avi, .mkv)", debug)
@@ -147,7 +148,7 @@ def _run_live(translator: Any, source: str, output: Path | None, no_display: boo
 
 def _run_files(translator: Any, inputs: list[str], output: Path, batch_size: int, side: bool,
                skip_existing: bool, no_progress: bool) -> None:
-    from runtime.pipeline import count_work, plan_jobs, translate_files
+    from runtime.media.pipeline import count_work, plan_jobs, translate_files
 
     files, errors = expand_inputs(inputs)
     single_file = (len(inputs) == 1 and Path(inputs[0]).is_file()

@@ -18,7 +18,7 @@ import torch
 from click.testing import CliRunner
 
 from cyclegan_export import export_onnx
-from runtime.bench import (
+from runtime.bench.benchmark import (
     BenchError,
     BenchReport,
     Timing,
@@ -28,10 +28,10 @@ from runtime.bench import (
     psnr,
     run_benchmark,
 )
-from runtime.bench_cli import main as bench_cli
-from runtime.bench_e2e import run_end_to_end
-from runtime.bench_engines import time_calls
-from runtime.bench_report import PIPELINE_TARGET_RATIO, plot_report
+from runtime.bench.cli import main as bench_cli
+from runtime.bench.e2e import run_end_to_end
+from runtime.bench.engines import time_calls
+from runtime.bench.report import PIPELINE_TARGET_RATIO, plot_report
 
 REPO = Path(__file__).resolve().parents[1]
 HEIGHT, WIDTH, BATCH = 32, 48, 2  # non-square, batch 2: the arithmetic has to use both
@@ -272,8 +272,8 @@ def test_openvino_bf16_gets_an_fp32_row_too(models: dict[str, Path],
     """Where OpenVINO's automatic precision picks bf16 (AVX-512 BF16 / AMX CPUs), the fp32 row
     is measured as well. Faked here (in-process rows) by an engine that reports bf16 for
     "auto", so the logic runs on any CPU."""
-    import runtime.bench as bench_module
-    from runtime.bench_engines import ENGINES, EngineSession, RowSpec
+    import runtime.bench.benchmark as bench_module
+    from runtime.bench.engines import ENGINES, EngineSession, RowSpec
 
     def fake_openvino(spec: RowSpec, threads: int | None) -> EngineSession:
         session = ENGINES["onnxruntime"](replace(spec, provider="cpu"), threads)

@@ -23,10 +23,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner, Result
 
-import runtime.live as live_module
+import runtime.media.live as live_module
 from runtime.cli import main as run_cli
-from runtime.live import LiveError, run_live
-from runtime.sources import LatestFrameGrabber
+from runtime.media.live import LiveError, run_live
+from runtime.media.sources import LatestFrameGrabber
 from runtime.translator import Translator
 
 REPO = Path(__file__).resolve().parents[1]
@@ -331,7 +331,7 @@ WINDOW_SCRIPT = """
 import json, sys
 from pathlib import Path
 import cv2
-from runtime.live import WINDOW, run_live
+from runtime.media.live import WINDOW, run_live
 from runtime.translator import Translator
 
 model, video, snapshots = sys.argv[1:4]

@@ -233,8 +233,9 @@ def test_translator_reports_what_runs(models: dict[str, Path]) -> None:
 
 
 def test_import_runtime_leaves_torch_unimported() -> None:
-    code = ("import sys, runtime, runtime.cli, runtime.pipeline, runtime.live, runtime.bench, "
-            "runtime.bench_cli, runtime.bench_e2e; "
+    code = ("import sys, runtime, runtime.cli, runtime.media.pipeline, runtime.media.live, "
+            "runtime.bench.benchmark, "
+            "runtime.bench.cli, runtime.bench.e2e; "
             "assert 'torch' not in sys.modules, 'torch imported'; "
             "assert 'onnx' not in sys.modules, 'onnx imported'")
     subprocess.run([sys.executable, "-c", code], check=True)

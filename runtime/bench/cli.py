@@ -1,7 +1,7 @@
 """``cyclegan-bench MODEL.onnx``: parse options, call :func:`runtime.bench.run_benchmark`, print.
 
 The command only parses and reports; everything it measures is importable from
-:mod:`runtime.bench` (and :mod:`runtime.bench_report` for the table, JSON and chart).
+:mod:`runtime.bench.benchmark` (and :mod:`runtime.bench.report` for the table, JSON and chart).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import NoReturn
 
 import click
 
-from runtime.bench_report import PLOT_METRICS, BenchError
+from runtime.bench.report import PLOT_METRICS, BenchError
 
 EXIT_FAILED_ROWS = 1  # every row failed: nothing was measured
 EXIT_USAGE = 2
@@ -108,8 +108,8 @@ def main(models: tuple[Path, ...], int8_models: tuple[Path, ...], fp16_models: t
     cyclegan-bench g.onnx --int8 g_int8.onnx --checkpoint latest.pt --json bench.json
     cyclegan-bench g.onnx --batch 1,4 --size 256,512x512 --plot bench.png
     """
-    from runtime.bench import Timing, run_benchmark
-    from runtime.bench_report import plot_report
+    from runtime.bench.benchmark import Timing, run_benchmark
+    from runtime.bench.report import plot_report
     from runtime.metadata import read_metadata
 
     all_models = [*models, *int8_models, *fp16_models]
@@ -168,5 +168,5 @@ def main(models: tuple[Path, ...], int8_models: tuple[Path, ...], fp16_models: t
         sys.exit(EXIT_FAILED_ROWS)
 
 
-if __name__ == "__main__":  # python -m runtime.bench_cli, before the console script exists
+if __name__ == "__main__":  # python -m runtime.bench.cli, before the console script exists
     main()

@@ -1,6 +1,6 @@
 """``cyclegan-bench``'s library: every engine this machine has, side by side, on one model.
 
-    from runtime.bench import run_benchmark
+    from runtime.bench.benchmark import run_benchmark
     report = run_benchmark(["g.onnx", "g_int8.onnx"], checkpoint="latest.pt", sizes=[256])
     print(report.summary())
     report.save_json("bench.json")
@@ -11,7 +11,7 @@ spawn): its peak resident memory is its own, and no engine's thread pool or allo
 warm, or still spinning, when the next one starts. Inside the row: the engine is created,
 called ``warmup`` times untimed, then timed call by call; only the engine call is timed (the
 model's own input, prepared once), so the rows compare engines, not pre-processing. The whole
-pipeline (decode, pre/post-processing, encode) is :mod:`runtime.bench_e2e`'s business.
+pipeline (decode, pre/post-processing, encode) is :mod:`runtime.bench.e2e`'s business.
 
 Every row also translates the same seeded natural-looking images; its output is compared with
 the reference row's (onnxruntime, CPU provider, the first fp32 model) as PSNR, so a fast row
@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from runtime.backends import BACKENDS, BackendError, available_providers, resolve_providers
-from runtime.bench_engines import (
+from runtime.bench.engines import (
     ENGINES,
     GPU_PROVIDERS,
     RowOutcome,
@@ -45,9 +45,9 @@ from runtime.bench_engines import (
     run_in_fresh_process,
     short_provider,
 )
-from runtime.bench_machine import gemm_gflops, machine_info
-from runtime.bench_macs import count_macs
-from runtime.bench_report import (
+from runtime.bench.machine import gemm_gflops, machine_info
+from runtime.bench.macs import count_macs
+from runtime.bench.report import (
     ENGINE_TITLES,
     BenchError,
     BenchReport,

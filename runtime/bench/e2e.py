@@ -1,9 +1,9 @@
 """End-to-end figures: what ``cyclegan-run`` delivers against what the model alone could.
 
-- A folder of images and a video file through :func:`runtime.pipeline.translate_files` (what
+- A folder of images and a video file through :func:`runtime.media.pipeline.translate_files` (what
   ``cyclegan-run`` runs: decode and encode threads around batched inference), as images per
   second over the model-only rate at the same size and batch. Target: >= 90 %.
-- The live loop (:func:`runtime.live.run_live`, no window) fed from a video file, as the loop's
+- The live loop (:func:`.live.run_live`, no window) fed from a video file, as the loop's
   time outside the model and outside waiting for frames over the model's time
   (``LiveStats.overhead_fraction``). Target: <= 10 %.
 
@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.bench_engines import short_provider, time_calls
-from runtime.bench_report import BenchError, EndToEndResult
-from runtime.live import run_live
-from runtime.pipeline import plan_jobs, translate_files
-from runtime.sinks import AtomicVideoWriter, write_image_atomic
-from runtime.sources import expand_inputs
+from runtime.bench.engines import short_provider, time_calls
+from runtime.bench.report import BenchError, EndToEndResult
+from runtime.media.live import run_live
+from runtime.media.pipeline import plan_jobs, translate_files
+from runtime.media.sinks import AtomicVideoWriter, write_image_atomic
+from runtime.media.sources import expand_inputs
 from runtime.synthetic import natural_images
 from runtime.transforms import to_model_input
 from runtime.translator import Translator

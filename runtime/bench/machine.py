@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from runtime.backends import available_providers
-from runtime.bench_engines import run_in_fresh_process
-from runtime.bench_report import MachineInfo
+from runtime.bench.engines import run_in_fresh_process
+from runtime.bench.report import MachineInfo
 
 # The CPU features the engines' kernels dispatch on (x86 vector/matrix units, Arm SIMD).
 CPU_FLAG_PATTERN = re.compile(r"^(avx\w*|fma|f16c|amx\w*|asimd\w*|sve\w*|i8mm|bf16)$")

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.sinks import AtomicVideoWriter, side_by_side, write_image_atomic
-from runtime.sources import (
+from runtime.media.sinks import AtomicVideoWriter, side_by_side, write_image_atomic
+from runtime.media.sources import (
     FileInput,
     InputError,
     is_video,

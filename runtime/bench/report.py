@@ -1,6 +1,6 @@
 """What ``cyclegan-bench`` measured, and how it is shown: table, markdown, JSON, bar chart.
 
-Pure data and formatting (numpy-free, engine-free): :mod:`runtime.bench` fills these records,
+Pure data and formatting (numpy-free, engine-free): :mod:`.benchmark` fills these records,
 this module turns them into text and files, and reads its own JSON back.
 
 Units everywhere: milliseconds for latencies, images per second for throughput, GFLOP/s for
@@ -117,10 +117,11 @@ class EndToEndResult:
     """Whole-pipeline throughput against the model alone, and the live loop's overhead.
 
     ``folder_ratio`` / ``video_ratio``: images (frames) per second through
-    ``runtime.pipeline.translate_files`` over model-only images per second at the same size and
-    batch (target >= :data:`PIPELINE_TARGET_RATIO`). ``live_overhead_fraction``: the live
-    loop's time outside the model and outside waiting for frames, over the model's time
-    (``LiveStats.overhead_fraction``; target <= :data:`LIVE_OVERHEAD_TARGET`).
+    ``translate_files`` (:mod:`runtime.media.pipeline`) over model-only images per second at
+    the same size and batch (target >= :data:`PIPELINE_TARGET_RATIO`).
+    ``live_overhead_fraction``: the live loop's time outside the model and outside waiting for
+    frames, over the model's time (``LiveStats.overhead_fraction``; target <=
+    :data:`LIVE_OVERHEAD_TARGET`).
     """
 
     model: str

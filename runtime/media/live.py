@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.sinks import AtomicVideoWriter, draw_fps, side_by_side, write_image_atomic
-from runtime.sources import LatestFrameGrabber, parse_live_source
+from runtime.media.sinks import AtomicVideoWriter, draw_fps, side_by_side, write_image_atomic
+from runtime.media.sources import LatestFrameGrabber, parse_live_source
 from runtime.translator import Translator
 
 VIEWS = ("translated", "side by side", "original")

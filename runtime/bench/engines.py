@@ -1,6 +1,6 @@
 """Inside one benchmark row: load an engine, feed it seeded images, time its calls.
 
-:func:`measure_row` runs in the row's own process (the parent, :mod:`runtime.bench`, starts a
+:func:`measure_row` runs in the row's own process (the parent, :mod:`.benchmark`, starts a
 fresh spawned process per row), so everything here is picklable in and out, and engine
 failures come back as data, not exceptions.
 """
@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from runtime.backends import BACKENDS, create_backend
-from runtime.bench_report import BenchError
+from runtime.bench.report import BenchError
 from runtime.metadata import read_metadata
 from runtime.synthetic import natural_images
 from runtime.transforms import to_model_input
