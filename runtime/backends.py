@@ -4,6 +4,13 @@
   ...). ``"auto"`` takes the best this build offers and warns when it falls back to the CPU.
   On CUDA the model's inputs and outputs go through IO binding.
 - :class:`OpenCVBackend`: the same ``.onnx`` through OpenCV DNN.
+- :class:`OpenVINOBackend`: the same ``.onnx`` through OpenVINO on the CPU, at an explicit or
+  automatic inference precision (fp32, bf16, fp16).
+
+Every backend takes ``precision`` (``"auto"``, ``"fp32"``, ``"bf16"``, ``"fp16"``: what the
+engine may compute the model's floating-point layers in) and reports, as ``precision``, what
+actually runs. onnxruntime and OpenCV run the file exactly as written, so they accept only
+``"auto"`` and ``"fp32"`` (no reduction by the engine) and report the file's own precision.
 
 Backends take and return numpy arrays in the model's own convention (see
 :class:`runtime.metadata.ModelMetadata`); images are :mod:`runtime.translator`'s business.
@@ -11,13 +18,16 @@ Backends take and return numpy arrays in the model's own convention (see
 
 from __future__ import annotations
 
+import re
 import threading
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+
+from runtime.metadata import MetadataError, ModelMetadata, read_metadata
 
 # Short names users type -> onnxruntime provider names.
 PROVIDER_ALIASES = {
@@ -33,6 +43,18 @@ PROVIDER_ALIASES = {
 }
 # What "auto" tries, best first.
 AUTO_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+# What a backend can be asked to compute in; "auto" leaves it to the engine.
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# What the CPU needs before OpenVINO offers a reduced precision (for messages and skip reasons).
+OPENVINO_PRECISION_NEEDS = {"bf16": "AVX-512 BF16 or AMX", "fp16": "AVX-512 FP16 or AVX2-VNNI-2"}
+# Our precision -> OpenVINO's INFERENCE_PRECISION_HINT value.
+_OPENVINO_HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16"}
+# Every spelling of an element type OpenVINO versions have returned -> our name.
+_OPENVINO_SPELLINGS = {
+    "f32": "fp32", "fp32": "fp32", "float32": "fp32", "float": "fp32",
+    "bf16": "bf16", "bfloat16": "bf16",
+    "f16": "fp16", "fp16": "fp16", "float16": "fp16", "half": "fp16",
+}
 
 
 class BackendError(RuntimeError):
@@ -45,6 +67,7 @@ class ProviderFallbackWarning(UserWarning):
 
 class Backend(Protocol):
     providers: list[str]
+    precision: str  # what runs: "fp32", "bf16", "fp16", "int8", "int8+bf16"...
 
     def run(self, batch: np.ndarray) -> np.ndarray: ...
 
@@ -82,14 +105,46 @@ def resolve_providers(requested: str | Sequence[str] = "auto",
     return names
 
 
+def _check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise BackendError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+
+
+def _own_precision_only(engine: str, precision: str) -> None:
+    """onnxruntime and OpenCV compute what the file holds: refuse a reduced precision."""
+    _check_precision(precision)
+    if precision not in ("auto", "fp32"):
+        raise BackendError(f"precision {precision}: {engine} runs the model's own precision "
+                           "(export with `cyclegan-export --precision fp16`, or use "
+                           "`--backend openvino`)")
+
+
+def _precision_from_props(props: Mapping[str, str]) -> str:
+    """The model file's own precision from its metadata (a file without this toolkit's metadata
+    counts as fp32, the exporter's default; the Translator refuses such files anyway)."""
+    try:
+        return ModelMetadata.from_props(dict(props)).precision
+    except MetadataError:
+        return "fp32"
+
+
+def _file_precision(model_path: str | Path) -> str:
+    try:
+        return read_metadata(model_path).precision
+    except MetadataError:
+        return "fp32"
+
+
 class OnnxRuntimeBackend:
     """An onnxruntime session; thread-safe (``InferenceSession.run`` may be called
     concurrently)."""
 
     def __init__(self, model_path: str | Path, providers: str | Sequence[str] = "auto",
-                 device_id: int = 0, threads: int | None = None) -> None:
+                 device_id: int = 0, threads: int | None = None,
+                 precision: str = "auto") -> None:
         import onnxruntime as ort
 
+        _own_precision_only("onnxruntime", precision)
         names = resolve_providers(providers)
         options = ort.SessionOptions()
         if threads is not None:
@@ -120,6 +175,7 @@ class OnnxRuntimeBackend:
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
         self.use_io_binding = self.providers[0] == "CUDAExecutionProvider"
+        self.precision = _precision_from_props(self.custom_metadata)
 
     @property
     def custom_metadata(self) -> dict[str, str]:
@@ -141,18 +197,24 @@ class OpenCVBackend:
     """OpenCV DNN on the CPU. ``cv2.dnn.Net`` is not thread-safe, so calls are serialised."""
 
     def __init__(self, model_path: str | Path, providers: str | Sequence[str] = "auto",
-                 device_id: int = 0, threads: int | None = None) -> None:
+                 device_id: int = 0, threads: int | None = None,
+                 precision: str = "auto") -> None:
         import cv2
 
+        _own_precision_only("OpenCV DNN", precision)
         try:
             self.net = cv2.dnn.readNetFromONNX(str(model_path))
         except cv2.error as exc:
             reason = str(exc).strip().splitlines()[-1][:200]
+            if not _is_readable_onnx(model_path):
+                raise BackendError(f"{model_path}: not a readable ONNX model (corrupt or "
+                                   "truncated?); export it again") from None
             raise BackendError(f"{model_path}: OpenCV DNN cannot load it ({reason}); "
                                "re-export with --portable-pad or use onnxruntime") from None
         if threads is not None:
             cv2.setNumThreads(threads)
         self.providers = [f"OpenCV DNN {cv2.__version__} (CPU)"]
+        self.precision = _file_precision(model_path)
         self._lock = threading.Lock()
 
     def run(self, batch: np.ndarray) -> np.ndarray:
@@ -161,30 +223,74 @@ class OpenCVBackend:
             return np.array(self.net.forward())
 
 
+def openvino_precision_name(value: object) -> str:
+    """What OpenVINO calls an element type -> ``"fp32"``, ``"bf16"`` or ``"fp16"``.
+
+    ``value``: an ``INFERENCE_PRECISION_HINT`` as versions return it: an ``ov.Type`` (printed
+    ``<Type: 'bfloat16'>``) or a string (``"bf16"``, ``"f32"``, ``"float16"``...). Raises
+    ``ValueError`` for anything else rather than guess a label.
+    """
+    text = str(value).strip()
+    quoted = re.fullmatch(r"<Type:\s*'([^']*)'>", text)
+    key = (quoted.group(1) if quoted else text).strip().lower()
+    if key not in _OPENVINO_SPELLINGS:
+        raise ValueError(f"unknown OpenVINO precision {text!r}")
+    return _OPENVINO_SPELLINGS[key]
+
+
+def openvino_precisions() -> list[str]:
+    """Inference precisions OpenVINO's CPU plugin offers on this machine, fp32 first (e.g.
+    ``["fp32", "bf16", "fp16"]`` on AMX Xeons, ``["fp32"]`` on AVX2-only CPUs); ``[]`` without
+    the openvino package."""
+    try:
+        import openvino as ov
+    except ImportError:
+        return []
+    offered = {str(c).upper() for c in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")}
+    return ["fp32"] + [p for p in ("bf16", "fp16") if p.upper() in offered]
+
+
+def _read_inference_precision(compiled: Any) -> object:
+    """The compiled model's ``INFERENCE_PRECISION_HINT``, as OpenVINO returns it (a seam for
+    tests: CPUs without bf16 units cannot produce a bf16 compile)."""
+    return compiled.get_property("INFERENCE_PRECISION_HINT")
+
+
+def _is_readable_onnx(model_path: str | Path) -> bool:
+    """Does onnxruntime load the file? Tells a corrupt file from one that OpenCV DNN cannot
+    run (an operator it lacks), which need different advice."""
+    import onnxruntime as ort
+
+    try:
+        ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    except Exception:  # noqa: BLE001 - onnxruntime raises its own types
+        return False
+    return True
+
+
 class OpenVINOBackend:
     """OpenVINO on the CPU (optional extra: ``pip install openvino``), reading the same .onnx.
 
-    ``precision_hint="auto"`` lets OpenVINO choose: bf16 on CPUs with AVX-512 BF16 or AMX,
-    fp32 elsewhere. ``precision`` tells what actually runs. Calls are serialised (one infer
-    request is not thread-safe).
+    ``precision="auto"`` lets OpenVINO choose (bf16 on CPUs with AVX-512 BF16 or AMX, fp32
+    elsewhere); ``"fp32"``, ``"bf16"``, ``"fp16"`` hold it to that precision, and one this CPU
+    cannot run is a :class:`BackendError` (OpenVINO itself falls back to fp32 silently).
+    ``precision`` tells what actually runs, read from the compiled model: ``"fp32"``,
+    ``"bf16"``, ``"fp16"``, or for an int8/fp16 file its own precision (``"int8+bf16"`` when
+    its float layers run in bf16). Calls are serialised (one infer request is not thread-safe).
     """
-
-    _HINTS = {"auto": None, "fp32": "f32", "bf16": "bf16", "fp16": "f16"}
 
     def __init__(self, model_path: str | Path, providers: str | Sequence[str] = "auto",
                  device_id: int = 0, threads: int | None = None,
-                 precision_hint: str = "auto") -> None:
+                 precision: str = "auto") -> None:
         try:
             import openvino as ov
         except ImportError:
             raise BackendError("backend 'openvino' needs the openvino package: "
                                "pip install 'cyclegan-toolkit[openvino]'") from None
-        if precision_hint not in self._HINTS:
-            raise BackendError(f"unknown OpenVINO precision {precision_hint!r}; choose from "
-                               f"{', '.join(self._HINTS)}")
+        _check_precision(precision)
         config: dict[str, Any] = {"PERFORMANCE_HINT": "LATENCY"}
-        if self._HINTS[precision_hint] is not None:
-            config["INFERENCE_PRECISION_HINT"] = self._HINTS[precision_hint]
+        if precision != "auto":
+            config["INFERENCE_PRECISION_HINT"] = _OPENVINO_HINTS[precision]
         if threads is not None:
             config["INFERENCE_NUM_THREADS"] = threads
         core = ov.Core()
@@ -193,9 +299,26 @@ class OpenVINOBackend:
         except RuntimeError as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unknown error"
             raise BackendError(f"{model_path}: OpenVINO cannot load it ({first})") from None
-        runs = str(self.compiled.get_property("INFERENCE_PRECISION_HINT"))
-        # OpenVINO names types like "f32", "bf16", or "<Type: 'float32'>" depending on version.
-        self.precision = "bf16" if "bf16" in runs else ("fp16" if "16" in runs else "fp32")
+        hint = _read_inference_precision(self.compiled)
+        try:
+            self.compute_precision = openvino_precision_name(hint)
+        except ValueError:
+            raise BackendError(f"{model_path}: OpenVINO reports an inference precision this "
+                               f"runtime does not know ({hint})") from None
+        if precision != "auto" and self.compute_precision != precision:
+            needs = OPENVINO_PRECISION_NEEDS.get(precision)
+            raise BackendError(
+                f"{model_path}: OpenVINO runs {self.compute_precision}, not the requested "
+                f"{precision}, on this CPU (available: {', '.join(openvino_precisions())}"
+                + (f"; {precision} needs {needs})" if needs else ")"))
+        own = _file_precision(model_path)
+        # An int8/fp16 file keeps its own precision; its float layers run in compute_precision.
+        if own == "fp32":
+            self.precision = self.compute_precision
+        elif self.compute_precision in ("fp32", own):
+            self.precision = own
+        else:
+            self.precision = f"{own}+{self.compute_precision}"
         self.providers = [f"OpenVINO {ov.get_version().split('-')[0]} CPU ({self.precision})"]
         self._request = self.compiled.create_infer_request()
         self._output = self.compiled.outputs[0]
@@ -215,7 +338,11 @@ BACKENDS: dict[str, Callable[..., Backend]] = {
 
 
 def create_backend(name: str, model_path: str | Path, providers: str | Sequence[str] = "auto",
-                   device_id: int = 0, threads: int | None = None) -> Backend:
+                   device_id: int = 0, threads: int | None = None,
+                   precision: str = "auto") -> Backend:
+    """Backend ``name`` of :data:`BACKENDS` on ``model_path``; ``precision``: one of
+    :data:`PRECISIONS` (what each backend accepts: see the module docstring)."""
     if name not in BACKENDS:
         raise BackendError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
-    return BACKENDS[name](model_path, providers=providers, device_id=device_id, threads=threads)
+    return BACKENDS[name](model_path, providers=providers, device_id=device_id, threads=threads,
+                          precision=precision)

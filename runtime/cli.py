@@ -1,8 +1,9 @@
 """``cyclegan-run``: translate images, folders, globs and videos, or a live source.
 
 The command parses options and calls :mod:`runtime.media.pipeline` /
-:mod:`runtime.media.live`; all logic
-is importable.
+:mod:`runtime.media.live`; all logic is importable. Only click is imported at module level: the
+heavy imports happen inside the command, after the argument checks, so ``--help`` is instant
+and Ctrl-C during them is one line (:class:`runtime.console.InterruptibleCommand`).
 """
 
 from __future__ import annotations
@@ -11,24 +12,18 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
-from runtime.backends import BackendError
-from runtime.media.sources import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, expand_inputs
-from runtime.metadata import MetadataError
+from runtime.console import InterruptibleCommand, package_version, show_warning
 
 EXIT_FAILED_INPUTS = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
 
 
-def _show_warning(message: Any, category: type[Warning], filename: str, lineno: int,
-                  file: Any = None, line: str | None = None) -> None:
-    click.echo(f"warning: {message}", err=True)
-
-
-def _fail(message: str, debug: bool, exc: BaseException | None = None) -> None:
+def _fail(message: str, debug: bool, exc: BaseException | None = None) -> NoReturn:
     if debug and exc is not None:
         raise exc
     click.echo(f"error: {message}", err=True)
@@ -45,7 +40,7 @@ def _rate_label(started: float) -> Any:
     return done, show
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=InterruptibleCommand, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("model", required=False)
 @click.argument("inputs", nargs=-1)
 @click.option("--demo", is_flag=True, help="Use the bundled demo model (photo -> blue hour); "
@@ -68,19 +63,25 @@ def _rate_label(started: float) -> Any:
 @click.option("--backend", type=click.Choice(["onnxruntime", "opencv", "openvino", "auto"]),
               default="onnxruntime", show_default=True,
               help="auto: on a CPU, the fastest installed backend that keeps quality.")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+              default="auto", show_default=True,
+              help="Compute precision where the backend chooses it (OpenVINO: auto lets it pick "
+              "bf16 on CPUs that have it); onnxruntime runs the model's own precision.")
 @click.option("--device-id", type=int, default=0, show_default=True, help="GPU index.")
 @click.option("--threads", type=int, help="CPU threads for inference.")
 @click.option("--max-side", type=int, help="Translate at most this resolution (longer side), "
               "then scale back: faster on large frames.")
 @click.option("--skip-existing", is_flag=True, help="Leave outputs that already exist.")
-@click.option("--no-progress", is_flag=True)
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.option("--no-progress", "no_progress", is_flag=True, hidden=True)  # old spelling of -q
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.version_option(package_version(), "--version", prog_name="cyclegan-run")
 def main(model: str | None, inputs: tuple[str, ...], demo: bool, output: Path | None,
          webcam: str | None,
          no_display: bool, max_frames: int | None, reconnects: int, side_by_side: bool,
-         batch_size: int,
-         providers: str, backend: str, device_id: int, threads: int | None,
-         max_side: int | None, skip_existing: bool, no_progress: bool, debug: bool) -> None:
+         batch_size: int, providers: str, backend: str, precision: str, device_id: int,
+         threads: int | None, max_side: int | None, skip_existing: bool, quiet: bool,
+         no_progress: bool, debug: bool) -> None:
     """Translate INPUTS (images, folders, globs, videos) with MODEL (an exported .onnx).
 
     \b
@@ -89,8 +90,13 @@ def main(model: str | None, inputs: tuple[str, ...], demo: bool, output: Path | 
     cyclegan-run horse2zebra.onnx clip.mp4 -o clip_zebra.mp4 --side-by-side
     cyclegan-run horse2zebra.onnx --webcam            # camera 0, q quits
     cyclegan-run horse2zebra.onnx --webcam rtsp://camera/stream --no-display -o rec.mp4
+
+    Outputs never replace an input or a file that cyclegan-run did not write; such a run is
+    refused before it starts.
     """
-    warnings.showwarning = _show_warning
+    warnings.showwarning = show_warning
+    quiet = quiet or no_progress
+    _quiet_opencv()
     if demo:
         from runtime.demo import DemoMissingError, demo_inputs, demo_model_path
 
@@ -108,30 +114,85 @@ def main(model: str | None, inputs: tuple[str, ...], demo: bool, output: Path | 
         raise click.UsageError("give INPUTS to translate, or --webcam [SOURCE]")
     if webcam is None and output is None:
         raise click.UsageError("-o/--output is required for files and folders")
+    model_path = Path(model)
+    if model_path.is_dir():
+        _fail(f"{model_path}: is a folder; give the exported .onnx model file", debug)
+    if webcam is not None:
+        _check_recording(output, webcam, debug)
+        translator = _load(model_path, providers, device_id, threads, backend, precision,
+                           max_side, debug)
+        _run_live(translator, webcam, output, no_display, max_frames, reconnects, debug)
+        return
+    assert output is not None
+    plan, found = _plan(list(inputs), output, skip_existing, debug)
+    translator = _load(model_path, providers, device_id, threads, backend, precision, max_side,
+                       debug)
+    _run_files(translator, plan, found, batch_size, side_by_side, quiet)
+
+
+def _quiet_opencv() -> None:
+    """OpenCV logs its decoders' complaints to stderr; every failure is named in our summary
+    with its reason, so the command keeps OpenCV's log silent."""
+    import cv2
+
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+
+
+def _load(model: Path, providers: str, device_id: int, threads: int | None, backend: str,
+          precision: str, max_side: int | None, debug: bool) -> Any:
+    from runtime.backends import BackendError
+    from runtime.metadata import MetadataError
     from runtime.translator import Translator
 
     try:
-        translator = Translator(Path(model), providers=providers, device_id=device_id,
-                                threads=threads, backend=backend, max_side=max_side)
+        translator = Translator(model, providers=providers, device_id=device_id,
+                                threads=threads, backend=backend, max_side=max_side,
+                                precision=precision)
     except (MetadataError, BackendError, ValueError) as exc:
         _fail(str(exc), debug, exc)
     for line in translator.selection:
         click.echo(f"backend auto: {line}", err=True)
     click.echo(f"model: {translator!r}", err=True)
-    if webcam is not None:
-        _run_live(translator, webcam, output, no_display, max_frames, reconnects, debug)
-    else:
-        assert output is not None
-        _run_files(translator, list(inputs), output, batch_size, side_by_side, skip_existing,
-                   no_progress)
+    return translator
+
+
+def _check_recording(output: Path | None, source: str, debug: bool) -> None:
+    """A live recording follows the output rules: a video name, never the source itself, never
+    a file that cyclegan-run did not write."""
+    from runtime.media.manifest import OutputManifest
+    from runtime.media.sinks import VIDEO_WRITE_EXTENSIONS
+
+    if output is None:
+        return
+    if output.suffix.lower() not in VIDEO_WRITE_EXTENSIONS:
+        _fail(f"{output}: with --webcam, -o records a video "
+              f"({', '.join(sorted(VIDEO_WRITE_EXTENSIONS))})", debug)
+    if not output.exists():
+        return
+    if Path(source).exists() and Path(source).samefile(output):
+        _fail(f"{output}: would replace the live source; choose another -o", debug)
+    if output.is_dir() or not OutputManifest(output.parent).owns(output):
+        _fail(f"{output}: exists and was not written by cyclegan-run; choose another -o", debug)
+
+
+def _plan(inputs: list[str], output: Path, skip_existing: bool, debug: bool) -> Any:
+    """Inputs and their outputs, checked before the model is even loaded (exit 2 on refusal)."""
+    from runtime.media.outputs import OutputPlanError, names_a_file, plan_outputs
+    from runtime.media.sources import expand_inputs
+
+    found = expand_inputs(inputs, exclude=None if names_a_file(output) else output)
+    try:
+        plan = plan_outputs(found.files, output, skip_existing=skip_existing)
+    except OutputPlanError as exc:
+        _fail(str(exc), debug, exc)
+    plan.failed = found.errors + plan.failed
+    return plan, found
 
 
 def _run_live(translator: Any, source: str, output: Path | None, no_display: bool,
               max_frames: int | None, reconnects: int, debug: bool) -> None:
     from runtime.media.live import LiveError, run_live
 
-    if output is not None and output.suffix.lower() not in VIDEO_EXTENSIONS:
-        _fail(f"{output}: with --webcam, -o records a video (.mp4, .avi, .mkv)", debug)
     try:
         stats = run_live(translator, source, display=not no_display, record=output,
                          max_frames=max_frames, reconnects=reconnects)
@@ -146,32 +207,26 @@ def _run_live(translator: Any, source: str, output: Path | None, no_display: boo
         sys.exit(EXIT_FAILED_INPUTS)
 
 
-def _run_files(translator: Any, inputs: list[str], output: Path, batch_size: int, side: bool,
-               skip_existing: bool, no_progress: bool) -> None:
-    from runtime.media.pipeline import count_work, plan_jobs, translate_files
+def _run_files(translator: Any, plan: Any, found: Any, batch_size: int, side: bool,
+               quiet: bool) -> None:
+    from runtime.media.pipeline import count_work, translate_files
 
-    files, errors = expand_inputs(inputs)
-    single_file = (len(inputs) == 1 and Path(inputs[0]).is_file()
-                   and output.suffix.lower() in IMAGE_EXTENSIONS | VIDEO_EXTENSIONS)
-    jobs, collisions = plan_jobs(files, output, single_target=single_file)
-    errors += collisions
-    total = count_work(jobs)
+    total = count_work(plan.jobs) + len(plan.skipped)
     started = time.perf_counter()
     done, rate = _rate_label(started)
     with click.progressbar(length=total, label="translating", show_eta=True, show_pos=True,
-                           item_show_func=rate, file=sys.stderr,
-                           hidden=no_progress) as bar:
+                           item_show_func=rate, file=sys.stderr, hidden=quiet) as bar:
         def progress(count: int) -> None:
             done[0] += count
             bar.update(count)
 
-        summary = translate_files(translator, jobs, batch_size=batch_size, side=side,
-                                  skip_existing=skip_existing, progress=progress)
-    summary.failed = errors + summary.failed
+        summary = translate_files(translator, plan, batch_size=batch_size, side=side,
+                                  progress=progress)
+    summary.not_media = found.skipped
+    summary.earlier_outputs = found.earlier_outputs
     for line in summary.lines():
         click.echo(line)
     if summary.interrupted:
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     if summary.failed:
         sys.exit(EXIT_FAILED_INPUTS)
-

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from runtime.backends import Backend, BackendError, OnnxRuntimeBackend, create_backend
+from runtime.memory import check_fits
 from runtime.metadata import ModelMetadata, read_metadata
 from runtime.metrics import psnr
 from runtime.synthetic import natural_images
@@ -63,23 +64,30 @@ class Translator:
     ``providers``: ``"auto"`` (TensorRT, then CUDA, then CPU), a name (``"cuda"``, ``"cpu"``)
     or a list; ``backend``: ``"onnxruntime"``, ``"opencv"``, ``"openvino"`` or ``"auto"`` (on a
     CPU: the fastest installed backend within 35 dB PSNR of onnxruntime fp32; see
-    ``selection`` for what was measured). ``max_side``: when set, frames
+    ``selection`` for what was measured). ``precision``: ``"auto"`` (the backend's choice:
+    OpenVINO picks bf16 on CPUs with bf16 units), ``"fp32"``, or ``"bf16"``/``"fp16"``
+    (OpenVINO only, where the CPU has them; onnxruntime and OpenCV run the model file's own
+    precision); ``backend="auto"`` compares candidates at ``"auto"`` or ``"fp32"``, and
+    ``precision`` (the attribute) tells what runs. ``max_side``: when set, frames
     whose longer side exceeds it are translated at that working resolution and scaled back
     (faster on large frames). One instance may be shared by several threads.
     """
 
     def __init__(self, model_path: str | Path, *, providers: str | Sequence[str] = "auto",
                  device_id: int = 0, threads: int | None = None, backend: str = "onnxruntime",
-                 max_side: int | None = None) -> None:
+                 max_side: int | None = None, precision: str = "auto") -> None:
         self.model_path = Path(model_path)
+        if self.model_path.is_dir():
+            raise BackendError(f"{self.model_path}: is a folder; give the exported .onnx "
+                               "model file")
         if not self.model_path.is_file():
             raise BackendError(f"{self.model_path}: no such file")
         self.selection: list[str] = []  # how backend="auto" chose, one line per candidate
         if backend == "auto":
-            self.backend = self._choose_backend(providers, device_id, threads)
+            self.backend = self._choose_backend(providers, device_id, threads, precision)
         else:
             self.backend = create_backend(backend, self.model_path, providers, device_id,
-                                          threads)
+                                          threads, precision)
         if isinstance(self.backend, OnnxRuntimeBackend):
             self.metadata = ModelMetadata.from_props(self.backend.custom_metadata,
                                                      str(self.model_path))
@@ -91,11 +99,14 @@ class Translator:
         self.max_side = max_side
 
     def _choose_backend(self, providers: str | Sequence[str], device_id: int,
-                        threads: int | None) -> Backend:
+                        threads: int | None, precision: str) -> Backend:
         """On a GPU: onnxruntime with the best provider. On a CPU: time every installed
-        backend on a natural-looking image and keep the fastest whose output stays within
-        :data:`AUTO_MIN_PSNR_DB` of onnxruntime's fp32 output."""
-        reference = OnnxRuntimeBackend(self.model_path, providers, device_id, threads)
+        backend (each at ``precision``) on a natural-looking image and keep the fastest whose
+        output stays within :data:`AUTO_MIN_PSNR_DB` of onnxruntime's fp32 output."""
+        # onnxruntime is both the reference and a candidate, so a precision it cannot run
+        # (bf16, fp16) is refused here, with the advice to name the backend.
+        reference = OnnxRuntimeBackend(self.model_path, providers, device_id, threads,
+                                       precision)
         if reference.providers[0] != "CPUExecutionProvider":
             self.selection = [f"onnxruntime on {reference.providers[0]}: GPU available"]
             return reference
@@ -106,7 +117,8 @@ class Translator:
         self.selection = [f"onnxruntime CPU: {best[0] * 1000:.1f} ms (reference)"]
         for name in AUTO_CANDIDATES:
             try:
-                candidate = create_backend(name, self.model_path, "cpu", device_id, threads)
+                candidate = create_backend(name, self.model_path, "cpu", device_id, threads,
+                                           precision)
                 got = candidate.run(feed)
                 seconds = _time_backend(candidate, feed)
             except Exception as exc:  # noqa: BLE001 - cv2.error, OpenVINO errors: skip it
@@ -134,9 +146,20 @@ class Translator:
         return cls(demo_model_path(), **options)  # type: ignore[arg-type]
 
     @property
+    def _on_cpu(self) -> bool:
+        providers = self.backend.providers
+        return not providers or "CUDA" not in providers[0] and "Tensorrt" not in providers[0]
+
+    @property
     def providers(self) -> list[str]:
         """What actually runs, best first (e.g. ``["CUDAExecutionProvider", ...]``)."""
         return list(self.backend.providers)
+
+    @property
+    def precision(self) -> str:
+        """The precision that actually runs, as the backend reports it: ``"fp32"``,
+        ``"bf16"``, ``"fp16"``, ``"int8"``... (OpenVINO: read from the compiled model)."""
+        return str(getattr(self.backend, "precision", self.metadata.precision))
 
     def __repr__(self) -> str:
         meta = self.metadata
@@ -198,6 +221,10 @@ class Translator:
                                meta.static_size[1] - work.shape[2])
         else:
             padded = pad_to_multiple(work, meta.size_multiple, meta.min_size)
+        if self._on_cpu:
+            # Fail now, with a --max-side that fits, rather than in the allocator after
+            # seconds of work (GPU memory is the provider's to judge).
+            check_fits(meta, padded.shape[1], padded.shape[2], meta.batch or len(padded))
         out = self._run_batched(padded, color_order)
         out = crop_to(out, work.shape[1], work.shape[2])
         if out.shape[1:3] != (height, width):

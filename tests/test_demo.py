@@ -55,7 +55,7 @@ def test_translator_demo_translates_a_photo() -> None:
 def test_cyclegan_run_demo_translates_the_bundled_samples(tmp_path: Path) -> None:
     result = CliRunner().invoke(run_cli, ["--demo", "-o", str(tmp_path)])
     assert result.exit_code == 0, result.output
-    written = sorted(p.name for p in tmp_path.iterdir())
+    written = sorted(p.name for p in tmp_path.glob("[!.]*"))
     assert written == sorted(p.name for p in demo_inputs())
     video = cv2.VideoCapture(str(tmp_path / "chelsea_pan.mp4"))
     assert video.get(cv2.CAP_PROP_FRAME_COUNT) == 48

@@ -173,7 +173,7 @@ def plan_rows(models: Sequence[_Model], reference: _Model, checkpoint: str | Pat
                 if "opencv" in engines:
                     specs.append(RowSpec("opencv", path, *shape))
                 if "openvino" in engines:
-                    specs.append(RowSpec("openvino", path, *shape, precision_hint="auto"))
+                    specs.append(RowSpec("openvino", path, *shape, precision="auto"))
     return specs
 
 
@@ -258,11 +258,11 @@ def run_benchmark(models: Sequence[str | Path], *, checkpoint: str | Path | None
         row = _make_row(spec, outcome, model, macs[str(model.path), shape], report.machine,
                         references.get(key))
         report.rows.append(row)
-        if (spec.engine == "openvino" and spec.precision_hint == "auto" and row.ok
+        if (spec.engine == "openvino" and spec.precision == "auto" and row.ok
                 and model.meta.precision == "fp32"):
             if row.precision != "fp32":
                 # Automatic precision chose bf16: also measure OpenVINO held to fp32.
-                queue.insert(0, replace(spec, precision_hint="fp32"))
+                queue.insert(0, replace(spec, precision="fp32"))
             elif OPENVINO_FP32_NOTE not in report.notes:
                 report.notes.append(OPENVINO_FP32_NOTE)
     if None in macs.values():

@@ -14,6 +14,7 @@ from typing import NoReturn
 import click
 
 from runtime.bench.report import PLOT_METRICS, BenchError
+from runtime.console import InterruptibleCommand, package_version
 
 EXIT_FAILED_ROWS = 1  # every row failed: nothing was measured
 EXIT_USAGE = 2
@@ -49,7 +50,8 @@ def _parse_batches(values: tuple[str, ...]) -> list[int]:
     return [int(b) for b in batches]
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=InterruptibleCommand,
+               context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("models", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--int8", "int8_models", multiple=True, type=click.Path(path_type=Path),
               help="An int8 export to benchmark as its own rows (repeatable).")
@@ -91,6 +93,7 @@ def _parse_batches(values: tuple[str, ...]) -> list[int]:
               "peak memory then means nothing).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
+@click.version_option(package_version(), "--version", prog_name="cyclegan-bench")
 def main(models: tuple[Path, ...], int8_models: tuple[Path, ...], fp16_models: tuple[Path, ...],
          checkpoint: Path | None, direction: str, batches: tuple[str, ...],
          sizes: tuple[str, ...], engines: tuple[str, ...], providers: str | None, warmup: int,
@@ -108,10 +111,13 @@ def main(models: tuple[Path, ...], int8_models: tuple[Path, ...], fp16_models: t
     cyclegan-bench g.onnx --int8 g_int8.onnx --checkpoint latest.pt --json bench.json
     cyclegan-bench g.onnx --batch 1,4 --size 256,512x512 --plot bench.png
     """
-    from runtime.bench.benchmark import Timing, run_benchmark
+    from runtime.bench.benchmark import Timing, available_engines, run_benchmark
     from runtime.bench.report import plot_report
     from runtime.metadata import read_metadata
 
+    if checkpoint is not None and "pytorch" not in available_engines(checkpoint):
+        _fail(f"--checkpoint {checkpoint}: the PyTorch peer needs torch and the training "
+              'packages: pip install "cyclegan-toolkit[export]"', debug)
     all_models = [*models, *int8_models, *fp16_models]
     if not all_models:
         raise click.UsageError("give at least one MODEL (.onnx)")

@@ -23,7 +23,8 @@ import numpy as np
 from runtime.bench.engines import short_provider, time_calls
 from runtime.bench.report import BenchError, EndToEndResult
 from runtime.media.live import run_live
-from runtime.media.pipeline import plan_jobs, translate_files
+from runtime.media.outputs import plan_outputs
+from runtime.media.pipeline import translate_files
 from runtime.media.sinks import AtomicVideoWriter, write_image_atomic
 from runtime.media.sources import expand_inputs
 from runtime.synthetic import natural_images
@@ -105,16 +106,16 @@ def _run(model: Path, size: tuple[int, int], batch: int, images: int, video_fram
     folder = workdir / "images"
     for index, image in enumerate(natural_images(images, height, width, seed + 10)):
         write_image_atomic(folder / f"image_{index:04d}{image_suffix}", image[..., ::-1])
-    files, errors = expand_inputs([str(folder)])
-    if errors:
-        raise BenchError(f"cannot read the generated images: {errors[0]}")
-    jobs, _ = plan_jobs(files, workdir / "images_out", single_target=False)
-    folder_run = translate_files(translator, jobs, batch_size=batch)
+    found = expand_inputs([str(folder)])
+    if found.errors:
+        raise BenchError(f"cannot read the generated images: {found.errors[0]}")
+    folder_plan = plan_outputs(found.files, workdir / "images_out")
+    folder_run = translate_files(translator, folder_plan, batch_size=batch)
 
     clip = natural_images(video_frames, height, width, seed + 20)[..., ::-1]
     video = _write_video(workdir / "clip.mp4", clip, 30.0)
-    video_jobs, _ = plan_jobs(expand_inputs([str(video)])[0], workdir / "clip_out.mp4", True)
-    video_run = translate_files(translator, video_jobs, batch_size=batch)
+    video_plan = plan_outputs(expand_inputs([str(video)]).files, workdir / "clip_out.mp4")
+    video_run = translate_files(translator, video_plan, batch_size=batch)
     for summary, what in ((folder_run, "folder"), (video_run, "video")):
         if summary.failed or summary.frames == 0:
             reason = summary.failed[0].reason if summary.failed else "no frames"

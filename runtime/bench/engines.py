@@ -73,7 +73,7 @@ class RowSpec:
     height: int
     width: int
     provider: str = ""          # onnxruntime provider name; "cpu" or "cuda" for PyTorch
-    precision_hint: str = "auto"  # OpenVINO: auto (bf16 where the CPU has it) | fp32 | bf16
+    precision: str = "auto"     # asked of the backend: auto | fp32 | bf16 | fp16 (OpenVINO)
     direction: str = "AtoB"     # PyTorch: which generator of a training checkpoint
     reference: bool = False
 
@@ -120,16 +120,17 @@ def short_provider(name: str) -> str:
 
 def _onnxruntime_engine(spec: RowSpec, threads: int | None) -> EngineSession:
     meta = read_metadata(spec.model)
-    backend = create_backend("onnxruntime", spec.model, spec.provider or "cpu", threads=threads)
+    backend = create_backend("onnxruntime", spec.model, spec.provider or "cpu", threads=threads,
+                             precision=spec.precision)
     ran = backend.providers[0]
-    return EngineSession(backend.run, short_provider(ran), meta.precision, meta.io,
+    return EngineSession(backend.run, short_provider(ran), backend.precision, meta.io,
                          meta.color_order, "gpu" if ran in GPU_PROVIDERS else "cpu")
 
 
 def _opencv_engine(spec: RowSpec, threads: int | None) -> EngineSession:
     meta = read_metadata(spec.model)
-    backend = create_backend("opencv", spec.model, threads=threads)
-    return EngineSession(backend.run, short_provider(backend.providers[0]), meta.precision,
+    backend = create_backend("opencv", spec.model, threads=threads, precision=spec.precision)
+    return EngineSession(backend.run, short_provider(backend.providers[0]), backend.precision,
                          meta.io, meta.color_order)
 
 
@@ -137,18 +138,11 @@ def _openvino_engine(spec: RowSpec, threads: int | None) -> EngineSession:
     meta = read_metadata(spec.model)
     if "openvino" not in BACKENDS:
         raise BenchError("this runtime has no openvino backend")
-    backend = BACKENDS["openvino"](spec.model, providers="auto", device_id=0, threads=threads,
-                                   precision_hint=spec.precision_hint)
-    # Ask the backend what runs: "auto" becomes bf16 only on CPUs with bf16 units.
-    runs = str(getattr(backend, "precision", "fp32"))
-    if meta.precision == "fp32":
-        precision = runs
-    else:  # an int8/fp16 file: its own precision, plus what OpenVINO runs the float parts in
-        precision = meta.precision if runs in ("fp32", meta.precision) else \
-            f"{meta.precision}+{runs}"
-    providers = list(getattr(backend, "providers", [])) or ["CPU"]
-    return EngineSession(backend.run, short_provider(providers[0]), precision, meta.io,
-                         meta.color_order)
+    # The backend reads what runs from the compiled model: "auto" becomes bf16 only on CPUs
+    # with bf16 units; an int8 file says "int8" (or "int8+bf16").
+    backend = create_backend("openvino", spec.model, threads=threads, precision=spec.precision)
+    return EngineSession(backend.run, short_provider(backend.providers[0]), backend.precision,
+                         meta.io, meta.color_order)
 
 
 EngineBuilder = Callable[[RowSpec, int | None], EngineSession]

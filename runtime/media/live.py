@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.media.manifest import OutputManifest
 from runtime.media.sinks import AtomicVideoWriter, draw_fps, side_by_side, write_image_atomic
 from runtime.media.sources import LatestFrameGrabber, parse_live_source
 from runtime.translator import Translator
@@ -107,6 +108,7 @@ def run_live(translator: Translator, source: str = "0", *, display: bool = True,
     stats = LiveStats()
     writer: AtomicVideoWriter | None = None
     pending: list[np.ndarray] = []
+    made_at: list[float] = []  # when each recorded frame was made: the recording's rate
     view = 0
     smoothed_fps = 0.0
     last_index = 0
@@ -141,8 +143,9 @@ def run_live(translator: Translator, source: str = "0", *, display: bool = True,
                 # rate they were made (measured over the first frames), so it plays in real
                 # time rather than fast-forward when the model is slower than the source.
                 pending.append(translated)
+                made_at.append(now)
                 if writer is None and (len(pending) >= RECORD_RATE_FRAMES):
-                    writer = _open_recording(record, pending, started, grabber.info.fps)
+                    writer = _open_recording(record, pending, made_at, grabber.info.fps)
                 if writer is not None:
                     for kept in pending:
                         writer.write(kept)
@@ -168,11 +171,15 @@ def run_live(translator: Translator, source: str = "0", *, display: bool = True,
         stats.frames_captured = grabber.frames_read
         grabber.stop()
         if writer is None and pending and record is not None:
-            writer = _open_recording(record, pending, started, grabber.info.fps)
+            writer = _open_recording(record, pending, made_at, grabber.info.fps)
         if writer is not None:
             for kept in pending:
                 writer.write(kept)
-            stats.recording = writer.commit() if writer.frames else None
+            if writer.frames:
+                stats.recording = writer.commit()
+                OutputManifest(writer.path.parent).record(stats.recording, "video")
+            else:
+                writer.abort()
         if cv2 is not None:
             cv2.destroyWindow(WINDOW)
     if grabber.error and stats.frames == 0:
@@ -184,13 +191,17 @@ def run_live(translator: Translator, source: str = "0", *, display: bool = True,
 RECORD_RATE_FRAMES = 10  # frames measured before the recording's frame rate is fixed
 
 
-def _open_recording(path: Path, frames: list[np.ndarray], started: float,
+def _open_recording(path: Path, frames: list[np.ndarray], made_at: list[float],
                     source_fps: float) -> AtomicVideoWriter:
-    elapsed = max(time.perf_counter() - started, 1e-3)
-    made = len(frames) / elapsed
-    fps = min(source_fps, made) if source_fps > 0 else made
+    """A writer at the rate the frames were made (from their timestamps), never faster than
+    the source; with a single frame, the source's rate (or 30 when the source has none)."""
+    if len(made_at) >= 2 and made_at[-1] > made_at[0]:
+        made = (len(made_at) - 1) / (made_at[-1] - made_at[0])
+        fps = min(source_fps, made) if source_fps > 0 else made
+    else:
+        fps = source_fps if source_fps > 0 else 30.0
     height, width = frames[0].shape[:2]
-    return AtomicVideoWriter(path, max(1.0, round(fps, 2)), (width, height))
+    return AtomicVideoWriter(path, max(0.5, round(fps, 2)), (width, height))
 
 
 def _compose(frame: np.ndarray, translated: np.ndarray, view: str) -> np.ndarray:

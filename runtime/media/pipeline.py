@@ -18,12 +18,18 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.media.sinks import AtomicVideoWriter, side_by_side, write_image_atomic
+from runtime.media.outputs import Job, OutputPlan
+from runtime.media.sinks import (
+    AtomicVideoWriter,
+    remove_stale_parts,
+    side_by_side,
+    write_animation_atomic,
+    write_image_atomic,
+)
 from runtime.media.sources import (
-    FileInput,
     InputError,
-    is_video,
     open_video,
+    read_animation,
     read_image,
     video_frames,
 )
@@ -37,6 +43,11 @@ class RunSummary:
     translated: list[Path] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
     failed: list[InputError] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)       # e.g. a video shorter than announced
+    not_media: list[Path] = field(default_factory=list)     # hidden / non-media files passed over
+    earlier_outputs: list[Path] = field(default_factory=list)  # never read as inputs
+    removed_parts: list[Path] = field(default_factory=list)    # stale temp files cleared
+    destination: Path | None = None
     frames: int = 0
     seconds: float = 0.0
     interrupted: bool = False
@@ -51,45 +62,33 @@ class RunSummary:
         if self.interrupted:
             head += "; interrupted, finished files are complete"
         out = [head]
+        passed = []
+        if self.not_media:
+            passed.append(f"skipped {len(self.not_media)} non-media file(s)")
+        if self.earlier_outputs:
+            passed.append(f"skipped {len(self.earlier_outputs)} earlier output(s) of "
+                          "cyclegan-run")
+        if self.removed_parts:
+            passed.append(f"removed {len(self.removed_parts)} stale temp file(s) of an "
+                          "interrupted run")
+        if passed:
+            out.append("; ".join(passed))
+        out += [f"warning: {text}" for text in self.warnings]
+        if self.translated and self.destination is not None:
+            out.append(f"results in {self.destination}")
         if self.failed:
             out.append(f"{len(self.failed)} failed:")
             out += [f"  {err.path}: {err.reason}" for err in self.failed]
         return out
 
 
-@dataclass(frozen=True)
-class Job:
-    source: Path
-    target: Path
-
-
-def plan_jobs(inputs: list[FileInput], output: Path,
-              single_target: bool) -> tuple[list[Job], list[InputError]]:
-    """Map inputs to output paths: ``output`` itself for one file when ``single_target``,
-    else ``output / relative`` (same names and formats). An input whose output path another
-    input already claimed is returned as an error instead of silently overwriting it."""
-    if single_target and len(inputs) == 1:
-        return [Job(inputs[0].path, output)], []
-    jobs: list[Job] = []
-    errors: list[InputError] = []
-    claimed: dict[Path, Path] = {}
-    for item in inputs:
-        target = output / item.relative
-        if target in claimed:
-            errors.append(InputError(item.path, f"output {target} already taken by "
-                                                f"{claimed[target]}"))
-            continue
-        claimed[target] = item.path
-        jobs.append(Job(item.path, target))
-    return jobs, errors
-
-
 class ImagePipeline:
     """Decode (threads) -> translate in batches (caller's thread) -> encode + write (threads)."""
 
-    def __init__(self, translator: Translator, batch_size: int = 1, side: bool = False,
-                 io_threads: int = 2) -> None:
+    def __init__(self, translator: Translator, plan: OutputPlan, batch_size: int = 1,
+                 side: bool = False, io_threads: int = 2) -> None:
         self.translator = translator
+        self.plan = plan
         self.batch_size = max(1, batch_size)
         self.side = side
         self.io_threads = io_threads
@@ -157,13 +156,18 @@ class ImagePipeline:
             return
         for (job, image), out in zip(batch, outputs, strict=True):
             frame = side_by_side(image, out) if self.side else out
-            writes.append((job, writers.submit(write_image_atomic, job.target, frame)))
+            writes.append((job, writers.submit(self._write, job, frame)))
             summary.frames += 1
         batch.clear()
         # Bound the frames waiting for the encoders: wait for the oldest write when too many.
         while len(writes) > self.batch_size + 2 * self.io_threads:
             done_job, write = writes.pop(0)
             self._collect(done_job, write, summary, self._progress)
+
+    def _write(self, job: Job, frame: np.ndarray) -> Path:
+        written = write_image_atomic(job.target, frame)
+        self.plan.manifest_for(written).record(written, job.kind)
+        return written
 
     @staticmethod
     def _collect(job: Job, write: Future[Path], summary: RunSummary, progress: Progress) -> None:
@@ -182,12 +186,15 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
-def translate_video(translator: Translator, job: Job, batch_size: int, side: bool,
-                    progress: Progress, summary: RunSummary, queue_size: int = 8) -> None:
+def translate_video(translator: Translator, job: Job, plan: OutputPlan, batch_size: int,
+                    side: bool, progress: Progress, summary: RunSummary,
+                    queue_size: int = 8) -> None:
     """Same size, frame rate and frame count out; decoding and encoding in their own threads.
 
     Every blocking queue operation wakes up regularly to check ``stop``, so a failing encoder,
-    a failing model or Ctrl-C ends all three threads; the partial file is then deleted.
+    a failing model or Ctrl-C ends all three threads; the partial file is then deleted. A video
+    that yields fewer frames than its container announces is translated as far as it reads, with
+    a warning naming the shortfall.
     """
     try:
         capture, info = open_video(job.source)
@@ -266,12 +273,18 @@ def translate_video(translator: Translator, job: Job, batch_size: int, side: boo
                 summary.failed.append(InputError(job.source, errors[0] if errors else "no frames"))
         else:
             try:
-                summary.translated.append(writers[0].commit())
+                written = writers[0].commit()
+                plan.manifest_for(written).record(written, job.kind)
+                summary.translated.append(written)
                 summary.frames += count
             except OSError as exc:
                 writers[0].abort()
                 summary.failed.append(InputError(job.source,
                                                  f"cannot write video ({_first_line(exc)})"))
+                return
+            if info.frame_count > count:
+                summary.warnings.append(f"{job.source}: read {count} of the {info.frame_count} "
+                                        "frames its container announces (truncated?)")
 
 
 def _get(source: queue.Queue[np.ndarray | None], stop: threading.Event) -> np.ndarray | None:
@@ -296,11 +309,36 @@ def _batches(frames: queue.Queue[np.ndarray | None], size: int,
         yield batch
 
 
+def translate_animation(translator: Translator, job: Job, plan: OutputPlan, batch_size: int,
+                        side: bool, progress: Progress, summary: RunSummary) -> None:
+    """An animated GIF/WebP/PNG: every frame translated, written with the same durations."""
+    try:
+        frames, durations = read_animation(job.source)
+        outputs: list[np.ndarray] = []
+        for start in range(0, len(frames), batch_size):
+            chunk = frames[start:start + batch_size]
+            translated = translator.translate_batch(chunk)
+            outputs += [side_by_side(i, o) if side else o
+                        for i, o in zip(chunk, translated, strict=True)]
+            progress(len(chunk))
+        written = write_animation_atomic(job.target, outputs, durations)
+        plan.manifest_for(written).record(written, job.kind)
+    except InputError as err:
+        summary.failed.append(err)
+        return
+    except Exception as exc:  # noqa: BLE001 - a model or encoder error fails this input only
+        summary.failed.append(InputError(job.source, _first_line(exc)))
+        return
+    summary.translated.append(written)
+    summary.frames += len(frames)
+
+
 def count_work(jobs: list[Job]) -> int:
-    """Progress units: one per image, one per video frame (as the container reports it)."""
+    """Progress units: one per image, one per frame of animations and videos (as the
+    container reports it)."""
     total = 0
     for job in jobs:
-        if is_video(job.source):
+        if job.kind == "video":
             try:
                 capture, info = open_video(job.source)
                 capture.release()
@@ -308,31 +346,30 @@ def count_work(jobs: list[Job]) -> int:
             except InputError:
                 total += 1
         else:
-            total += 1
+            total += max(job.frames, 1)
     return total
 
 
-def translate_files(translator: Translator, jobs: list[Job], *, batch_size: int = 1,
-                    side: bool = False, skip_existing: bool = False,
-                    progress: Progress | None = None) -> RunSummary:
-    """Translate image and video jobs; returns what was written and what failed, and why."""
-    summary = RunSummary()
+def translate_files(translator: Translator, plan: OutputPlan, *, batch_size: int = 1,
+                    side: bool = False, progress: Progress | None = None) -> RunSummary:
+    """Translate the jobs of ``plan`` (see :func:`runtime.media.outputs.plan_outputs`);
+    returns what was written, what was skipped and what failed, and why.
+
+    Stale temp files of an earlier, killed run in the output folders are removed first.
+    """
+    summary = RunSummary(destination=plan.destination, failed=list(plan.failed),
+                         skipped=list(plan.skipped))
     progress = progress or (lambda n: None)
+    summary.removed_parts = remove_stale_parts(plan.folders, recursive=not plan.single)
     started = time.perf_counter()
-    todo = []
-    for job in jobs:
-        if skip_existing and job.target.exists():
-            summary.skipped.append(job.target)
-            progress(1)
-        else:
-            todo.append(job)
-    images = [job for job in todo if not is_video(job.source)]
-    videos = [job for job in todo if is_video(job.source)]
+    images = [job for job in plan.jobs if job.kind == "image"]
+    others = [job for job in plan.jobs if job.kind != "image"]
     try:
-        ImagePipeline(translator, batch_size, side).run(images, summary, progress)
+        ImagePipeline(translator, plan, batch_size, side).run(images, summary, progress)
         if not summary.interrupted:
-            for job in videos:
-                translate_video(translator, job, batch_size, side, progress, summary)
+            for job in others:
+                translate = translate_video if job.kind == "video" else translate_animation
+                translate(translator, job, plan, batch_size, side, progress, summary)
     except KeyboardInterrupt:
         summary.interrupted = True
     summary.seconds = time.perf_counter() - started

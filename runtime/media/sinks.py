@@ -1,13 +1,18 @@
 """Frame sinks: image files and videos written atomically, and a preview window.
 
-Every file appears under its final name only when complete (written to a hidden temp file in
-the same folder, then renamed), so an interrupted run leaves no half-written outputs.
+Every file appears under its final name only when complete: it is written to a hidden temp file
+in the same folder (``.NAME.<pid>-<random>.part[.ext]``, see :func:`temp_path`), checked, then
+renamed. An interrupted run leaves only complete outputs; a run killed outright (SIGKILL,
+power loss) may leave temp files, which :func:`remove_stale_parts` clears at the next start.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import tempfile
+import time
+from collections.abc import Iterable
 from pathlib import Path
 
 import cv2
@@ -15,6 +20,22 @@ import numpy as np
 
 # Containers -> codec OpenCV's bundled FFmpeg can write without extra licences.
 FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "XVID"}
+VIDEO_WRITE_EXTENSIONS = frozenset(FOURCC)
+# Image formats that cannot hold a colour picture (OpenCV writes them from gray only) or that
+# this OpenCV build cannot encode: their outputs are written as PNG under "NAME.EXT.png".
+_GRAY_ONLY_FORMATS = frozenset({".pgm", ".pbm"})
+# Animated images: written frame by frame with OpenCV's animation codecs.
+ANIMATION_EXTENSIONS = frozenset({".gif", ".webp", ".png"})
+
+# Our temp files: ".NAME.<pid>-<random>.part" plus, for videos, the container's extension.
+_PART_PATTERN = re.compile(r"^\..+\.(?P<pid>\d+)-[A-Za-z0-9_]{8}\.part(\.[A-Za-z0-9]+)?$")
+# The same without the pid, as versions before 0.2 named them: stale once older than this.
+_LEGACY_PART_PATTERN = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.part(\.[A-Za-z0-9]+)?$")
+LEGACY_PART_MAX_AGE_S = 3600.0
+
+
+class OutputWriteError(OSError):
+    """An output could not be written completely; the message names the user's path."""
 
 
 def _read_umask() -> int:
@@ -32,58 +53,158 @@ def _current_umask() -> int:
     return _UMASK
 
 
-def write_image_atomic(path: Path, image: np.ndarray) -> Path:
-    """Encode ``image`` (HWC BGR(A) uint8) in ``path``'s format and write it atomically.
+def image_output_path(path: Path) -> Path:
+    """The name an image output for ``path`` is actually written under.
 
-    Formats OpenCV cannot encode here (e.g. ``.gif``) are written as PNG (``name.gif.png``).
-    Returns the path actually written.
+    ``path`` itself when OpenCV can encode a colour picture in its format, else ``NAME.EXT.png``
+    (e.g. ``.pgm``, ``.exr`` here). The output planner uses this, so collisions and
+    overwrites are judged on the final name.
     """
-    ext = path.suffix.lower() or ".png"
+    ext = path.suffix.lower()
+    if not ext:
+        return path.with_name(path.name + ".png")
+    if ext in _GRAY_ONLY_FORMATS or not cv2.haveImageWriter("x" + ext):
+        return path.with_name(path.name + ".png")
+    return path
+
+
+def temp_path(path: Path, keep_suffix: bool = False) -> Path:
+    """A new, empty temp file next to ``path`` in our naming (see the module docstring).
+
+    ``keep_suffix``: end the name with ``path``'s extension (video writers pick the container
+    from it). Raises :class:`OutputWriteError` naming ``path`` when the folder is not writable.
+    """
+    suffix = ".part" + (path.suffix.lower() if keep_suffix else "")
     try:
-        ok, encoded = cv2.imencode(ext, image)
-    except cv2.error:
-        ok = False
-    if not ok:
-        # e.g. .gif, or a gray-only format such as .pgm: keep the name, add .png (a distinct
-        # name, so it cannot overwrite another input's output).
-        path = path.with_name(path.name + ".png")
-        ok, encoded = cv2.imencode(".png", image)
-        if not ok:
-            raise OSError(f"cannot encode image for {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=suffix,
+                                   dir=path.parent)
+    except OSError as exc:
+        raise OutputWriteError(f"{path}: cannot write here ({exc.strerror or exc})") from None
+    os.close(fd)
+    return Path(tmp)
+
+
+def _publish(tmp: Path, path: Path) -> None:
+    """Give ``tmp`` the usual permissions and rename it to ``path`` (atomic on one file
+    system)."""
+    os.chmod(tmp, 0o666 & ~_current_umask())
+    os.replace(tmp, path)
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temp file; a failed write leaves nothing behind."""
+    tmp = temp_path(path)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(encoded.tobytes())
-        os.chmod(tmp, 0o666 & ~_current_umask())
-        os.replace(tmp, path)
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+        _publish(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputWriteError(f"{path}: cannot write ({exc.strerror or exc})") from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
 
 
-class AtomicVideoWriter:
-    """``cv2.VideoWriter`` into a temp file; :meth:`commit` renames it into place.
+def write_image_atomic(path: Path, image: np.ndarray) -> Path:
+    """Encode ``image`` (HWC BGR(A) uint8) in ``path``'s format and write it atomically.
 
-    :meth:`abort` (or leaving a ``with`` block by an exception) deletes the partial file.
+    Formats OpenCV cannot encode in colour are written as PNG under
+    :func:`image_output_path`'s name. Returns the path actually written.
+    """
+    path = image_output_path(path)
+    try:
+        ok, encoded = cv2.imencode(path.suffix.lower(), image)
+    except cv2.error:
+        ok = False
+    if not ok:
+        raise OutputWriteError(f"{path}: cannot encode the image as {path.suffix}")
+    return write_bytes_atomic(path, encoded.tobytes())
+
+
+def write_animation_atomic(path: Path, frames: list[np.ndarray], durations_ms: list[int],
+                           loop_count: int = 0) -> Path:
+    """Write an animated GIF/WebP/PNG (``frames``: HWC BGR(A) uint8) atomically."""
+    animation = cv2.Animation()
+    animation.frames = frames
+    animation.durations = [int(d) for d in durations_ms]
+    animation.loop_count = loop_count
+    try:
+        ok, encoded = cv2.imencodeanimation(path.suffix.lower(), animation)
+    except cv2.error:
+        ok = False
+    if not ok:
+        raise OutputWriteError(f"{path}: cannot encode an animation as {path.suffix}")
+    return write_bytes_atomic(path, np.asarray(encoded).tobytes())
+
+
+def remove_stale_parts(folders: Iterable[Path], recursive: bool = False) -> list[Path]:
+    """Delete temp files of our own naming that no running process is writing.
+
+    A temp file carries its writer's pid: it is stale when that process is gone. Names
+    without a pid (older versions) are stale after :data:`LEGACY_PART_MAX_AGE_S`. Nothing else
+    is touched. Returns the files removed.
+    """
+    removed: list[Path] = []
+    now = time.time()
+    for folder in folders:
+        if not folder.is_dir():
+            continue
+        candidates = folder.rglob(".*.part*") if recursive else folder.glob(".*.part*")
+        for path in candidates:
+            match = _PART_PATTERN.match(path.name)
+            try:
+                if match:
+                    stale = not _process_alive(int(match["pid"]))
+                elif _LEGACY_PART_PATTERN.match(path.name):
+                    stale = now - path.stat().st_mtime > LEGACY_PART_MAX_AGE_S
+                else:
+                    continue
+                if stale and path.is_file():
+                    path.unlink()
+                    removed.append(path)
+            except OSError:
+                continue  # gone meanwhile, or not ours to delete
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, belongs to someone else
+    return True
+
+
+class AtomicVideoWriter:
+    """``cv2.VideoWriter`` into a temp file; :meth:`commit` checks it and renames it into place.
+
+    OpenCV's writer reports no write errors (a full disk gives a truncated file), so
+    :meth:`commit` reopens the finished temp file and insists on every frame written before
+    it is renamed; otherwise it raises :class:`OutputWriteError` and deletes it. :meth:`abort`
+    (or leaving a ``with`` block by an exception) deletes the partial file.
     """
 
     def __init__(self, path: Path, fps: float, size: tuple[int, int]) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
         suffix = path.suffix.lower()
-        fourcc = cv2.VideoWriter.fourcc(*FOURCC.get(suffix, "mp4v"))
+        if suffix not in VIDEO_WRITE_EXTENSIONS:
+            raise OutputWriteError(f"{path}: cannot write {suffix or 'extension-less'} videos "
+                                   f"(writable: {', '.join(sorted(VIDEO_WRITE_EXTENSIONS))})")
+        fourcc = cv2.VideoWriter.fourcc(*FOURCC[suffix])
         # The temp name keeps the extension: OpenCV picks the container from it.
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".part{suffix}",
-                                   dir=path.parent)
-        os.close(fd)
-        self.tmp = Path(tmp)
+        self.tmp = temp_path(path, keep_suffix=True)
         self.size = size
         self.writer = cv2.VideoWriter(str(self.tmp), fourcc, fps, size)
         if not self.writer.isOpened():
             self.tmp.unlink(missing_ok=True)
-            raise OSError(f"{path}: cannot open a video writer for {suffix or 'this'} files")
+            raise OutputWriteError(f"{path}: cannot open a video writer for {suffix} files")
         self.frames = 0
 
     def write(self, frame: np.ndarray) -> None:
@@ -97,9 +218,28 @@ class AtomicVideoWriter:
 
     def commit(self) -> Path:
         self.writer.release()
-        os.chmod(self.tmp, 0o666 & ~_current_umask())
-        os.replace(self.tmp, self.path)
+        try:
+            self._check_complete()
+            _publish(self.tmp, self.path)
+        except BaseException:
+            self.tmp.unlink(missing_ok=True)
+            raise
         return self.path
+
+    def _check_complete(self) -> None:
+        """Raise :class:`OutputWriteError` unless the temp file plays with all its frames."""
+        capture = cv2.VideoCapture(str(self.tmp))
+        try:
+            readable = capture.isOpened()
+            count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if readable else 0
+        finally:
+            capture.release()
+        if not readable:
+            raise OutputWriteError(f"{self.path}: the written video is unreadable (disk full "
+                                   "or a write error?)")
+        if count < self.frames:
+            raise OutputWriteError(f"{self.path}: only {count} of {self.frames} frames reached "
+                                   "the file (disk full or a write error?)")
 
     def abort(self) -> None:
         self.writer.release()

@@ -6,14 +6,17 @@ Images are returned as OpenCV delivers them: HWC uint8/uint16, BGR(A) or gray.
 from __future__ import annotations
 
 import glob
+import os
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from runtime.media.manifest import listed_outputs
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff",
                               ".ppm", ".pgm", ".pbm", ".pnm", ".jp2", ".exr", ".hdr", ".gif"})
@@ -32,6 +35,43 @@ class InputError(Exception):
 
 def is_video(path: Path) -> bool:
     return path.suffix.lower() in VIDEO_EXTENSIONS
+
+
+# Formats that may hold several frames (animated GIF, WebP, APNG).
+ANIMATED_EXTENSIONS = frozenset({".gif", ".webp", ".png"})
+
+
+def animation_frames(path: Path) -> int:
+    """How many frames an image file holds (1 for a still or a format without animation)."""
+    suffix = path.suffix.lower()
+    if suffix not in ANIMATED_EXTENSIONS:
+        return 1
+    if suffix in (".png", ".webp"):
+        # Cheap signature checks first: an animated PNG has an acTL chunk before its image
+        # data, an animated WebP an ANIM chunk near the start; stills skip the decoder.
+        try:
+            with open(path, "rb") as handle:
+                head = handle.read(1 << 16)
+        except OSError:
+            return 1
+        if (b"acTL" if suffix == ".png" else b"ANIM") not in head:
+            return 1
+    try:
+        return max(1, int(cv2.imcount(str(path))))
+    except cv2.error:
+        return 1  # undecodable: read_image names the reason
+
+
+def read_animation(path: Path) -> tuple[list[np.ndarray], list[int]]:
+    """All frames of an animated image (HWC uint8 BGR(A)) and their durations in ms."""
+    try:
+        ok, animation = cv2.imreadanimation(str(path))
+    except cv2.error:
+        ok = False
+    if not ok or not animation.frames:
+        raise InputError(path, "corrupt or truncated animation")
+    durations = [int(d) for d in np.asarray(animation.durations).ravel()]
+    return list(animation.frames), durations
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -60,35 +100,105 @@ class FileInput:
     relative: Path
 
 
-def expand_inputs(inputs: list[str]) -> tuple[list[FileInput], list[InputError]]:
+@dataclass
+class InputSet:
+    """What :func:`expand_inputs` found: the inputs, the inputs that cannot be, and what it
+    passed over on purpose (never failures)."""
+
+    files: list[FileInput] = field(default_factory=list)
+    errors: list[InputError] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)          # hidden or not media
+    earlier_outputs: list[Path] = field(default_factory=list)  # our own earlier outputs
+
+
+def is_media(path: Path) -> bool:
+    """An image or video by its extension."""
+    return path.suffix.lower() in IMAGE_EXTENSIONS | VIDEO_EXTENSIONS
+
+
+def expand_inputs(inputs: list[str], exclude: Path | None = None) -> InputSet:
     """Files, folders (recursive) and globs -> ordered inputs with output-relative paths.
 
     A single folder maps its tree directly under the output root; with several inputs each
-    folder keeps its own name. Missing paths and empty globs come back as errors.
+    folder keeps its own name. Missing paths and empty globs come back as errors. In folders
+    and glob matches, hidden files and folders and files that are neither images nor videos
+    by extension are skipped (counted, not failures); so are the files that an earlier
+    ``cyclegan-run`` wrote there (its record, :mod:`runtime.media.manifest`) and everything
+    under ``exclude`` (this run's output folder): outputs are never read as inputs. A file named
+    directly is always an input.
     """
-    found: list[FileInput] = []
-    errors: list[InputError] = []
+    found = InputSet()
     single = len(inputs) == 1
+    excluded = Path(os.path.abspath(exclude)) if exclude is not None else None
     for raw in inputs:
         path = Path(raw)
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file())
+            passed_over = len(found.skipped) + len(found.earlier_outputs)
+            files = _walk(path, _strictly_below(excluded, path), found)
             base = Path() if single else Path(path.resolve().name)
-            found += [FileInput(p, base / p.relative_to(path)) for p in files]
+            found.files += [FileInput(p, base / p.relative_to(path)) for p in files]
             if not files:
-                errors.append(InputError(path, "empty folder"))
+                nothing_else = passed_over == len(found.skipped) + len(found.earlier_outputs)
+                found.errors.append(InputError(path, "empty folder" if nothing_else else
+                                               "no images or videos in this folder"))
         elif path.is_file():
-            found.append(FileInput(path, Path(path.name)))
+            found.files.append(FileInput(path, Path(path.name)))
         elif glob.has_magic(raw):
             matches = sorted(Path(p) for p in glob.glob(raw, recursive=True) if Path(p).is_file())
             if not matches:
-                errors.append(InputError(path, "pattern matches no files"))
+                found.errors.append(InputError(path, "pattern matches no files"))
             root = _glob_root(raw)
-            found += [FileInput(p, p.relative_to(root) if p.is_relative_to(root) else
-                                Path(p.name)) for p in matches]
+            kept = _filter(matches, _strictly_below(excluded, root), found)
+            found.files += [FileInput(p, p.relative_to(root) if p.is_relative_to(root) else
+                                      Path(p.name)) for p in kept]
         else:
-            errors.append(InputError(path, "no such file or folder"))
-    return found, errors
+            found.errors.append(InputError(path, "no such file or folder"))
+    return found
+
+
+def _walk(root: Path, excluded: Path | None, found: InputSet) -> list[Path]:
+    """Media files under ``root``, sorted, skipping what :func:`expand_inputs` says."""
+    files: list[Path] = []
+    for folder, subfolders, names in os.walk(root):
+        here = Path(folder)
+        if excluded is not None and _inside(here, excluded):
+            subfolders[:] = []
+            continue
+        subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+        files += _filter([here / name for name in sorted(names)], excluded, found)
+    return sorted(files)
+
+
+def _filter(paths: list[Path], excluded: Path | None, found: InputSet) -> list[Path]:
+    kept: list[Path] = []
+    listed: dict[Path, set[Path]] = {}
+    for path in paths:
+        if excluded is not None and _inside(path, excluded):
+            continue
+        if any(part.startswith(".") for part in path.parts[-1:]) or not is_media(path):
+            found.skipped.append(path)
+            continue
+        folder = path.parent
+        if folder not in listed:
+            listed[folder] = listed_outputs(folder)
+        if Path(os.path.abspath(path)) in listed[folder]:
+            found.earlier_outputs.append(path)
+            continue
+        kept.append(path)
+    return kept
+
+
+def _strictly_below(excluded: Path | None, root: Path) -> Path | None:
+    """``excluded`` when it lies inside ``root`` (an output folder within the inputs), else
+    None: an output folder that is the input folder itself is the planner's to refuse."""
+    if excluded is None:
+        return None
+    base = Path(os.path.abspath(root))
+    return excluded if excluded != base and excluded.is_relative_to(base) else None
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return Path(os.path.abspath(path)).is_relative_to(folder)
 
 
 def _glob_root(pattern: str) -> Path:

@@ -1,0 +1,84 @@
+"""Which files ``cyclegan-run`` wrote: the record that lets a rerun replace its own outputs and
+nothing else.
+
+Each output folder (a folder output's root, or a single output file's folder) holds a hidden
+``.cyclegan-run.jsonl``: one JSON line per output written, appended right after its rename, with
+the file's size and modification time. A file is ours only while it still has that size and
+time, so a user's file that took an output's name since, or an output the user edited, is not
+ours any more. Appending one short line is atomic on local file systems, so concurrent runs and
+a killed run leave a readable record (a torn last line is ignored).
+
+The same record keeps outputs from becoming inputs: a folder walk skips the files it lists.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+
+MANIFEST_NAME = ".cyclegan-run.jsonl"
+
+
+class OutputManifest:
+    """The record of one output folder; :meth:`record` is thread-safe."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.path = folder / MANIFEST_NAME
+        self._lock = threading.Lock()
+        self._entries = _read_entries(self.path)
+
+    def owns(self, path: Path) -> bool:
+        """Is ``path`` (inside :attr:`folder`) an output we wrote and nobody changed since?"""
+        entry = self._entries.get(self._key(path))
+        if entry is None:
+            return False
+        try:
+            stat = path.stat()
+        except OSError:
+            return False
+        return stat.st_size == entry["size"] and stat.st_mtime_ns == entry["mtime_ns"]
+
+    def record(self, path: Path, kind: str) -> None:
+        """Note ``path`` (just written, ``kind`` "image" / "video" / "animation") as ours."""
+        stat = path.stat()
+        key = self._key(path)
+        entry: dict[str, object] = {"path": key, "kind": kind, "size": stat.st_size,
+                                    "mtime_ns": stat.st_mtime_ns}
+        line = json.dumps(entry, sort_keys=True) + "\n"
+        with self._lock:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            # One write() of one line with O_APPEND: never interleaved with another writer's.
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+            try:
+                os.write(fd, line.encode())
+            finally:
+                os.close(fd)
+            self._entries[key] = entry
+
+    def _key(self, path: Path) -> str:
+        return Path(os.path.relpath(os.path.abspath(path), os.path.abspath(self.folder))).as_posix()
+
+
+def listed_outputs(folder: Path) -> set[Path]:
+    """Absolute paths of the outputs that ``folder``'s record lists (empty without one)."""
+    entries = _read_entries(folder / MANIFEST_NAME)
+    base = Path(os.path.abspath(folder))
+    return {Path(os.path.normpath(base / key)) for key in entries}
+
+
+def _read_entries(path: Path) -> dict[str, dict[str, object]]:
+    entries: dict[str, dict[str, object]] = {}
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return entries
+    for line in text.splitlines():
+        try:
+            entry = json.loads(line)
+            entries[str(entry["path"])] = entry
+        except (ValueError, KeyError, TypeError):
+            continue  # a torn line from a killed run, or not ours
+    return entries

@@ -1,0 +1,417 @@
+"""Nothing lost: cyclegan-run never replaces inputs or foreign files, never reads its outputs as
+inputs, never reports a partial output as a success, and cleans up after a killed run.
+
+Uses the bundled demo model (no torch) on tiny images and clips.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from runtime.cli import main as run_cli
+from runtime.demo import demo_model_path
+from runtime.media.manifest import MANIFEST_NAME, OutputManifest
+from runtime.media.outputs import OutputPlanError, plan_outputs
+from runtime.media.sinks import AtomicVideoWriter, OutputWriteError, remove_stale_parts
+from runtime.media.sources import expand_inputs
+from runtime.synthetic import natural_images
+
+MODEL = str(demo_model_path())
+
+
+def write_image(path: Path, image: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), image)
+    return path
+
+
+def write_video(path: Path, frames: int, size: tuple[int, int] = (48, 32), fps: float = 10.0,
+                fourcc: str = "mp4v") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*fourcc), fps, size)
+    for frame in natural_images(frames, size[1], size[0], seed=3):
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def run(*args: str | Path) -> object:
+    return CliRunner().invoke(run_cli, [str(a) for a in args])
+
+
+def visible(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")
+                  if p.is_file() and not any(part.startswith(".") for part in
+                                              p.relative_to(folder).parts))
+
+
+# ---- outputs never replace inputs or files the tool did not write -----------------------------
+
+def test_single_image_onto_itself_is_refused_before_any_work(tmp_path: Path) -> None:
+    src = write_image(tmp_path / "x.jpg", natural_images(1, 24, 32, seed=1)[0])
+    before = src.read_bytes()
+    result = run(MODEL, src, "-o", src)
+    assert result.exit_code == 2, result.output
+    assert "would replace the input" in result.output and "Traceback" not in result.output
+    assert src.read_bytes() == before
+    assert "model:" not in result.output  # refused before the model was even loaded
+
+
+def test_folder_onto_itself_is_refused(tmp_path: Path) -> None:
+    images = natural_images(2, 24, 32, seed=2)
+    a = write_image(tmp_path / "in" / "a.png", images[0])
+    write_image(tmp_path / "in" / "b.png", images[1])
+    before = a.read_bytes()
+    result = run(MODEL, tmp_path / "in", "-o", tmp_path / "in")
+    assert result.exit_code == 2 and "would replace inputs" in result.output, result.output
+    assert a.read_bytes() == before
+
+
+def test_video_onto_itself_is_refused(tmp_path: Path) -> None:
+    clip = write_video(tmp_path / "clip.mp4", 3)
+    before = clip.read_bytes()
+    result = run(MODEL, clip, "-o", clip)
+    assert result.exit_code == 2 and "would replace the input" in result.output
+    assert clip.read_bytes() == before
+
+
+def test_a_foreign_file_is_never_replaced_but_our_own_output_is(tmp_path: Path) -> None:
+    src = write_image(tmp_path / "in" / "a.png", natural_images(1, 24, 32, seed=3)[0])
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.png").write_bytes(b"the user's own file")
+    refused = run(MODEL, src.parent, "-o", out)
+    assert refused.exit_code == 2, refused.output
+    assert "exists and was not written by cyclegan-run" in refused.output
+    assert (out / "a.png").read_bytes() == b"the user's own file"
+
+    (out / "a.png").unlink()
+    assert run(MODEL, src.parent, "-o", out).exit_code == 0
+    again = run(MODEL, src.parent, "-o", out)  # our own earlier output: replaced
+    assert again.exit_code == 0, again.output
+    # an output the user changed since is theirs now
+    (out / "a.png").write_bytes(b"edited by the user")
+    assert run(MODEL, src.parent, "-o", out).exit_code == 2
+    assert (out / "a.png").read_bytes() == b"edited by the user"
+
+
+def test_output_inside_the_input_folder_is_never_read_back(tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    for i, image in enumerate(natural_images(2, 24, 32, seed=4)):
+        write_image(photos / f"{i}.png", image)
+    for _ in range(3):  # reruns must not translate the outputs again, nor nest them
+        result = run(MODEL, photos, "-o", photos / "out")
+        assert result.exit_code == 0, result.output
+        assert "translated 2 of 2" in result.output
+    assert visible(photos) == ["0.png", "1.png", "out/0.png", "out/1.png"]
+    # an earlier output folder elsewhere inside the inputs is recognised by its record
+    other = run(MODEL, photos, "-o", tmp_path / "elsewhere")
+    assert "translated 2 of 2" in other.output and "skipped 2 earlier output(s)" in other.output
+
+
+def test_collision_is_judged_on_the_final_name(tmp_path: Path) -> None:
+    """x.pgm is written as x.pgm.png (no colour PGM): the input x.pgm.png claims that name too."""
+    gray, colour = natural_images(2, 24, 32, seed=5)
+    write_image(tmp_path / "in" / "x.pgm", cv2.cvtColor(gray, cv2.COLOR_BGR2GRAY))
+    write_image(tmp_path / "in" / "x.pgm.png", colour)
+    outcomes = set()
+    for attempt in range(2):
+        out = tmp_path / f"out{attempt}"
+        result = run(MODEL, tmp_path / "in", "-o", out)
+        assert result.exit_code == 1, result.output
+        assert "already taken by" in result.output and "translated 1 of 2" in result.output
+        outcomes.add((out / "x.pgm.png").read_bytes())
+    assert len(outcomes) == 1  # the same input wins every time
+
+
+def test_one_file_name_for_several_inputs_is_refused(tmp_path: Path) -> None:
+    for i, image in enumerate(natural_images(2, 24, 32, seed=6)):
+        write_image(tmp_path / "in" / f"{i}.png", image)
+    result = run(MODEL, tmp_path / "in" / "0.png", tmp_path / "in" / "1.png",
+                 "-o", tmp_path / "two.jpg")
+    assert result.exit_code == 2 and "names one output file, but there are 2" in result.output
+    assert not (tmp_path / "two.jpg").exists()
+
+
+def test_results_location_is_printed(tmp_path: Path) -> None:
+    src = write_image(tmp_path / "a.png", natural_images(1, 24, 32, seed=7)[0])
+    result = run(MODEL, src, "-o", tmp_path / "res")
+    assert result.exit_code == 0 and f"results in {tmp_path / 'res'}" in result.output
+
+
+@pytest.mark.parametrize(("source", "target", "message"), [
+    ("clip.mp4", "out.png", "an image name, but"),
+    ("clip.mp4", "out.gif", "an image name, but"),
+    ("a.png", "out.mp4", "a video name, but"),
+])
+def test_output_kind_must_match_the_input(tmp_path: Path, source: str, target: str,
+                                          message: str) -> None:
+    if source.endswith(".mp4"):
+        write_video(tmp_path / source, 3)
+    else:
+        write_image(tmp_path / source, natural_images(1, 24, 32, seed=8)[0])
+    result = run(MODEL, tmp_path / source, "-o", tmp_path / target)
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert not (tmp_path / target).exists() and not (tmp_path / (target + ".png")).exists()
+
+
+def test_planner_refuses_in_the_library_too(tmp_path: Path) -> None:
+    src = write_image(tmp_path / "a.png", natural_images(1, 16, 16)[0])
+    with pytest.raises(OutputPlanError, match="would replace the input"):
+        plan_outputs(expand_inputs([str(src)]).files, src)
+
+
+# ---- folder walking: hidden and non-media files --------------------------------------------
+
+def test_hidden_and_non_media_files_are_skipped_not_failed(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    write_image(folder / "a.png", natural_images(1, 24, 32, seed=9)[0])
+    (folder / ".DS_Store").write_bytes(b"\0\1")
+    (folder / "notes.txt").write_text("hello")
+    (folder / "broken.jpg").write_bytes(b"not a jpeg at all")
+    result = run(MODEL, folder, "-o", tmp_path / "out")
+    assert result.exit_code == 1
+    assert "skipped 2 non-media file(s)" in result.output
+    assert "1 failed:" in result.output and "broken.jpg: corrupt or truncated" in result.output
+
+
+# ---- corrupt or partial output is a failure ---------------------------------------------------
+
+FULL_DISK = textwrap.dedent("""
+    import resource, signal, sys
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG
+    resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))
+    from runtime.cli import main
+    main({args!r})
+""")
+
+
+@pytest.mark.parametrize("kind", ["video", "image"])
+def test_a_full_disk_fails_the_output_and_leaves_nothing(tmp_path: Path, kind: str) -> None:
+    if kind == "video":
+        src = write_video(tmp_path / "clip.mp4", 40, size=(96, 64))
+        out = tmp_path / "out" / "clip.mp4"
+    else:
+        src = write_image(tmp_path / "big.png", natural_images(1, 256, 256, seed=11)[0])
+        out = tmp_path / "out" / "big.png"
+    code = FULL_DISK.format(limit=12_000, args=[MODEL, str(src), "-o", str(out), "-q"])
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"{src}:" in done.stdout and "translated 0 of 1" in done.stdout
+    assert "Traceback" not in done.stderr
+    assert visible(out.parent) == []  # no truncated output, no temp file
+    assert not [p for p in out.parent.iterdir() if ".part" in p.name]
+
+
+def test_video_writer_refuses_to_commit_a_short_file(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    writer = AtomicVideoWriter(tmp_path / "v.mp4", 10.0, (32, 24))
+    for frame in natural_images(4, 24, 32):
+        writer.write(frame)
+    writer.frames += 3  # as if three frames had been lost on the way to the disk
+    with pytest.raises(OutputWriteError, match="only 4 of 7 frames"):
+        writer.commit()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_truncated_video_reports_its_shortfall(tmp_path: Path) -> None:
+    clip = write_video(tmp_path / "clip.avi", 100, fourcc="MJPG")
+    data = clip.read_bytes()
+    clip.write_bytes(data[: len(data) * 3 // 10])  # the header still promises 100 frames
+    result = run(MODEL, clip, "-o", tmp_path / "out.avi")
+    assert result.exit_code == 0, result.output
+    assert "of the 100 frames its container announces" in result.output
+
+
+def test_animated_gif_keeps_every_frame_and_its_timing(tmp_path: Path) -> None:
+    animation = cv2.Animation()
+    animation.frames = list(natural_images(4, 24, 32, seed=12))
+    animation.durations = [80, 120, 80, 200]
+    assert cv2.imwriteanimation(str(tmp_path / "anim.gif"), animation)
+    result = run(MODEL, tmp_path / "anim.gif", "-o", tmp_path / "out.gif")
+    assert result.exit_code == 0, result.output
+    ok, back = cv2.imreadanimation(str(tmp_path / "out.gif"))
+    assert ok and len(back.frames) == 4
+    assert [int(d) for d in np.asarray(back.durations).ravel()] == [80, 120, 80, 200]
+
+
+# ---- leftovers -----------------------------------------------------------------------------
+
+def test_stale_temp_files_of_a_dead_process_are_removed(tmp_path: Path) -> None:
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    stale = tmp_path / f".clip.mp4.{dead}-abcd1234.part.mp4"
+    live = tmp_path / f".clip.mp4.{os.getpid()}-abcd1234.part.mp4"
+    user = tmp_path / ".notes.part"
+    for path in (stale, live, user):
+        path.write_bytes(b"x")
+    assert remove_stale_parts([tmp_path]) == [stale]
+    assert live.exists() and user.exists()
+
+
+@pytest.mark.slow
+def test_sigkill_mid_video_leaves_no_output_and_the_rerun_cleans_up(tmp_path: Path) -> None:
+    clip = write_video(tmp_path / "clip.mp4", 400, size=(256, 192), fps=25.0)
+    out = tmp_path / "out"
+    process = subprocess.Popen([sys.executable, "-m", "runtime", MODEL, str(clip), "-o",
+                                str(out / "clip.mp4"), "-q"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not list(out.glob(".clip.mp4.*.part.mp4")):
+        assert time.monotonic() < deadline and process.poll() is None, "no temp file appeared"
+        time.sleep(0.05)
+    time.sleep(0.3)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert visible(out) == []  # only a temp file: no half-written clip.mp4
+    rerun = run(MODEL, clip, "-o", out / "clip.mp4", "--max-side", "64")
+    assert rerun.exit_code == 0, rerun.output
+    assert "removed 1 stale temp file(s)" in rerun.output
+    assert not list(out.glob(".*.part*")) and visible(out) == ["clip.mp4"]
+
+
+# ---- live recordings ---------------------------------------------------------------------------
+
+def test_a_short_recording_keeps_the_source_rate(tmp_path: Path) -> None:
+    clip = write_video(tmp_path / "clip.mp4", 20, fps=12.0)
+    record = tmp_path / "rec.mp4"
+    result = run(MODEL, "--webcam", clip, "--no-display", "--max-frames", "3", "-o", record)
+    assert result.exit_code == 0, result.output
+    fps = cv2.VideoCapture(str(record)).get(cv2.CAP_PROP_FPS)
+    assert 2.0 < fps <= 12.0  # the measured rate, never the old 1 fps fallback
+    # our own recording may be replaced by the next one; a foreign file may not
+    assert run(MODEL, "--webcam", clip, "--no-display", "--max-frames", "2",
+               "-o", record).exit_code == 0
+    foreign = tmp_path / "mine.mp4"
+    foreign.write_bytes(b"user data")
+    refused = run(MODEL, "--webcam", clip, "--no-display", "-o", foreign)
+    assert refused.exit_code == 2 and foreign.read_bytes() == b"user data"
+
+
+def test_an_unwritable_recording_names_the_users_path(tmp_path: Path) -> None:
+    clip = write_video(tmp_path / "clip.mp4", 20)
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    record = blocker / "rec.mp4"
+    result = run(MODEL, "--webcam", clip, "--no-display", "--max-frames", "12", "-o", record)
+    assert result.exit_code == 2, result.output
+    assert f"{record}: cannot write here" in result.output and ".part" not in result.output
+
+
+# ---- command surface -----------------------------------------------------------------------
+
+def test_a_folder_given_as_the_model_is_named_as_such(tmp_path: Path) -> None:
+    result = run(tmp_path, "x.png", "-o", tmp_path / "o")
+    assert result.exit_code == 2 and f"{tmp_path}: is a folder" in result.output
+
+
+INTERRUPT_AT_IMPORT = textwrap.dedent("""
+    import sys
+    class Interrupt:
+        def find_spec(self, name, path=None, target=None):
+            if name == {module!r}:
+                raise KeyboardInterrupt  # as if Ctrl-C landed during this import
+    sys.meta_path.insert(0, Interrupt())
+    from {package} import main
+    main({args!r})
+""")
+
+
+@pytest.mark.parametrize(("package", "module", "args"), [
+    ("runtime.cli", "numpy", [MODEL, "x.png", "-o", "o"]),
+    ("runtime.bench.cli", "numpy", [MODEL]),
+])
+def test_ctrl_c_during_imports_is_one_line_and_exit_130(tmp_path: Path, package: str,
+                                                       module: str, args: list[str]) -> None:
+    write_image(tmp_path / "x.png", natural_images(1, 16, 16)[0])
+    code = INTERRUPT_AT_IMPORT.format(module=module, package=package, args=args)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=60)
+    assert done.returncode == 130, done.stderr
+    assert done.stderr.strip() == "interrupted"
+
+
+@pytest.mark.parametrize("module", ["runtime", "runtime.bench"])
+def test_version_and_python_m(module: str) -> None:
+    done = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0 and "version" in done.stdout, done.stderr
+
+
+def test_manifest_ignores_a_torn_line(tmp_path: Path) -> None:
+    out = tmp_path / "a.png"
+    out.write_bytes(b"png")
+    manifest = OutputManifest(tmp_path)
+    manifest.record(out, "image")
+    with open(tmp_path / MANIFEST_NAME, "a") as handle:
+        handle.write('{"path": "b.png", "si')  # killed mid-line
+    again = OutputManifest(tmp_path)
+    assert again.owns(out) and not again.owns(tmp_path / "b.png")
+    assert json.loads((tmp_path / MANIFEST_NAME).read_text().splitlines()[0])["kind"] == "image"
+
+
+# ---- memory, wrong reasons -----------------------------------------------------------------
+
+def test_a_huge_frame_fails_at_once_with_a_max_side_that_fits() -> None:
+    from runtime import Translator
+    from runtime.memory import FrameTooLargeError
+
+    translator = Translator(MODEL, providers="cpu")
+    huge = np.zeros((12000, 12000, 3), np.uint8)  # pages untouched: cheap to allocate
+    started = time.perf_counter()
+    with pytest.raises(FrameTooLargeError, match=r"12000x12000 frame needs about .* GiB.*"
+                                                 r"--max-side \d+") as caught:
+        translator(huge)
+    assert time.perf_counter() - started < 5  # not after the allocator gave up
+    side = int(str(caught.value).split("--max-side ")[1].split()[0])
+    from runtime.memory import available_bytes, check_fits
+    check_fits(translator.metadata, side, side)  # the suggestion itself fits
+    assert available_bytes() is not None
+
+
+def test_a_frame_too_large_is_a_named_failure_not_a_crash(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import runtime.memory
+
+    monkeypatch.setattr(runtime.memory, "available_bytes", lambda: 2 * 2**20)
+    src = write_image(tmp_path / "in" / "big.png", natural_images(1, 256, 256, seed=13)[0])
+    write_image(tmp_path / "in" / "small.png", natural_images(1, 16, 16, seed=14)[0])
+    result = run(MODEL, tmp_path / "in", "-o", tmp_path / "out")
+    assert result.exit_code == 1, result.output
+    assert "translated 1 of 2" in result.output
+    assert f"{src}: FrameTooLargeError" in result.output and "--max-side" in result.output
+
+
+def test_a_corrupt_model_under_opencv_is_called_corrupt(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.onnx"
+    data = Path(MODEL).read_bytes()
+    broken.write_bytes(data[: len(data) // 2])
+    write_image(tmp_path / "x.png", natural_images(1, 16, 16)[0])
+    result = run(broken, tmp_path / "x.png", "-o", tmp_path / "o", "--backend", "opencv")
+    assert result.exit_code == 2, result.output
+    assert "not a readable ONNX model" in result.output and "portable-pad" not in result.output
+
+
+def test_bench_checkpoint_without_the_pytorch_peer_is_an_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import runtime.bench.benchmark
+    from runtime.bench.cli import main as bench_cli
+
+    monkeypatch.setattr(runtime.bench.benchmark, "available_engines",
+                        lambda checkpoint=None: ["onnxruntime"])
+    (tmp_path / "c.pt").write_bytes(b"x")
+    result = CliRunner().invoke(bench_cli, [MODEL, "--checkpoint", str(tmp_path / "c.pt")])
+    assert result.exit_code == 2 and 'pip install "cyclegan-toolkit[export]"' in result.output
