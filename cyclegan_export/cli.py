@@ -1,14 +1,19 @@
-"""``cyclegan-export MODEL.pt MODEL.onnx``: parse options, call :func:`export_onnx`, print."""
+"""``cyclegan-export MODEL.pt MODEL.onnx``: parse options, call :func:`export_onnx`, print.
+
+Imports nothing heavy at module level: ``--help`` and ``--version`` work without torch, and an
+output that must not be written is refused before torch is imported.
+"""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
-from runtime.metadata import MetadataError
+from training import __version__
+from training.cli_common import Command, heavy_imports, interrupted, one_line_warnings
 
 
 def _parse_hw(value: str | None) -> tuple[int, int] | None:
@@ -20,16 +25,30 @@ def _parse_hw(value: str | None) -> tuple[int, int] | None:
     return int(parts[0]), int(parts[1])
 
 
-def _fail(message: str, debug: bool, exc: BaseException) -> None:
+def _fail(message: str, debug: bool, exc: BaseException) -> NoReturn:
     if debug:
         raise exc
     click.echo(f"error: {message}", err=True)
     sys.exit(2)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+def _output(positional: Path | None, option: Path | None) -> Path:
+    """OUTPUT as the second argument or as ``-o/--output``; one of them is required."""
+    if positional is not None and option is not None and positional != option:
+        raise click.UsageError(f"OUTPUT given twice ({positional}, -o {option}); give one")
+    chosen = positional if positional is not None else option
+    if chosen is None:
+        raise click.UsageError("missing argument OUTPUT (the .onnx file to write)")
+    return chosen
+
+
+@click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="cyclegan-export",
+                      message="%(prog)s %(version)s")
 @click.argument("source", type=click.Path(path_type=Path))
 @click.argument("output", type=click.Path(path_type=Path), required=False)
+@click.option("-o", "--output", "output_option", type=click.Path(path_type=Path),
+              help="The .onnx file to write (instead of the OUTPUT argument).")
 @click.option("--info", "info", is_flag=True,
               help="Print the metadata of SOURCE (an exported .onnx) and exit.")
 @click.option("--direction", type=click.Choice(["AtoB", "BtoA"]), default="AtoB",
@@ -41,9 +60,11 @@ def _fail(message: str, debug: bool, exc: BaseException) -> None:
 @click.option("--norm", type=click.Choice(["instance", "batch", "none"]),
               help="Override the normalisation read from the file.")
 @click.option("--dropout/--no-dropout", default=None, help="Override dropout (official "
-              "--no_dropout); only key layout differs at inference.")
+              "--no_dropout). A ResNet's is read from its keys; a U-Net's cannot be read and is "
+              "recorded as unknown unless given. Inference is the same either way.")
 @click.option("--static", "static", metavar="HxW", help="Fixed height and width.")
-@click.option("--batch", type=int, help="Fixed batch size (default: dynamic).")
+@click.option("--batch-size", "--batch", "batch", type=int,
+              help="Fixed batch size (default: dynamic).")
 @click.option("--opset", type=int, default=17, show_default=True)
 @click.option("--io", "io_kind", type=click.Choice(["float", "uint8"]), default="float",
               show_default=True, help="uint8: NHWC uint8 frames in and out, conversion inside "
@@ -58,10 +79,12 @@ def _fail(message: str, debug: bool, exc: BaseException) -> None:
 @click.option("--portable-pad", is_flag=True,
               help="Reflect padding without the reflect Pad operator (TensorRT/CoreML/OpenCV).")
 @click.option("--no-verify", is_flag=True, help="Skip the verification against PyTorch.")
+@click.option("-q", "--quiet", is_flag=True, help="No report; errors only.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def main(source: Path, output: Path | None, info: bool, static: str | None, debug: bool,
-         no_verify: bool, generator_name: str | None, ngf: int | None, norm: str | None,
-         dropout: bool | None, **options: Any) -> None:
+def main(source: Path, output: Path | None, output_option: Path | None, info: bool,
+         static: str | None, quiet: bool, debug: bool, no_verify: bool,
+         generator_name: str | None, ngf: int | None, norm: str | None, dropout: bool | None,
+         **options: Any) -> None:
     """Export a CycleGAN generator (training checkpoint or official latest_net_G*.pth) to ONNX,
     verified against PyTorch.
 
@@ -70,20 +93,30 @@ def main(source: Path, output: Path | None, info: bool, static: str | None, debu
     cyclegan-export latest_net_G_A.pth horse2zebra.onnx --io uint8 --simplify
     cyclegan-export --info h2z.onnx
     """
+    one_line_warnings()
     if info:
-        from runtime.metadata import read_metadata
+        from runtime.metadata import MetadataError, read_metadata
 
         try:
             click.echo(read_metadata(source).describe())
         except MetadataError as exc:
             _fail(str(exc), debug, exc)
         return
-    if output is None:
-        raise click.UsageError("missing argument OUTPUT (the .onnx file to write)")
-    overrides: dict[str, Any] = {}
-    if generator_name is not None:
+    target = _output(output, output_option)
+    from cyclegan_export.output import OutputError, check_output
+
+    try:
+        check_output(source, target)  # before any work: never onto the source or a foreign file
+    except OutputError as exc:
+        _fail(str(exc), debug, exc)
+    with heavy_imports("cyclegan-export", "export", modules=("torch", "onnx")):
+        from cyclegan_export.export import ExportError, export_onnx
+        from runtime.metadata import MetadataError
+        from training.checkpoint import CheckpointError
         from training.networks import GENERATORS
 
+    overrides: dict[str, Any] = {}
+    if generator_name is not None:
         if generator_name not in GENERATORS:
             raise click.BadParameter(f"{generator_name!r}: choose from {', '.join(GENERATORS)}",
                                      param_hint="--generator")
@@ -92,18 +125,15 @@ def main(source: Path, output: Path | None, info: bool, static: str | None, debu
         if value is not None:
             overrides[key] = value
 
-    from cyclegan_export.export import ExportError, export_onnx
-    from training.checkpoint import CheckpointError
-
     try:
-        report = export_onnx(source, output, overrides=overrides, static_size=_parse_hw(static),
+        report = export_onnx(source, target, overrides=overrides, static_size=_parse_hw(static),
                              verify=not no_verify, **options)
     except (ExportError, CheckpointError, MetadataError) as exc:
         _fail(str(exc), debug, exc)
     except KeyboardInterrupt:
-        click.echo(f"interrupted: nothing was written to {output}", err=True)
-        sys.exit(130)
+        interrupted(f"interrupted: nothing was written to {target}")
     except Exception as exc:  # noqa: BLE001 - last resort: one line, traceback with --debug
         _fail(f"{source}: export failed ({type(exc).__name__}: {exc})".splitlines()[0], debug,
               exc)
-    click.echo(report.summary())
+    if not quiet:
+        click.echo(report.summary())

@@ -2,7 +2,8 @@
 
 The model is built in memory, written to a temp file next to the output, verified from that
 file the way users will run it, and only then renamed into place: a failed or interrupted
-export leaves nothing at the output path.
+export leaves nothing at the output path. The output is never the source nor a file that is
+not an earlier export of ours (see :mod:`cyclegan_export.output`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,13 @@ import torch
 from torch import nn
 
 from cyclegan_export import quantize
+from cyclegan_export.output import (
+    OutputError,
+    check_output,
+    lock_temp,
+    remove_stale_temps,
+    temp_affixes,
+)
 from cyclegan_export.source import GeneratorSource, load_generator
 from cyclegan_export.verify import (
     Check,
@@ -128,9 +136,11 @@ def read_calibration_images(folder: Path, limit: int = 64) -> list[np.ndarray]:
     return images
 
 
-def _check_output_path(output: Path) -> None:
-    if output.is_dir():
-        raise ExportError(f"{output}: is a directory; give a file name such as model.onnx")
+def _check_output_path(source: Path, output: Path) -> None:
+    try:
+        check_output(source, output)
+    except OutputError as exc:
+        raise ExportError(str(exc)) from None
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -175,7 +185,7 @@ def export_onnx(
     calibrated on the images in ``calibration``). Raises :class:`ExportError` (one line) when
     the input is unusable or a verification fails; nothing is left at ``output`` then.
     """
-    started = time.perf_counter()
+    started, started_wall = time.perf_counter(), time.time()
     source, output = Path(source), Path(output)
     if io_kind not in ("float", "uint8"):
         raise ExportError(f"io must be float or uint8, got {io_kind!r}")
@@ -187,7 +197,8 @@ def export_onnx(
         raise ExportError(f"opset {opset} is too old; use {MIN_OPSET} or newer")
     if batch is not None and batch < 1:
         raise ExportError(f"--batch must be >= 1, got {batch}")
-    _check_output_path(output)
+    _check_output_path(source, output)
+    remove_stale_temps(output, started_wall)
     calibration_images = (read_calibration_images(Path(calibration))
                           if calibration is not None else None)
 
@@ -195,7 +206,7 @@ def export_onnx(
     spec = src.spec
     _parse_static(static_size, spec.size_multiple, spec.min_size)
     meta = ModelMetadata(
-        architecture=spec.name, generator=spec.to_dict(), direction=src.direction,
+        architecture=spec.name, generator=src.spec_record(), direction=src.direction,
         source_domain=src.source_domain, target_domain=src.target_domain, io=io_kind,
         layout="NHWC" if io_kind == "uint8" else "NCHW",
         value_range=(0.0, 255.0) if io_kind == "uint8" else (-1.0, 1.0),
@@ -221,15 +232,15 @@ def export_onnx(
     _set_metadata(model, meta)
 
     report = ExportReport(source, output, meta, src.kind)
+    prefix, suffix = temp_affixes(output)
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".tmp",
-                                        dir=output.parent)
+        fd, tmp_name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=output.parent)
     except OSError as exc:
         raise ExportError(f"{output.parent}: cannot write there ({exc.strerror or exc})") \
             from None
-    os.close(fd)
     tmp = Path(tmp_name)
     try:
+        lock_temp(fd)  # in use until closed: a concurrent export's cleanup leaves it alone
         try:
             onnx.save_model(model, str(tmp), save_as_external_data=False)
             with open(tmp, "rb") as handle:  # durable before the rename makes it visible
@@ -246,6 +257,7 @@ def export_onnx(
         os.replace(tmp, output)
     finally:
         tmp.unlink(missing_ok=True)
+        os.close(fd)
     report.size_bytes = output.stat().st_size
     report.seconds = time.perf_counter() - started
     return report

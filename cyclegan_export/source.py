@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from training.checkpoint import (
     load_torch_file,
 )
 from training.networks import GeneratorSpec
-from training.pretrained import generator_from_state
+from training.pretrained import generator_from_state, unreadable_fields
 
 # direction -> (key in the checkpoint's "generators", source domain field, target domain field)
 DIRECTIONS = {
@@ -46,6 +46,12 @@ class GeneratorSource:
     crop_size: int | None
     path: Path
     sha256: str
+    # Spec fields neither the file nor the user said (e.g. a U-Net's dropout: no weights).
+    unknown: frozenset[str] = field(default_factory=frozenset)
+
+    def spec_record(self) -> dict[str, Any]:
+        """The spec as the model's metadata records it: fields nobody could tell are None."""
+        return {k: (None if k in self.unknown else v) for k, v in self.spec.to_dict().items()}
 
 
 def file_sha256(path: Path) -> str:
@@ -101,5 +107,6 @@ def load_generator(path: str | Path, direction: str = "AtoB",
                               f"(it holds a {type(data).__name__})")
     net, spec = generator_from_state(data, overrides, str(path))
     source, target = ("A", "B") if direction == "AtoB" else ("B", "A")
+    given = {k for k, v in (overrides or {}).items() if v is not None}
     return GeneratorSource(net, spec, "generator state_dict", direction, source, target,
-                           None, path, file_sha256(path))
+                           None, path, file_sha256(path), unreadable_fields(spec) - given)

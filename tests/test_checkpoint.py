@@ -41,7 +41,8 @@ def test_plain_pickle_file_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("content", "reason"),
-    [(None, "no such file"), (b"", "empty file"), (b"hello, not a checkpoint", "not a")],
+    [(None, "no such file"), (b"", "empty file"),
+     (b"hello, not a checkpoint", "is not a PyTorch file")],
 )
 def test_bad_files_get_one_line_naming_file_and_reason(tmp_path: Path, content: bytes | None,
                                                        reason: str) -> None:
@@ -86,3 +87,40 @@ def test_crash_during_save_leaves_previous_checkpoint_intact(
     state = load_torch_file(path)
     assert state["step"] == 1 and torch.equal(state["w"], torch.arange(4.0))
     assert [p.name for p in tmp_path.iterdir()] == ["latest.pt"]  # no temp file left behind
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the TorchScript exporter's notes
+@pytest.mark.parametrize("name", ["model.onnx", "renamed.pt"])
+def test_onnx_file_is_named_as_onnx_not_as_code(tmp_path: Path, name: str) -> None:
+    import io
+
+    buffer = io.BytesIO()
+    torch.onnx.export(torch.nn.Conv2d(3, 3, 1), (torch.zeros(1, 3, 4, 4),), buffer,
+                      dynamo=False)
+    path = tmp_path / name
+    path.write_bytes(buffer.getvalue())
+    with pytest.raises(CheckpointError) as info:
+        load_torch_file(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: is an ONNX model, not a PyTorch checkpoint")
+    assert "code" not in message and "\n" not in message
+
+
+def test_directory_is_named_as_a_directory(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match=f"{tmp_path}: is a directory"):
+        load_torch_file(tmp_path)
+
+
+def test_temp_file_pattern_matches_the_writers_names_and_nothing_else(tmp_path: Path) -> None:
+    import tempfile
+
+    pattern = ckpt.temp_file_pattern(r"latest\.pt|step_\d+\.pt")
+    for name in ("latest.pt", "step_0000020.pt"):
+        for _ in range(20):  # mkstemp's own random names
+            prefix, suffix = ckpt.temp_affixes(name)
+            fd, made = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=tmp_path)
+            os.close(fd)
+            assert pattern.fullmatch(Path(made).name), made
+    for name in (".latest.pt.tmp", "latest.pt.abcdefgh.tmp", ".other.pt.abcdefgh.tmp",
+                 ".latest.pt.abcdefgh.tmp.bak", ".latest.pt.ABCDEFGH.tmp", "latest.pt"):
+        assert not pattern.fullmatch(name), name

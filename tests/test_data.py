@@ -73,6 +73,34 @@ def test_broken_files_are_skipped_with_one_warning_naming_them(tmp_path: Path) -
         assert name in message
 
 
+def test_hidden_files_and_run_folders_are_passed_over_silently(tmp_path: Path) -> None:
+    import warnings
+
+    from training.run_dir import MARKER_NAME
+
+    folder = tmp_path / "trainA"
+    write_domain(folder, 2, np.random.default_rng(0))
+    picture = (folder / "img_000.png").read_bytes()
+    (folder / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    (folder / "._img_000.png").write_bytes(b"\0\5\x16\7 AppleDouble")  # macOS resource fork
+    (folder / ".thumbs").mkdir()
+    (folder / ".thumbs" / "t.png").write_bytes(picture)
+    run = folder / "my_run"  # a training run folder: recognised by its marker, not its name
+    (run / "samples").mkdir(parents=True)
+    (run / MARKER_NAME).write_text('{"format": "cyclegan-toolkit/run", "run_id": "x"}')
+    (run / "samples" / "step_0000001.png").write_bytes(picture)
+    lookalike = folder / "other"  # the same layout without the marker is just data
+    (lookalike / "samples").mkdir(parents=True)
+    (lookalike / "samples" / "step_0000001.png").write_bytes(picture)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing above is worth a warning
+        files = scan_images(folder)
+
+    assert [p.relative_to(folder).as_posix() for p in files] == [
+        "img_000.png", "img_001.png", "other/samples/step_0000001.png"]
+
+
 def test_file_that_breaks_after_the_scan_is_replaced_at_load_time(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     write_domain(tmp_path / "trainA", 2, rng, suffix=".jpg")

@@ -188,7 +188,7 @@ def test_not_a_checkpoint(tmp_path: Path) -> None:
     path = tmp_path / "notes.pt"
     path.write_text("just some text")
     code, output = _cli(str(path), str(tmp_path / "o.onnx"))
-    assert code == 2 and "notes.pt: not a" in output and output.count("\n") == 1
+    assert code == 2 and "notes.pt: is not a PyTorch file" in output and output.count("\n") == 1
 
 
 def test_unknown_architecture(tmp_path: Path) -> None:
@@ -306,3 +306,93 @@ def test_int8_without_calibration_is_refused(tiny_checkpoint: Path, tmp_path: Pa
     code, output = _cli(str(tiny_checkpoint), str(tmp_path / "o.onnx"), "--precision", "int8")
     assert code == 2 and "needs --calibration DIR" in output
     assert not (tmp_path / "o.onnx").exists()
+
+
+# ---- never onto the source, never over a file that is not ours (issue 9) -------------------
+
+def test_export_onto_its_own_source_is_refused_and_the_source_kept(tiny_checkpoint: Path,
+                                                                   tmp_path: Path) -> None:
+    source = tmp_path / "c.pt"
+    source.write_bytes(tiny_checkpoint.read_bytes())
+    before = source.read_bytes()
+    alias = tmp_path / "alias.onnx"  # another name for the same file
+    alias.symlink_to(source)
+    for output in (source, alias):
+        code, text = _cli(str(source), str(output))
+        assert code == 2 and text.count("\n") == 1
+        assert f"{output}: is the file being exported" in text
+    assert source.read_bytes() == before
+    with pytest.raises(ExportError, match="is the file being exported"):
+        export_onnx(source, source)
+    assert source.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["alias.onnx", "c.pt"] and alias.is_symlink()
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the TorchScript exporter's notes
+@pytest.mark.parametrize("kind", ["text", "checkpoint", "foreign onnx"])
+def test_existing_file_that_is_not_our_export_is_not_replaced(tiny_checkpoint: Path,
+                                                             tmp_path: Path, kind: str) -> None:
+    output = tmp_path / "out.onnx"
+    if kind == "text":
+        output.write_text("my notes")
+    elif kind == "checkpoint":
+        output.write_bytes(tiny_checkpoint.read_bytes())
+    else:  # a valid ONNX model, but not one of ours (no cyclegan-toolkit metadata)
+        torch.onnx.export(torch.nn.Conv2d(3, 3, 1), (torch.zeros(1, 3, 4, 4),), str(output),
+                          dynamo=False)
+    before = output.read_bytes()
+    code, text = _cli(str(tiny_checkpoint), str(output))
+    assert code == 2 and text.count("\n") == 1
+    assert f"{output}: exists and is not a model exported by cyclegan-export" in text
+    assert output.read_bytes() == before
+
+
+def test_an_earlier_export_of_ours_is_replaced(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    output = tmp_path / "m.onnx"
+    export_onnx(tiny_checkpoint, output, verify=False)
+    code, text = _cli(str(tiny_checkpoint), str(output), "--direction", "BtoA", "--no-verify")
+    assert code == 0, text
+    assert read_metadata(output).direction == "BtoA"
+
+
+def test_stale_temp_files_of_a_killed_export_are_removed_only_if_ours_and_unused(
+        tiny_checkpoint: Path, tmp_path: Path) -> None:
+    import fcntl
+
+    old = 1_000_000_000  # 2001: long before this process started
+    stale = [tmp_path / ".m.onnx.abcd1234.tmp", tmp_path / ".other.onnx.x_y9zz00.tmp"]
+    kept = [tmp_path / ".latest.pt.abcd1234.tmp",  # a trainer's, not ours
+            tmp_path / ".m.onnx.tmp", tmp_path / "m.onnx.abcd1234.tmp",  # not our pattern
+            tmp_path / ".busy.onnx.abcd1234.tmp"]  # locked: an export running right now
+    for path in stale + kept:
+        path.write_bytes(b"\0" * 100)
+        os.utime(path, (old, old))
+    busy = os.open(kept[-1], os.O_RDONLY)
+    fcntl.flock(busy, fcntl.LOCK_EX)
+    try:
+        export_onnx(tiny_checkpoint, tmp_path / "m.onnx", verify=False)
+    finally:
+        os.close(busy)
+    assert [p.exists() for p in stale] == [False, False]
+    assert all(p.exists() for p in kept)
+
+
+@pytest.mark.parametrize(("name", "given", "recorded"), [
+    ("unet_128", [], None),          # no weights tell a U-Net's dropout: unknown, not False
+    ("unet_128", ["--dropout"], True),
+    ("unet_128", ["--no-dropout"], False),
+    ("resnet_6blocks", [], False),   # a ResNet's dropout shifts keys: read from the file
+])
+def test_metadata_records_dropout_only_when_known(tmp_path: Path, name: str, given: list[str],
+                                                  recorded: bool | None) -> None:
+    path, _ = official_file(tmp_path, name)
+    out = tmp_path / "g.onnx"
+    code, text = _cli(str(path), str(out), "--no-verify", *given)
+    assert code == 0, text
+    assert read_metadata(out).generator["dropout"] is recorded
+
+
+def test_training_checkpoint_records_its_configured_dropout(tiny_checkpoint: Path,
+                                                            tmp_path: Path) -> None:
+    export_onnx(tiny_checkpoint, tmp_path / "m.onnx", verify=False)
+    assert read_metadata(tmp_path / "m.onnx").generator["dropout"] is False

@@ -99,3 +99,15 @@ def test_batchnorm_resnet_without_dropout_is_not_mistaken_for_dropout() -> None:
     spec = generator_spec("resnet_6blocks", ngf=8, norm="batch")
     found = infer_generator_spec(build_generator(spec).state_dict())
     assert found == spec
+
+
+@pytest.mark.parametrize(("name", "unreadable"), [("unet_128", {"dropout"}),
+                                                  ("resnet_6blocks", set())])
+def test_unet_dropout_cannot_be_read_from_weights(name: str, unreadable: set) -> None:
+    from training.pretrained import unreadable_fields
+
+    with_dropout = build_generator(generator_spec(name, ngf=8, dropout=True)).state_dict()
+    without = build_generator(generator_spec(name, ngf=8)).state_dict()
+    same_weights = with_dropout.keys() == without.keys()
+    assert same_weights == (name.startswith("unet"))  # why it cannot be read: no trace
+    assert unreadable_fields(infer_generator_spec(without)) == unreadable

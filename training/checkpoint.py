@@ -5,6 +5,7 @@ A checkpoint is a dict of plain data (tensors, numbers, strings, lists, dicts)::
     format        "cyclegan-toolkit/checkpoint"
     version       CHECKPOINT_VERSION
     config        the full resolved TrainConfig as a dict
+    run_id        the run it belongs to (see training/run_dir.py); absent in older files
     step, epoch   optimisation steps done; epoch in progress (0-based)
     batch_in_epoch  batches of ``epoch`` already consumed (to resume mid-epoch)
     generators    {"G_AB": spec+state, "G_BA": spec+state}  (G: A->B, F: B->A)
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import tempfile
 import warnings
 from pathlib import Path
@@ -36,11 +38,34 @@ class CheckpointError(Exception):
     """A model or checkpoint file cannot be used; the message names the file and the reason."""
 
 
+# The first bytes of what torch.save writes: a zip archive (the default since PyTorch 1.6) or,
+# for older files such as the official pretrained generators, a pickle (protocol 2: 0x80 0x02).
+_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_MAGIC = b"\x80"
+# An ONNX file is a protobuf ModelProto: field 1 (ir_version, varint; tag byte 0x08) comes
+# first, then a small version number and the tag of another ModelProto field.
+_ONNX_NEXT_TAGS = frozenset({0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x72})
+
+
+def _looks_like_onnx(path: Path, head: bytes) -> bool:
+    if head.startswith((_ZIP_MAGIC, _PICKLE_MAGIC)):
+        return False
+    if path.suffix.lower() == ".onnx":
+        return True
+    return len(head) >= 3 and head[0] == 0x08 and 0 < head[1] < 0x80 and head[2] in _ONNX_NEXT_TAGS
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def load_torch_file(path: str | Path) -> Any:
     """``torch.load(path, map_location="cpu", weights_only=True)`` with one-line errors.
 
-    Raises :class:`CheckpointError` for a missing or unreadable file, a file that is not a
-    PyTorch file, and a pickle that would run code (refused by the weights-only unpickler).
+    Raises :class:`CheckpointError` naming the file and the real reason: missing, a directory,
+    empty, an ONNX model, not a PyTorch file, or a pickle that would run code (refused by the
+    weights-only unpickler, never executed).
     """
     path = Path(path)
     if not path.exists():
@@ -50,22 +75,39 @@ def load_torch_file(path: str | Path) -> Any:
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: empty file")
     try:
+        with open(path, "rb") as handle:
+            head = handle.read(16)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if _looks_like_onnx(path, head):
+        raise CheckpointError(f"{path}: is an ONNX model, not a PyTorch checkpoint (ONNX files "
+                              "are what cyclegan-export writes; give the .pt/.pth it came from)")
+    try:
         with warnings.catch_warnings():
             # e.g. "Detected pickle protocol 4": noise next to the one-line error we give.
             warnings.simplefilter("ignore", UserWarning)
             return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
-            raise CheckpointError(
-                f"{path}: refused to load: it contains Python objects or code, not only weights "
-                "(loaded with weights_only=True, nothing was executed)"
-            ) from None
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({first})") from None
     except Exception as exc:  # noqa: BLE001 - garbage bytes make the unpickler raise anything
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        first = f"{type(exc).__name__}: {first}" if first else type(exc).__name__
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({first})") from None
+        raise CheckpointError(f"{path}: {_load_failure_reason(exc, head)}") from None
+
+
+def _load_failure_reason(exc: Exception, head: bytes) -> str:
+    """Why ``torch.load(weights_only=True)`` failed, in words, from its exception."""
+    message = str(exc)
+    if isinstance(exc, pickle.UnpicklingError) and "GLOBAL" in message.upper():
+        # The weights-only unpickler met a reference to a Python callable or class.
+        return ("refused to load: it contains Python objects or code, not only weights "
+                "(loaded with weights_only=True, nothing was executed)")
+    if head.startswith(_ZIP_MAGIC):
+        return f"is a zip archive but not a PyTorch file ({_first_line(exc)})"
+    if head.startswith(_PICKLE_MAGIC):
+        # A pickle, but not one torch.save wrote (e.g. pickle.dump of arbitrary objects).
+        reason = message.split("WeightsUnpickler error:")[-1] if isinstance(
+            exc, pickle.UnpicklingError) else _first_line(exc)
+        detail = next((line.strip() for line in reason.splitlines() if line.strip()),
+                      type(exc).__name__)
+        return f"is not a PyTorch file (a Python pickle torch.load cannot read safely: {detail})"
+    return "is not a PyTorch file (neither the zip nor the pickle format torch.save writes)"
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
@@ -75,7 +117,8 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    prefix, suffix = temp_affixes(path.name)
+    fd, tmp_name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             torch.save(obj, handle)
@@ -87,6 +130,22 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
         Path(tmp_name).unlink(missing_ok=True)
         raise
     _fsync_directory(path.parent)
+
+
+def temp_affixes(name: str) -> tuple[str, str]:
+    """``(prefix, suffix)`` of the temp file an atomic write of ``name`` goes through.
+
+    ``mkstemp`` puts 8 random characters between them: ``.latest.pt.k3j9_x0a.tmp``. Hidden, so
+    a folder listing (or a data scan) passes over it; :func:`temp_file_pattern` matches it.
+    """
+    return f".{name}.", ".tmp"
+
+
+def temp_file_pattern(name_regex: str) -> re.Pattern[str]:
+    """Full-match pattern of the temp files :func:`temp_affixes` names for targets that match
+    ``name_regex`` (e.g. ``r"latest\\.pt|step_\\d+\\.pt"``): only our own leftovers match it."""
+    # CPython's mkstemp: 8 characters of a-z, 0-9 and "_" between prefix and suffix.
+    return re.compile(rf"\.(?:{name_regex})\.[a-z0-9_]{{8}}\.tmp")
 
 
 def current_umask() -> int:

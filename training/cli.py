@@ -1,23 +1,22 @@
-"""``cyclegan-train DATAROOT --out RUN_DIR``: parse options, call :func:`training.trainer.train`."""
+"""``cyclegan-train DATAROOT -o RUN_DIR``: parse options, call :func:`training.trainer.train`.
+
+Imports nothing heavy at module level: ``--help`` and ``--version`` work without torch.
+"""
 
 from __future__ import annotations
 
 import sys
-import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from training.checkpoint import CheckpointError, load_checkpoint
-from training.config import (
-    RESUMABLE_OPTIONS,
-    ConfigError,
-    TrainConfig,
-    from_dict,
-    load_config_file,
-)
-from training.data import DataError
+from training import __version__
+from training.cli_common import Command, heavy_imports, interrupted, one_line_warnings
+from training.run_dir import RunDirError, RunFolder
+
+if TYPE_CHECKING:
+    from training.config import TrainConfig
 
 # command-line option -> config field, for the overrides that are plain values.
 _OVERRIDES = {
@@ -30,15 +29,11 @@ _OVERRIDES = {
 }
 
 
-def _show_warning(message: Any, category: type[Warning], filename: str, lineno: int,
-                  file: Any = None, line: str | None = None) -> None:
-    # One line per warning, without the source location: these are messages for users.
-    click.echo(f"warning: {message}", err=True)
-
-
 def build_config(dataroot: Path, config_file: Path | None, overrides: dict[str, Any],
                  resume_state: dict[str, Any] | None) -> TrainConfig:
     """Defaults < checkpoint (when resuming) or config file < command-line overrides."""
+    from training.config import RESUMABLE_OPTIONS, ConfigError, from_dict, load_config_file
+
     if resume_state is not None:
         base = from_dict(resume_state["config"])
         changed = {k: v for k, v in overrides.items() if getattr(base, k) != v}
@@ -53,10 +48,32 @@ def build_config(dataroot: Path, config_file: Path | None, overrides: dict[str, 
     return from_dict(values)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+def _run_dir(output: Path | None, out_alias: Path | None) -> Path:
+    """``-o/--output``, or its hidden older spelling ``--out``; one of them is required."""
+    if output is not None and out_alias is not None and output != out_alias:
+        raise click.UsageError(f"-o/--output and --out name different folders ({output}, "
+                               f"{out_alias}); give one")
+    chosen = output if output is not None else out_alias
+    if chosen is None:
+        raise click.UsageError("Missing option '-o' / '--output' (the run folder).")
+    return chosen
+
+
+def _check_not_a_data_folder(run_dir: Path, dataroot: Path) -> None:
+    # A run folder inside trainA/ is fine (the data scan skips it); one that IS trainA/ would
+    # put its samples among the images.
+    for domain in ("trainA", "trainB"):
+        if (dataroot / domain).exists() and run_dir.resolve() == (dataroot / domain).resolve():
+            raise RunDirError(f"{run_dir}: is the data folder {domain}/; choose another -o")
+
+
+@click.command(cls=Command, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="cyclegan-train",
+                      message="%(prog)s %(version)s")
 @click.argument("dataroot", type=click.Path(path_type=Path))
-@click.option("--out", "run_dir", required=True, type=click.Path(path_type=Path),
-              help="Run folder: checkpoints/, samples/, config.yaml, loss_log.jsonl.")
+@click.option("-o", "--output", "run_dir", type=click.Path(path_type=Path),
+              help="Run folder (required): checkpoints/, samples/, config.yaml, loss_log.jsonl.")
+@click.option("--out", "run_dir_alias", type=click.Path(path_type=Path), hidden=True)
 @click.option("--config", "config_file", type=click.Path(path_type=Path),
               help="YAML or JSON file of options (see training/config.py); flags override it.")
 @click.option("--generator", help="resnet_9blocks | resnet_6blocks | unet_256 | unet_128")
@@ -82,41 +99,64 @@ def build_config(dataroot: Path, config_file: Path | None, overrides: dict[str, 
 @click.option("--checkpoint-every", type=int, help="Steps between history checkpoints (1000).")
 @click.option("--resume", is_flag=False, flag_value="latest", default=None, metavar="[CKPT]",
               help="Continue a run: from RUN_DIR/checkpoints/latest.pt, or from CKPT.")
-@click.option("--no-progress", is_flag=True, help="No progress bar (logs still written).")
+@click.option("-q", "--quiet", is_flag=True,
+              help="No progress bar and no notes; warnings, errors and the final line stay.")
+@click.option("--no-progress", is_flag=True, hidden=True)
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def main(dataroot: Path, run_dir: Path, config_file: Path | None, resume: str | None,
-         no_progress: bool, debug: bool, bf16: bool | None, **options: Any) -> None:
+def main(dataroot: Path, run_dir: Path | None, run_dir_alias: Path | None,
+         config_file: Path | None, resume: str | None, quiet: bool, no_progress: bool,
+         debug: bool, bf16: bool | None, **options: Any) -> None:
     """Train CycleGAN on DATAROOT/trainA and DATAROOT/trainB (unpaired image folders)."""
-    warnings.showwarning = _show_warning
+    one_line_warnings()
+    output = _run_dir(run_dir, run_dir_alias)
+    quiet = quiet or no_progress
     overrides = {_OVERRIDES[k]: v for k, v in options.items() if v is not None}
     if bf16 is not None:
         overrides["bf16"] = bf16
-    try:
-        from training.trainer import train  # heavy import after the cheap argument checks
+    with heavy_imports("cyclegan-train", "train"):
+        from training.checkpoint import CheckpointError, load_checkpoint
+        from training.config import ConfigError
+        from training.data import DataError
+        from training.distributed import is_main_launch
+        from training.trainer import train
 
-        resume_state = None
-        if resume is None and (run_dir / "checkpoints" / "latest.pt").exists():
-            raise ConfigError(f"{run_dir}: already holds a run; continue it with --resume or "
-                              "choose another --out")
+    folder: RunFolder | None = None
+    try:
         if resume is not None and config_file is not None:
             raise ConfigError("--config cannot be combined with --resume (the checkpoint "
                               "carries its configuration; override options with flags)")
+        _check_not_a_data_folder(output, dataroot)
+        if is_main_launch():  # under torchrun, rank 0 alone locks and writes the folder
+            folder = RunFolder.open(output)  # refuses a folder another trainer holds
+            if folder.removed_temp_files and not quiet:
+                click.echo(f"removed {len(folder.removed_temp_files)} temp file(s) left by an "
+                           f"interrupted run in {output}", err=True)
+        resume_state, resume_path = None, None
         if resume is not None:
-            path = run_dir / "checkpoints" / "latest.pt" if resume == "latest" else Path(resume)
-            resume_state = load_checkpoint(path)
+            resume_path = (output / "checkpoints" / "latest.pt" if resume == "latest"
+                           else Path(resume))
+            resume_state = load_checkpoint(resume_path)
+        if folder is not None:
+            note = folder.claim(resume_state, resume_path)
+            if note:  # a decision taken for the user: shown even with --quiet
+                click.echo(note, err=True)
         config = build_config(dataroot, config_file, overrides, resume_state)
-        result = train(config, run_dir, resume_state, progress=not no_progress)
-    except (ConfigError, DataError, CheckpointError, ValueError, OSError, RuntimeError) as exc:
+        try:
+            result = train(config, folder or output, resume_state, progress=not quiet)
+        except KeyboardInterrupt:
+            interrupted("interrupted: the last complete checkpoint is intact; continue with "
+                        "--resume")
+    except (RunDirError, ConfigError, DataError, CheckpointError, ValueError, OSError,
+            RuntimeError) as exc:
         if debug:
             raise
         # DataLoader workers re-raise with the worker's whole traceback in the message.
         lines = [line for line in str(exc).strip().splitlines() if line.strip()]
         click.echo(f"error: {lines[-1] if lines else type(exc).__name__}", err=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        click.echo("interrupted: the last complete checkpoint is intact; continue with --resume",
-                   err=True)
-        sys.exit(130)
-    if result.checkpoint is not None:
+    finally:
+        if folder is not None:
+            folder.close()
+    if result.checkpoint is not None:  # where the result went: shown even with --quiet
         click.echo(f"trained {result.step} steps ({result.epoch} full epoch(s)); "
                    f"checkpoint: {result.checkpoint}")

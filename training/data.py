@@ -10,6 +10,7 @@ Images come out as float32 ``(C, H, W)`` RGB tensors in [-1, 1].
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import Dataset, Sampler
 from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
+
+from training.run_dir import is_run_folder
 
 IMAGE_EXTENSIONS = frozenset({
     ".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".pbm", ".tif", ".tiff", ".webp", ".gif",
@@ -85,8 +88,24 @@ def _check_image(path: Path) -> str | None:
     return None
 
 
+def candidate_files(folder: Path) -> list[Path]:
+    """Every file under ``folder`` (recursive, sorted) that could be a training image.
+
+    Passed over without a word: hidden files and folders (``.DS_Store``, ``._x.jpg``, temp
+    files of atomic writes) and run folders (:func:`training.run_dir.is_run_folder`): a run
+    folder placed inside the data must never feed its own samples back as training images.
+    """
+    found: list[Path] = []
+    for top, dirs, names in os.walk(folder):
+        here = Path(top)
+        dirs[:] = [d for d in dirs if not d.startswith(".") and not is_run_folder(here / d)]
+        found += [here / name for name in names
+                  if not name.startswith(".") and (here / name).is_file()]
+    return sorted(found)
+
+
 def scan_images(folder: Path, max_files: int = 0) -> list[Path]:
-    """Sorted, readable image files under ``folder`` (recursive).
+    """Sorted, readable image files under ``folder`` (recursive; see :func:`candidate_files`).
 
     Skipped files are reported in one :class:`SkippedFilesWarning` that names each with its
     reason. Raises :class:`DataError` when the folder is missing or holds no usable image.
@@ -95,7 +114,7 @@ def scan_images(folder: Path, max_files: int = 0) -> list[Path]:
         raise DataError(f"{folder}: no such folder (expected DATAROOT/trainA and DATAROOT/trainB)")
     good: list[Path] = []
     skipped: list[str] = []
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+    for path in candidate_files(folder):
         reason = _check_image(path)
         if reason is None:
             good.append(path)

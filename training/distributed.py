@@ -42,6 +42,12 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return device
 
 
+def is_main_launch() -> bool:
+    """Whether this process is (or will be) rank 0, read from torchrun's environment; usable
+    before the process group exists (e.g. to let only rank 0 lock the run folder)."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def init_distributed(device_name: str) -> DistContext:
     """Join the torchrun process group when WORLD_SIZE > 1; otherwise a single-process context."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))

@@ -65,8 +65,20 @@ def _infer_unet(state: Mapping[str, torch.Tensor]) -> GeneratorSpec:
     )
 
 
+def unreadable_fields(spec: GeneratorSpec) -> frozenset[str]:
+    """Spec fields that no weights file can tell for this family.
+
+    A U-Net's dropout adds no weights and shifts no key (its Dropout layer sits after every
+    parametrised layer of its block), so :func:`infer_generator_spec` can only assume False. A
+    ResNet's dropout moves the second convolution of each block, so it is read.
+    """
+    return frozenset({"dropout"}) if spec.family == "unet" else frozenset()
+
+
 def infer_generator_spec(state: Mapping[str, torch.Tensor]) -> GeneratorSpec:
     """Read family, ngf, blocks/depth, norm, dropout and channels from an official state_dict.
+
+    A U-Net's dropout cannot be read (see :func:`unreadable_fields`): it comes back False.
 
     ``state`` must already be cleaned (see :func:`clean_generator_state`). Raises ``ValueError``
     for a state_dict that is neither an official ResNet nor U-Net generator.

@@ -14,7 +14,7 @@ from PIL import Image
 from torch import nn
 from torchvision.utils import make_grid
 
-from training.checkpoint import current_umask
+from training.checkpoint import current_umask, temp_affixes
 from training.data import center_view, read_image
 
 
@@ -58,7 +58,8 @@ def sample_grid(g_ab: nn.Module, g_ba: nn.Module, real_a: torch.Tensor,
 def save_png_atomic(image: torch.Tensor, path: Path) -> None:
     """Write a ``(3, H, W)`` uint8 RGB tensor as PNG via a temp file and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    prefix, suffix = temp_affixes(path.name)
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
         Image.fromarray(image.permute(1, 2, 0).numpy()).save(tmp, format="PNG")

@@ -7,8 +7,10 @@ Run folder layout::
     RUN_DIR/samples/step_XXXXXXX.png  sample grids
     RUN_DIR/checkpoints/latest.pt     newest checkpoint (always complete: atomic writes)
     RUN_DIR/checkpoints/step_XXXXXXX.pt  periodic history
+    RUN_DIR/.cyclegan-train.json      marks the run folder, names the run (training/run_dir.py)
+    RUN_DIR/.cyclegan-train.lock      locked while a trainer uses the folder
 
-Under ``torchrun`` every process trains on its shard; only rank 0 writes files.
+Under ``torchrun`` every process trains on its shard; only rank 0 locks the folder and writes.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from training.config import TrainConfig, save_config
 from training.data import Preprocess, UnpairedDataset, UnpairedSampler
 from training.distributed import DistContext, barrier, gather_objects, init_distributed, shutdown
 from training.model import CycleGANNetworks, CycleGANStep
+from training.run_dir import RunFolder
 from training.samples import load_fixed_views, sample_grid, save_png_atomic
 
 
@@ -74,9 +77,10 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, run_dir: str | Path,
                  resume_from: dict[str, Any] | None = None, progress: bool = True,
-                 ctx: DistContext | None = None) -> None:
+                 ctx: DistContext | None = None, run_id: str | None = None) -> None:
         self.config = config
         self.run_dir = Path(run_dir)
+        self.run_id = run_id  # goes into every checkpoint: see training/run_dir.py
         self.ctx = ctx or init_distributed(config.device)
         self.progress = progress and self.ctx.is_main
         torch.manual_seed(config.seed)  # network init; data randomness has its own generators
@@ -242,6 +246,7 @@ class Trainer:
             "format": CHECKPOINT_FORMAT,
             "version": CHECKPOINT_VERSION,
             "package_version": __version__,
+            "run_id": self.run_id,
             "torch_version": str(torch.__version__),  # TorchVersion is not weights_only-safe
             "config": self.config.to_dict(),
             "step": self.pos.step,
@@ -290,17 +295,35 @@ class Trainer:
                           f"{len(ranks)}: fake-image pools restart empty", stacklevel=2)
 
 
-def train(config: TrainConfig, run_dir: str | Path, resume_from: dict[str, Any] | None = None,
-          progress: bool = True,
-          on_start: Callable[[Trainer], None] | None = None) -> TrainResult:
+def train(config: TrainConfig, run_dir: str | Path | RunFolder,
+          resume_from: dict[str, Any] | None = None, progress: bool = True,
+          on_start: Callable[[Trainer], None] | None = None,
+          resume_path: str | Path | None = None) -> TrainResult:
     """Train CycleGAN as configured; returns where it stopped and the newest checkpoint.
 
+    ``run_dir`` is a folder, or a :class:`RunFolder` the caller opened and claimed (and closes).
+    Given a folder, the main process locks and claims it here (:meth:`RunFolder.claim`: a new
+    run, or the continuation of ``resume_from``, read from ``resume_path``) and raises
+    :class:`~training.run_dir.RunDirError` when the folder cannot be used that way.
     Under ``torchrun`` call this in every process; the process group is joined and left here.
     """
-    trainer = Trainer(config, run_dir, resume_from, progress)
+    ctx = init_distributed(config.device)
+    opened: RunFolder | None = None
     try:
+        folder: RunFolder | None = None
+        if isinstance(run_dir, RunFolder):
+            folder, path = run_dir, run_dir.path
+        else:
+            path = Path(run_dir)
+            if ctx.is_main:
+                folder = opened = RunFolder.open(path)
+                opened.claim(resume_from, Path(resume_path) if resume_path is not None else None)
+        trainer = Trainer(config, path, resume_from, progress, ctx=ctx,
+                          run_id=folder.run_id if folder is not None else None)
         if on_start is not None:
             on_start(trainer)
         return trainer.run()
     finally:
-        shutdown(trainer.ctx)
+        if opened is not None:
+            opened.close()
+        shutdown(ctx)

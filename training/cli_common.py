@@ -1,0 +1,114 @@
+"""What ``cyclegan-train`` and ``cyclegan-export`` share at the command line, without torch.
+
+- :class:`Command`: a click command whose Ctrl-C, at any moment, is one line and exit 130
+  (click's own handling prints "Aborted!" and exits 1, or a traceback during imports).
+- :func:`heavy_imports`: the command body imports torch and friends inside this block, so
+  ``--help`` and ``--version`` stay fast and work in the runtime-only install; a missing
+  optional dependency becomes one line naming the ``pip install`` that fixes it, exit 2.
+- :func:`one_line_warnings`: Python warnings as ``warning: ...`` lines for users.
+
+This module must never import torch (nor anything that does): the CLIs import it first.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, NoReturn
+
+import click
+
+# Top-level module -> how a user knows it, for the optional extras (see setup.cfg).
+EXTRA_MODULES = {
+    "torch": "PyTorch", "torchvision": "torchvision", "PIL": "Pillow", "yaml": "PyYAML",
+    "tqdm": "tqdm", "onnx": "onnx", "onnxslim": "onnxslim",
+}
+
+INTERRUPTED_EXIT = 130  # 128 + SIGINT, what shells report for Ctrl-C
+
+
+class _Interrupted(Exception):
+    """Ctrl-C inside the command body, carried past click's own KeyboardInterrupt handling."""
+
+
+def interrupted(message: str = "interrupted") -> NoReturn:
+    """Print one line and exit 130."""
+    click.echo(message, err=True)
+    sys.exit(INTERRUPTED_EXIT)
+
+
+class Command(click.Command):
+    """``click.Command`` with Ctrl-C as one line (``interrupted``) and exit code 130.
+
+    Used through ``@click.command(cls=Command)``; ``CliRunner`` and console scripts call it as
+    any click command. A command body may still catch ``KeyboardInterrupt`` itself to say more
+    (e.g. that the last checkpoint is intact) and exit 130.
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            raise _Interrupted from None
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True,
+             **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, **extra)
+        try:
+            result = super().main(args, prog_name, complete_var, False, **extra)
+        except (_Interrupted, click.Abort):
+            # click.Abort: Ctrl-C (or end of input) while click itself was parsing.
+            interrupted()
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+@contextmanager
+def heavy_imports(command: str, extra: str, modules: Sequence[str] = ("torch",)) -> Iterator[None]:
+    """Wrap the command body's imports of optional dependencies.
+
+    A missing one (``ModuleNotFoundError`` for a module of :data:`EXTRA_MODULES`) exits 2 with
+    ``error: COMMAND needs PyTorch: pip install "cyclegan-toolkit[EXTRA]"``, naming every one
+    of ``modules`` (the extra's main packages) that is missing too, not only the first the
+    imports met; any other missing module is a bug and propagates.
+    """
+    try:
+        yield
+    except ModuleNotFoundError as exc:
+        root = (exc.name or "").split(".")[0]
+        if root not in EXTRA_MODULES:
+            raise
+        missing = [m for m in modules if m != root and not _installed(m)]
+        names = [EXTRA_MODULES[m] for m in sorted({root, *missing}, key=_extra_order)]
+        click.echo(f'error: {command} needs {" and ".join(names)}: '
+                   f'pip install "cyclegan-toolkit[{extra}]"', err=True)
+        sys.exit(2)
+
+
+def _extra_order(module: str) -> int:
+    return list(EXTRA_MODULES).index(module)
+
+
+def _show_warning(message: Any, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    # One line per warning, without the source location: these are messages for users.
+    click.echo(f"warning: {message}", err=True)
+
+
+def one_line_warnings() -> None:
+    """Show Python warnings as one ``warning: MESSAGE`` line each on stderr."""
+    warnings.showwarning = _show_warning
