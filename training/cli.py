@@ -136,6 +136,9 @@ def main(dataroot: Path, run_dir: Path | None, run_dir_alias: Path | None,
             resume_path = (output / "checkpoints" / "latest.pt" if resume == "latest"
                            else Path(resume))
             resume_state = load_checkpoint(resume_path)
+            if resume_state.get("kind") == "distill":
+                raise CheckpointError(f"{resume_path}: is a distilled student's checkpoint; "
+                                      "continue it with cyclegan-distill --resume")
         if folder is not None:
             note = folder.claim(resume_state, resume_path)
             if note:  # a decision taken for the user: shown even with --quiet

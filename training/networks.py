@@ -62,21 +62,21 @@ class GeneratorSpec:
 
     @property
     def name(self) -> str:
-        """Official generator name (``resnet_9blocks``, ``unet_256``, ...)."""
-        if self.family == "resnet":
-            return f"resnet_{self.n_blocks}blocks"
+        """Generator name (``resnet_9blocks``, ``unet_256``, ``mobile_resnet_9blocks``...)."""
+        if self.family in RESNET_FAMILIES:
+            return f"{self.family}_{self.n_blocks}blocks"
         return f"unet_{2 ** self.num_downs}"
 
     @property
     def size_multiple(self) -> int:
         """Input height and width must be a multiple of this."""
-        return 4 if self.family == "resnet" else 2**self.num_downs
+        return 4 if self.family in RESNET_FAMILIES else 2**self.num_downs
 
     @property
     def min_size(self) -> int:
         """Smallest input height/width: a ResNet's 1/4-size bottleneck must be >= 2 pixels for
         its reflection padding; a U-Net needs one full multiple."""
-        return 8 if self.family == "resnet" else self.size_multiple
+        return 8 if self.family in RESNET_FAMILIES else self.size_multiple
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -90,12 +90,19 @@ class GeneratorSpec:
         return cls(**values)
 
 
-# Official generator names -> the spec fields they fix. A dict, not an if/elif chain.
+# Families with the ResNet layout (stem, two downsamplings, blocks, two upsamplings).
+RESNET_FAMILIES = frozenset({"resnet", "mobile_resnet"})
+
+# Generator names -> the spec fields they fix. A dict, not an if/elif chain. The first four
+# are the official ones; the mobile ResNets are the distillation students (GAN Compression's
+# mobile generator: residual blocks of depthwise-separable convolutions).
 GENERATORS: dict[str, dict[str, Any]] = {
     "resnet_9blocks": {"family": "resnet", "n_blocks": 9},
     "resnet_6blocks": {"family": "resnet", "n_blocks": 6},
     "unet_256": {"family": "unet", "num_downs": 8},
     "unet_128": {"family": "unet", "num_downs": 7},
+    "mobile_resnet_9blocks": {"family": "mobile_resnet", "n_blocks": 9},
+    "mobile_resnet_6blocks": {"family": "mobile_resnet", "n_blocks": 6},
 }
 
 
@@ -106,18 +113,46 @@ def generator_spec(name: str, **options: Any) -> GeneratorSpec:
     return replace(GeneratorSpec(), **{**GENERATORS[name], **options})
 
 
+ConvFactory = Callable[[int, NormFactory, bool], nn.Module]  # (dim, norm, bias) -> 3x3 conv
+
+
+def _plain_conv3x3(dim: int, norm: NormFactory, use_bias: bool) -> nn.Module:
+    return nn.Conv2d(dim, dim, kernel_size=3, padding=0, bias=use_bias)
+
+
+class SeparableConv2d(nn.Module):
+    """A 3x3 depthwise convolution, a norm, then a 1x1 pointwise convolution (GAN Compression's
+    ``SeparableConv2d``): about ``9 / dim + 1`` of a dense 3x3 convolution's cost.
+
+    Keys: ``conv.0`` depthwise, ``conv.1`` norm, ``conv.2`` pointwise.
+    """
+
+    def __init__(self, dim: int, norm: NormFactory, use_bias: bool) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv2d(dim, dim, kernel_size=3, padding=0, groups=dim, bias=use_bias),
+            norm(dim),
+            nn.Conv2d(dim, dim, kernel_size=1, bias=use_bias),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
 class ResnetBlock(nn.Module):
     """Two 3x3 convolutions with reflection padding and a residual connection.
 
     Key layout (``conv_block.N``): 0 pad, 1 conv, 2 norm, 3 relu, [4 dropout], pad, conv, norm;
     dropout therefore shifts the second convolution from index 5 to 6, as in the official code.
+    ``conv`` builds the 3x3 convolutions: dense (official) or :class:`SeparableConv2d` (mobile).
     """
 
-    def __init__(self, dim: int, norm: NormFactory, use_bias: bool, use_dropout: bool) -> None:
+    def __init__(self, dim: int, norm: NormFactory, use_bias: bool, use_dropout: bool,
+                 conv: ConvFactory = _plain_conv3x3) -> None:
         super().__init__()
         layers: list[nn.Module] = [
             nn.ReflectionPad2d(1),
-            nn.Conv2d(dim, dim, kernel_size=3, padding=0, bias=use_bias),
+            conv(dim, norm, use_bias),
             norm(dim),
             nn.ReLU(True),
         ]
@@ -125,7 +160,7 @@ class ResnetBlock(nn.Module):
             layers.append(nn.Dropout(0.5))
         layers += [
             nn.ReflectionPad2d(1),
-            nn.Conv2d(dim, dim, kernel_size=3, padding=0, bias=use_bias),
+            conv(dim, norm, use_bias),
             norm(dim),
         ]
         self.conv_block = nn.Sequential(*layers)
@@ -163,8 +198,9 @@ class ResnetGenerator(nn.Module):
                 nn.ReLU(True),
             ]
         mult = 2**n_downsampling
+        conv = SeparableConv2d if spec.family == "mobile_resnet" else _plain_conv3x3
         for _ in range(spec.n_blocks):
-            layers.append(ResnetBlock(ngf * mult, norm, use_bias, spec.dropout))
+            layers.append(ResnetBlock(ngf * mult, norm, use_bias, spec.dropout, conv))
         for i in range(n_downsampling):
             mult = 2 ** (n_downsampling - i)
             layers += [
@@ -269,6 +305,7 @@ class UnetGenerator(nn.Module):
 
 GENERATOR_FAMILIES: dict[str, Callable[[GeneratorSpec], nn.Module]] = {
     "resnet": ResnetGenerator,
+    "mobile_resnet": ResnetGenerator,  # same layout, separable convolutions in the blocks
     "unet": UnetGenerator,
 }
 
@@ -386,3 +423,29 @@ def init_weights(net: nn.Module, gain: float = 0.02) -> None:
 
 def count_parameters(net: nn.Module) -> int:
     return sum(p.numel() for p in net.parameters())
+
+
+def count_macs(net: nn.Module, height: int = 256, width: int = 256) -> int:
+    """Multiply-accumulates of one ``(1, 3, height, width)`` forward pass, counted from the
+    convolutions (which are all but a fraction of a percent of a generator's work)."""
+    total = 0
+
+    def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+        nonlocal total
+        assert isinstance(module, (nn.Conv2d, nn.ConvTranspose2d))
+        kernel = module.weight.shape[2] * module.weight.shape[3]
+        if isinstance(module, nn.Conv2d):
+            per_output = kernel * module.in_channels // module.groups
+            total += int(output.numel() * per_output)
+        else:  # each input pixel is spread over kernel x out_channels outputs
+            total += int(inputs[0].numel() * kernel * module.out_channels // module.groups)
+
+    handles = [m.register_forward_hook(hook) for m in net.modules()
+               if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    try:
+        with torch.no_grad():
+            net(torch.zeros(1, 3, height, width))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return total

@@ -44,8 +44,11 @@ def _infer_resnet(state: Mapping[str, torch.Tensor]) -> GeneratorSpec:
     )
     norm = "batch" if _norm_has_affine(state, "model.2") else (
         "instance" if "model.1.bias" in state else "none")
+    # A distilled mobile student: its blocks hold separable convolutions (conv.0 depthwise).
+    mobile = any(re.search(r"\.conv_block\.\d+\.conv\.0\.weight$", k) for k in state)
     return GeneratorSpec(
-        family="resnet", ngf=int(first.shape[0]), n_blocks=len(blocks), norm=norm,
+        family="mobile_resnet" if mobile else "resnet", ngf=int(first.shape[0]),
+        n_blocks=len(blocks), norm=norm,
         dropout=dropout, input_nc=int(first.shape[1]),
         output_nc=int(state[f"model.{last_conv}.weight"].shape[0]),
     )

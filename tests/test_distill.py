@@ -1,0 +1,263 @@
+"""cyclegan-distill: students, teachers of every kind, exact resume, export, DDP, the cache."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from training.checkpoint import load_checkpoint
+from training.distill.cli import main as distill_cli
+from training.distill.config import DistillConfig
+from training.distill.objective import tap_pairs
+from training.distill.students import STUDENTS, student_macs
+from training.distill.teacher import load_teacher
+from training.distill.trainer import DistillTrainer, distill
+from training.networks import build_generator, count_macs, generator_spec, init_weights
+
+TINY = ["--crop-size", "32", "--load-size", "36", "--batch-size", "2", "--workers", "0",
+        "--log-every", "1", "--sample-every", "2", "--checkpoint-every", "100", "-q"]
+
+
+@pytest.fixture(scope="module")
+def teacher_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny resnet_6blocks ngf 8 saved as an official-layout generator file: DataParallel's
+    ``module.`` prefix and stale InstanceNorm statistics included, as published files have."""
+    torch.manual_seed(0)
+    net = build_generator(generator_spec("resnet_6blocks", ngf=8))
+    init_weights(net)
+    state = {f"module.{k}": v for k, v in net.state_dict().items()}
+    state["module.model.2.running_mean"] = torch.zeros(8)  # a stale InstanceNorm buffer
+    path = tmp_path_factory.mktemp("teacher") / "latest_net_G_A.pth"
+    torch.save(state, path)
+    return path
+
+
+def distill_args(teacher: Path, data: Path, out: Path, *extra: str) -> list[str]:
+    return [str(teacher), str(data), "-o", str(out), *TINY, *extra]
+
+
+@pytest.mark.parametrize("name", list(STUDENTS))
+def test_analytic_macs_equal_the_counted_ones(name: str) -> None:
+    student = STUDENTS[name]
+    net = build_generator(generator_spec(student.generator, ngf=student.ngf))
+    assert student_macs(student) == count_macs(net)
+
+
+def test_resnet9_ngf64_costs_what_the_issue_says() -> None:
+    net = build_generator(generator_spec("resnet_9blocks"))
+    assert round(count_macs(net) / 1e9, 1) == 49.6
+
+
+def test_help_lists_the_students_with_their_cost_without_torch() -> None:
+    code = ("import sys; from training.distill.cli import main; "
+            "sys.argv = ['cyclegan-distill', '--help']\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules, 'torch imported for --help'")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "mobile-4: mobile_resnet_9blocks ngf 4, 0.13 GMAC at 256x256" in done.stdout
+
+
+def test_tap_pairs_spread_over_both_depths() -> None:
+    assert tap_pairs(9, 6, 3) == [(2, 2), (4, 3), (7, 4)]
+    assert tap_pairs(9, 9, 0) == []
+
+
+@pytest.mark.parametrize("student", ["mobile-4", "resnet-8"])
+def test_official_layout_teacher_distils_and_the_student_exports_verified(
+        teacher_file: Path, dataroot: Path, tmp_path: Path, student: str) -> None:
+    from cyclegan_export.export import export_onnx
+
+    run = tmp_path / "run"
+    result = CliRunner().invoke(distill_cli, distill_args(teacher_file, dataroot, run,
+                                                          "--student", student, "--steps", "3"))
+    assert result.exit_code == 0, result.output
+    assert "distilled 3 steps" in result.output
+    assert "resnet_6blocks ngf 8" in result.output  # the teacher's architecture, read from keys
+    state = load_checkpoint(run / "checkpoints" / "latest.pt")
+    assert state["kind"] == "distill" and list(state["generators"]) == ["G_AB"]
+    assert state["teacher"]["spec"]["ngf"] == 8
+    records = [json.loads(x) for x in (run / "loss_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3] and {"l1", "feat"} <= set(records[0])
+    assert (run / "samples" / "step_0000002.png").is_file()
+
+    report = export_onnx(run / "checkpoints" / "latest.pt", tmp_path / "student.onnx")
+    assert report.ok, report.summary()
+    from runtime.metadata import read_metadata
+
+    meta = read_metadata(tmp_path / "student.onnx")
+    assert meta.architecture == STUDENTS[student].generator
+    assert (meta.source_domain, meta.target_domain) == ("A", "B")
+
+
+def test_resume_is_exact(teacher_file: Path, dataroot: Path, tmp_path: Path) -> None:
+    """3 steps + resume to 6 == 6 straight: student, mappings, D, optimisers, schedule."""
+    extra = ("--student", "mobile-4", "--lambda-gan", "1", "--target", str(dataroot / "trainB"))
+    straight = tmp_path / "straight"
+    assert CliRunner().invoke(distill_cli, distill_args(teacher_file, dataroot, straight,
+                                                        *extra, "--steps", "6")).exit_code == 0
+    split = tmp_path / "split"
+    first = CliRunner().invoke(distill_cli, distill_args(teacher_file, dataroot, split, *extra,
+                                                         "--steps", "6", "--max-steps", "3"))
+    assert first.exit_code == 0, first.output
+    resumed = CliRunner().invoke(distill_cli, distill_args(teacher_file, dataroot, split, *extra,
+                                                           "--resume"))
+    assert resumed.exit_code == 0, resumed.output
+    a = load_checkpoint(straight / "checkpoints" / "latest.pt")
+    b = load_checkpoint(split / "checkpoints" / "latest.pt")
+    assert a["step"] == b["step"] == 6
+    for group in ("mappings", "discriminator"):
+        for key, value in a[group].items():
+            assert torch.equal(value, b[group][key]), f"{group}.{key}"
+    for key, value in a["generators"]["G_AB"]["state_dict"].items():
+        assert torch.equal(value, b["generators"]["G_AB"]["state_dict"][key]), key
+    opt_a, opt_b = a["optimizers"]["student"]["state"], b["optimizers"]["student"]["state"]
+    assert all(torch.equal(opt_a[k]["exp_avg"], opt_b[k]["exp_avg"]) for k in opt_a)
+    log = [json.loads(x)["step"] for x in (split / "loss_log.jsonl").read_text().splitlines()]
+    assert log == [1, 2, 3, 4, 5, 6]
+
+
+def test_resume_with_another_teacher_is_refused(teacher_file: Path, dataroot: Path,
+                                                tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert CliRunner().invoke(distill_cli, distill_args(teacher_file, dataroot, run,
+                                                        "--steps", "1")).exit_code == 0
+    other = tmp_path / "other.pth"
+    torch.manual_seed(1)
+    torch.save(build_generator(generator_spec("resnet_6blocks", ngf=8)).state_dict(), other)
+    result = CliRunner().invoke(distill_cli, distill_args(other, dataroot, run, "--steps", "2",
+                                                          "--resume"))
+    assert result.exit_code == 2 and "is not the teacher this run was distilled from" in \
+        result.output
+
+
+@pytest.mark.parametrize(("make", "reason"), [
+    ("discriminator", "not a CycleGAN ResNet or U-Net generator"),
+    ("onnx", "is an ONNX model"),
+    ("tensor", "not a generator file"),
+])
+def test_a_teacher_that_is_not_a_generator_is_refused(dataroot: Path, tmp_path: Path,
+                                                      make: str, reason: str) -> None:
+    from training.networks import build_discriminator
+
+    path = tmp_path / "teacher.pth"
+    if make == "discriminator":
+        torch.save(build_discriminator("basic", ndf=8).state_dict(), path)
+    elif make == "onnx":
+        path = tmp_path / "teacher.onnx"
+        path.write_bytes(b"\x08\x07\x12\x07pytorch" + bytes(64))
+    else:
+        torch.save(torch.zeros(3), path)
+    result = CliRunner().invoke(distill_cli, distill_args(path, dataroot, tmp_path / "run",
+                                                          "--steps", "1"))
+    assert result.exit_code == 2, result.output
+    assert reason in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_training_checkpoint_teaches_with_its_own_discriminator(dataroot: Path,
+                                                                  tmp_path: Path) -> None:
+    from training.cli import main as train_cli
+
+    run = tmp_path / "cyclegan"
+    trained = CliRunner().invoke(train_cli, [str(dataroot), "-o", str(run), "--generator",
+                                             "resnet_6blocks", "--ngf", "8", "--ndf", "8",
+                                             "--load-size", "36", "--crop-size", "32",
+                                             "--max-steps", "1", "--workers", "0", "-q"])
+    assert trained.exit_code == 0, trained.output
+    teacher = load_teacher(run / "checkpoints" / "latest.pt", "BtoA")
+    assert teacher.discriminator is not None  # D_A: the B->A generator's target domain
+    assert teacher.spec.ngf == 8
+    result = CliRunner().invoke(distill_cli, distill_args(
+        run / "checkpoints" / "latest.pt", dataroot, tmp_path / "student", "--direction",
+        "BtoA", "--lambda-gan", "1", "--steps", "2"))
+    assert result.exit_code == 0, result.output
+    assert "discriminator from the teacher's checkpoint" in result.output
+
+
+def test_teacher_cache_runs_the_teacher_once_per_fixed_crop(teacher_file: Path,
+                                                            dataroot: Path,
+                                                            tmp_path: Path) -> None:
+    config = DistillConfig(teacher=str(teacher_file), dataroot=str(dataroot), student="mobile-4",
+                           crop_size=32, load_size=36, batch_size=2, steps=9, num_workers=0,
+                           cache_teacher=6, log_every=0, sample_every=0, checkpoint_every=0)
+    teacher = load_teacher(teacher_file)
+    calls = []
+    teacher.net.register_forward_hook(lambda *args: calls.append(args[1][0].shape[0]))
+    trainer = DistillTrainer(config, tmp_path / "run", teacher, progress=False)
+    trainer.run()
+    # 9 steps of 2 crops over a fixed set of 6: the teacher saw each crop once (and the
+    # samples' fixed views once at the end)
+    assert sum(calls[:-1]) == 6 and len(trainer.cache) == 6
+
+
+def test_a_second_distiller_on_the_same_folder_is_refused(teacher_file: Path, dataroot: Path,
+                                                          tmp_path: Path) -> None:
+    from training.run_dir import RunFolder
+
+    run = tmp_path / "run"
+    held = RunFolder.open(run)  # as if another process were distilling into it
+    try:
+        result = CliRunner().invoke(distill_cli, distill_args(teacher_file, dataroot, run,
+                                                              "--steps", "1"))
+    finally:
+        held.close()
+    assert result.exit_code == 2 and "run" in result.output, result.output
+
+
+@pytest.mark.slow
+def test_two_process_gloo_distillation(teacher_file: Path, dataroot: Path,
+                                       tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+               "2", "-m", "training.distill", *distill_args(teacher_file, dataroot, run,
+                                                            "--steps", "4", "--student",
+                                                            "mobile-4")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                          env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    state = load_checkpoint(run / "checkpoints" / "latest.pt")
+    assert state["world_size"] == 2 and state["step"] == 4
+    first, second = state["replica_checksums"]
+    assert first == second  # gradients all-reduced: the replicas agree
+    steps = [json.loads(x)["step"] for x in (run / "loss_log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]  # one writer
+    assert done.stdout.count("distilled 4 steps") == 1
+
+
+def test_library_entry_point(teacher_file: Path, dataroot: Path, tmp_path: Path) -> None:
+    config = DistillConfig(teacher=str(teacher_file), dataroot=str(dataroot), student="mobile-4",
+                           crop_size=32, load_size=36, batch_size=2, steps=2, num_workers=0)
+    result = distill(config, tmp_path / "run", load_teacher(teacher_file), progress=False)
+    assert result.step == 2 and result.checkpoint is not None and result.checkpoint.is_file()
+
+
+def test_cyclegan_train_refuses_a_students_checkpoint(teacher_file: Path, dataroot: Path,
+                                                      tmp_path: Path) -> None:
+    from training.cli import main as train_cli
+
+    run = tmp_path / "student"
+    assert CliRunner().invoke(distill_cli, distill_args(teacher_file, dataroot, run,
+                                                        "--steps", "1")).exit_code == 0
+    result = CliRunner().invoke(train_cli, [str(dataroot), "-o", str(tmp_path / "new"),
+                                            "--resume", str(run / "checkpoints" / "latest.pt")])
+    assert result.exit_code == 2 and "continue it with cyclegan-distill" in result.output
+
+
+def test_a_raw_mobile_student_file_is_read_from_its_keys(tmp_path: Path) -> None:
+    from training.pretrained import load_pretrained_generator
+
+    torch.manual_seed(0)
+    net = build_generator(generator_spec("mobile_resnet_6blocks", ngf=4))
+    torch.save(net.state_dict(), tmp_path / "student.pth")
+    loaded, spec = load_pretrained_generator(tmp_path / "student.pth")
+    assert (spec.name, spec.ngf) == ("mobile_resnet_6blocks", 4)
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    assert torch.equal(loaded(x), net.eval()(x))

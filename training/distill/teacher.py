@@ -1,0 +1,119 @@
+"""The teacher: any CycleGAN generator file, frozen, plus what it knows about its domains.
+
+- a training checkpoint of ours: ``direction`` picks G_AB or G_BA; its discriminator for the
+  target domain (D_B for A->B, D_A for B->A) comes along for the optional adversarial term;
+- a generator-only file: a raw state_dict in the official layout (the published pretrained
+  ``latest_net_G*.pth`` files included), its architecture read from the weights;
+- a distillation checkpoint of ours (a student can teach a smaller one).
+
+Everything is read with ``torch.load(weights_only=True)`` (:func:`load_torch_file`). A file that
+holds no generator (a discriminator, an optimiser, an ONNX model...) is refused with the
+reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from training.checkpoint import CheckpointError, is_training_checkpoint, load_torch_file
+from training.networks import GeneratorSpec, build_discriminator
+from training.pretrained import generator_from_state
+
+GENERATOR_KEYS = {"AtoB": ("G_AB", "D_B", "domain_a", "domain_b"),
+                  "BtoA": ("G_BA", "D_A", "domain_b", "domain_a")}
+
+
+@dataclass
+class Teacher:
+    """A frozen eval-mode generator on the CPU and what came with it."""
+
+    net: nn.Module
+    spec: GeneratorSpec
+    path: Path
+    sha256: str
+    source_domain: str
+    target_domain: str
+    discriminator: nn.Module | None   # the target domain's D, when the checkpoint holds one
+    description: str
+
+    def record(self) -> dict[str, Any]:
+        """What a student's checkpoint says about its teacher."""
+        return {"path": str(self.path), "sha256": self.sha256, "spec": self.spec.to_dict(),
+                "source_domain": self.source_domain, "target_domain": self.target_domain}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_teacher(path: str | Path, direction: str = "AtoB") -> Teacher:
+    """Load the teacher generator; raises :class:`CheckpointError` naming the file and why."""
+    path = Path(path)
+    data = load_torch_file(path)
+    key, d_key, source_field, target_field = GENERATOR_KEYS[direction]
+    discriminator = None
+    if is_training_checkpoint(data):
+        generators = data.get("generators", {})
+        if not generators and "discriminators" not in data:
+            raise CheckpointError(f"{path}: a checkpoint without generators")
+        if key not in generators:
+            if data.get("kind") == "distill" and "G_AB" in generators:
+                key = "G_AB"  # a student: one generator, stored as source -> target
+            else:
+                held = ", ".join(sorted(generators)) or "none"
+                raise CheckpointError(f"{path}: has no {key} generator for direction "
+                                      f"{direction} (it holds: {held})")
+        entry = generators[key]
+        if not isinstance(entry, Mapping) or "state_dict" not in entry:
+            raise CheckpointError(f"{path}: generator {key}: 'state_dict' missing")
+        net, spec = generator_from_state(entry["state_dict"], dict(entry.get("spec", {})),
+                                         f"{path}: generator {key}")
+        config = data.get("config", {})
+        if data.get("kind") == "distill":
+            source, target = str(config.get("domain_a", "A")), str(config.get("domain_b", "B"))
+        else:
+            source = str(config.get(source_field, direction[0]))
+            target = str(config.get(target_field, direction[-1]))
+        discriminator = _discriminator(data, d_key, config)
+        kind = "training checkpoint"
+    else:
+        if isinstance(data, Mapping) and isinstance(data.get("state_dict"), Mapping):
+            data = data["state_dict"]
+        if not isinstance(data, Mapping):
+            raise CheckpointError(f"{path}: not a generator file (it holds a "
+                                  f"{type(data).__name__})")
+        net, spec = generator_from_state(data, None, str(path))
+        source, target = ("A", "B") if direction == "AtoB" else ("B", "A")
+        kind = "generator file"
+    net.eval()
+    for parameter in net.parameters():
+        parameter.requires_grad_(False)
+    description = f"{kind} {path.name}: {spec.name} ngf {spec.ngf}, {source} -> {target}"
+    return Teacher(net, spec, path, _sha256(path), source, target, discriminator, description)
+
+
+def _discriminator(data: Mapping[str, Any], key: str,
+                   config: Mapping[str, Any]) -> nn.Module | None:
+    """The checkpoint's discriminator for the target domain, rebuilt from its config."""
+    state = data.get("discriminators", {}).get(key)
+    if not isinstance(state, Mapping):
+        return None
+    net = build_discriminator(str(config.get("discriminator", "basic")),
+                              ndf=int(config.get("ndf", 64)),
+                              n_layers=int(config.get("n_layers_d", 3)),
+                              norm=str(config.get("norm", "instance")))
+    try:
+        net.load_state_dict(state)
+    except RuntimeError:
+        return None  # a layout we cannot rebuild: the GAN term starts from a fresh D
+    return net
