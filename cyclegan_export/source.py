@@ -9,7 +9,6 @@ Everything is read with ``torch.load(weights_only=True)`` through :mod:`training
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ from torch import nn
 from training.checkpoint import (
     CHECKPOINT_VERSION,
     CheckpointError,
+    file_sha256,
     is_training_checkpoint,
     load_torch_file,
 )
@@ -52,14 +52,6 @@ class GeneratorSource:
     def spec_record(self) -> dict[str, Any]:
         """The spec as the model's metadata records it: fields nobody could tell are None."""
         return {k: (None if k in self.unknown else v) for k, v in self.spec.to_dict().items()}
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _from_training_checkpoint(data: Mapping[str, Any], path: Path, direction: str,

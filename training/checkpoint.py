@@ -20,6 +20,7 @@ a file that would need to run code to unpickle is refused, never executed.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import re
@@ -184,3 +185,12 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def is_training_checkpoint(data: Any) -> bool:
     return isinstance(data, dict) and data.get("format") == CHECKPOINT_FORMAT
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's bytes (read in 1 MiB chunks): which file a model came from."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -13,7 +13,6 @@ reason.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,12 @@ from typing import Any
 
 from torch import nn
 
-from training.checkpoint import CheckpointError, is_training_checkpoint, load_torch_file
+from training.checkpoint import (
+    CheckpointError,
+    file_sha256,
+    is_training_checkpoint,
+    load_torch_file,
+)
 from training.networks import GeneratorSpec, build_discriminator
 from training.pretrained import generator_from_state
 
@@ -46,14 +50,6 @@ class Teacher:
         """What a student's checkpoint says about its teacher."""
         return {"path": str(self.path), "sha256": self.sha256, "spec": self.spec.to_dict(),
                 "source_domain": self.source_domain, "target_domain": self.target_domain}
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def load_teacher(path: str | Path, direction: str = "AtoB") -> Teacher:
@@ -99,7 +95,7 @@ def load_teacher(path: str | Path, direction: str = "AtoB") -> Teacher:
     for parameter in net.parameters():
         parameter.requires_grad_(False)
     description = f"{kind} {path.name}: {spec.name} ngf {spec.ngf}, {source} -> {target}"
-    return Teacher(net, spec, path, _sha256(path), source, target, discriminator, description)
+    return Teacher(net, spec, path, file_sha256(path), source, target, discriminator, description)
 
 
 def _discriminator(data: Mapping[str, Any], key: str,

@@ -17,7 +17,6 @@ cost on a CPU; ``cache_teacher`` keeps its outputs for a fixed set of crops.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from contextlib import AbstractContextManager, nullcontext
@@ -65,6 +64,7 @@ from training.distributed import (
     init_distributed,
     shutdown,
 )
+from training.loss_log import append_record, trim_after
 from training.networks import (
     GeneratorSpec,
     build_discriminator,
@@ -258,7 +258,7 @@ class DistillTrainer:
         if self.ctx.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self._write_config()
-            self._trim_log()
+            trim_after(self.run_dir, self.step)  # resume: drop records after the checkpoint
             fixed = load_fixed_views(self.dataset.files, cfg.num_samples, cfg.crop_size)
         bar = tqdm(total=self.stop_at, initial=self.step, unit="step", disable=not self.progress,
                    dynamic_ncols=True, smoothing=0.1)
@@ -316,26 +316,9 @@ class DistillTrainer:
         tmp.replace(path)
 
     def _log(self, losses: dict[str, float], rate: float) -> None:
-        record = {"step": self.step, "epoch": self.epoch, "lr": self.sched_s.get_last_lr()[0],
-                  "steps_per_s": round(rate, 4), **{k: round(v, 6) for k, v in losses.items()}}
-        with open(self.run_dir / "loss_log.jsonl", "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
-
-    def _trim_log(self) -> None:
-        """On resume, drop records written after the checkpoint we resumed from."""
-        path = self.run_dir / "loss_log.jsonl"
-        if not path.exists():
-            return
-        kept = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                if json.loads(line).get("step", 0) <= self.step:
-                    kept.append(line)
-            except json.JSONDecodeError:
-                continue
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-        tmp.replace(path)
+        append_record(self.run_dir, {
+            "step": self.step, "epoch": self.epoch, "lr": self.sched_s.get_last_lr()[0],
+            "steps_per_s": round(rate, 4), **{k: round(v, 6) for k, v in losses.items()}})
 
     @torch.no_grad()
     def _write_samples(self, fixed: torch.Tensor) -> None:
