@@ -427,8 +427,14 @@ def test_end_to_end_figures(models: dict[str, Path], tmp_path: Path) -> None:
     assert result.folder_ratio == pytest.approx(result.folder_ips / result.model_only_ips)
     assert 1 <= result.live_source_fps <= 1000
     assert len(list((tmp_path / "images_out").glob("[!.]*"))) == 6
+    # --temporal: the live loop with it, and the pan clip with and without it
+    assert result.live_temporal_frames >= 1 and result.live_temporal_overhead_fraction is not None
+    assert result.warp_error is not None and result.warp_error_temporal is not None
+    assert result.temporal_ms is not None and result.temporal_ms > 0
+    assert (result.temporal_width, result.temporal_height) == (640, 480)
     text = "\n".join(result.lines())
     assert f">= {PIPELINE_TARGET_RATIO:.0%}" in text and "<= 10%" in text
+    assert "live --temporal" in text and "warping error" in text
 
 
 @pytest.mark.slow

@@ -24,8 +24,9 @@ from runtime.cli import main as run_cli
 from runtime.demo import demo_model_path
 from runtime.media.manifest import MANIFEST_NAME, OutputManifest
 from runtime.media.outputs import OutputPlanError, plan_outputs
-from runtime.media.sinks import AtomicVideoWriter, OutputWriteError, remove_stale_parts
+from runtime.media.sinks import OutputWriteError, remove_stale_parts
 from runtime.media.sources import expand_inputs
+from runtime.media.video import AtomicVideoWriter
 from runtime.synthetic import natural_images
 
 MODEL = str(demo_model_path())

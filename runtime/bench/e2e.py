@@ -5,7 +5,12 @@
   second over the model-only rate at the same size and batch. Target: >= 90 %.
 - The live loop (:func:`.live.run_live`, no window) fed from a video file, as the loop's
   time outside the model and outside waiting for frames over the model's time
-  (``LiveStats.overhead_fraction``). Target: <= 10 %.
+  (``LiveStats.overhead_fraction``), without and with ``--temporal``. Target: <= 10 %.
+- ``--temporal`` (:mod:`runtime.media.temporal`) on a 640x480 pan across a photo-like scene with
+  per-frame sensor noise (:func:`pan_clip`): the temporal warping error of the per-frame and the
+  stabilised translations (target: >= 40 % less), the per-frame PSNR of the stabilised output
+  against the per-frame one (target: >= 28 dB, so that a blur hiding everything cannot pass),
+  and the stabiliser's time per frame over the model's own (target: <= 25 %).
 
 The live source paces a video file at its own frame rate, as a camera would. The test video is
 written at twice the model-only rate, so a frame is nearly always waiting when the loop asks
@@ -16,8 +21,11 @@ from __future__ import annotations
 
 import math
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from runtime.bench.engines import short_provider, time_calls
@@ -25,8 +33,11 @@ from runtime.bench.report import BenchError, EndToEndResult
 from runtime.media.live import run_live
 from runtime.media.outputs import plan_outputs
 from runtime.media.pipeline import translate_files
-from runtime.media.sinks import AtomicVideoWriter, write_image_atomic
+from runtime.media.sinks import write_image_atomic
 from runtime.media.sources import expand_inputs
+from runtime.media.temporal import TemporalStabilizer, warping_errors
+from runtime.media.video import AtomicVideoWriter
+from runtime.metrics import psnr
 from runtime.synthetic import natural_images
 from runtime.transforms import to_model_input
 from runtime.translator import Translator
@@ -40,6 +51,89 @@ def _write_video(path: Path, frames: np.ndarray, fps: float) -> Path:
         for frame in frames:
             writer.write(frame)
     return path
+
+
+def photo_like(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A seeded photo-like scene ``(H, W, 3)`` uint8 BGR: a "dead leaves" image (overlapping
+    discs of muted colours with power-law sizes, a classic model of natural images' edges and
+    scale statistics) under smooth shading and fine texture."""
+    rng = np.random.default_rng(seed)
+    image = np.full((height, width, 3), 128, np.uint8)
+    side = max(height, width)
+    radii = np.minimum(side / 100 * (1 - rng.random(300)) ** (-1 / 1.5), side / 6)
+    for radius in np.sort(radii)[::-1]:  # large first, so the small ones stay visible
+        centre = (int(rng.integers(0, width)), int(rng.integers(0, height)))
+        colour = np.clip(rng.uniform(30, 220) + rng.normal(0, 25, 3), 0, 255)
+        cv2.circle(image, centre, int(radius), tuple(int(c) for c in colour), -1,
+                   lineType=cv2.LINE_AA)
+    shade = cv2.resize(rng.normal(0, 1, (side // 64 + 2, side // 64 + 2)).astype(np.float32),
+                       (width, height), interpolation=cv2.INTER_CUBIC)
+    fine = cv2.resize(rng.normal(0, 1, (max(1, height // 4), max(1, width // 4)))
+                      .astype(np.float32), (width, height), interpolation=cv2.INTER_CUBIC)
+    out = image.astype(np.float32) * (1 + 0.15 * shade[..., None]) + 8 * fine[..., None]
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def pan_clip(frames: int, height: int, width: int, seed: int = 0, noise: float = 6.0,
+             step: tuple[int, int] = (3, 1)) -> np.ndarray:
+    """A camera panning across :func:`photo_like`: ``(N, H, W, 3)`` uint8 BGR.
+
+    The window moves ``step`` = (dx, dy) whole pixels per frame (exact crops: no resampling
+    that would flicker by itself); each frame gets its own Gaussian noise of ``noise`` gray
+    levels, as a camera sensor's.
+    """
+    dx, dy = step
+    scene = photo_like(height + abs(dy) * frames + 8, width + abs(dx) * frames + 8, seed)
+    x0 = 4 if dx >= 0 else 4 + abs(dx) * frames
+    y0 = 4 if dy >= 0 else 4 + abs(dy) * frames
+    rng = np.random.default_rng(seed + 1)
+    clip = np.empty((frames, height, width, 3), np.uint8)
+    for index in range(frames):
+        x, y = x0 + dx * index, y0 + dy * index
+        crop = scene[y:y + height, x:x + width].astype(np.float32)
+        clip[index] = np.clip(crop + rng.normal(0, noise, crop.shape), 0, 255)
+    return clip
+
+
+@dataclass
+class TemporalFigures:
+    """What :func:`measure_temporal` found (see :class:`EndToEndResult` for the meanings)."""
+
+    frames: int
+    warp_error: float
+    warp_error_temporal: float
+    psnr_mean_db: float
+    psnr_min_db: float
+    temporal_ms: float
+    model_ms: float
+
+
+def measure_temporal(translator: Translator, clip: np.ndarray) -> TemporalFigures:
+    """Translate ``clip`` (N, H, W, 3) BGR frame by frame, steady it with a
+    :class:`TemporalStabilizer`, and compare: warping errors, PSNR of the stabilised frames
+    against the per-frame ones, mean times per frame of the model and of the stabiliser (the
+    first frame, which it passes through untouched, left out)."""
+    if len(clip) < 3:
+        raise BenchError("the temporal measurement needs at least 3 frames")
+    outputs: list[np.ndarray] = []
+    model_seconds = 0.0
+    for frame in clip:
+        started = time.perf_counter()
+        outputs.append(translator.translate(frame))
+        model_seconds += time.perf_counter() - started
+    stabilizer = TemporalStabilizer()
+    steady = [stabilizer(clip[0], outputs[0])]
+    temporal_seconds = 0.0
+    for frame, out in zip(clip[1:], outputs[1:], strict=True):
+        started = time.perf_counter()
+        steady.append(stabilizer(frame, out))
+        temporal_seconds += time.perf_counter() - started
+    plain, stable = warping_errors(list(clip), [outputs, steady])
+    psnrs = [psnr(a, b, 255.0) for a, b in zip(outputs[1:], steady[1:], strict=True)]
+    finite = [value for value in psnrs if math.isfinite(value)] or [math.inf]
+    return TemporalFigures(len(clip), plain, stable, float(np.mean(finite)), min(psnrs),
+                           temporal_seconds / (len(clip) - 1) * 1000.0,
+                           model_seconds / len(clip) * 1000.0)
 
 
 def model_only_rate(translator: Translator, size: tuple[int, int], batch: int, warmup: int = 3,
@@ -62,7 +156,8 @@ def run_end_to_end(model: str | Path, *, size: int | tuple[int, int] = 256, batc
                    backend: str = "onnxruntime", providers: str = "cpu",
                    threads: int | None = None, warmup: int = 3, iterations: int = 20,
                    image_suffix: str = ".jpg", workdir: str | Path | None = None,
-                   seed: int = 0) -> EndToEndResult:
+                   seed: int = 0, temporal_size: tuple[int, int] = (480, 640),
+                   temporal_frames: int = 16) -> EndToEndResult:
     """Measure the folder, video and live paths of ``model`` at ``size`` and ``batch``.
 
     Args:
@@ -76,6 +171,8 @@ def run_end_to_end(model: str | Path, *, size: int | tuple[int, int] = 256, batc
         warmup, iterations: of the model-only measurement.
         image_suffix: format of the folder's images (".jpg" as most photos are).
         workdir: where the inputs and outputs go (a temporary folder, removed, when None).
+        temporal_size, temporal_frames: (H, W) and length of the ``--temporal`` pan clip
+            (0 frames: not measured).
 
     Returns:
         :class:`EndToEndResult` with rates in images (frames) per second.
@@ -83,18 +180,23 @@ def run_end_to_end(model: str | Path, *, size: int | tuple[int, int] = 256, batc
     height, width = (size, size) if isinstance(size, int) else size
     if min(images, video_frames, live_frames, batch) < 1:
         raise BenchError("images, video_frames, live_frames and batch must be >= 1")
+    if temporal_frames and temporal_frames < 3:
+        raise BenchError("temporal_frames must be 0 (skip) or >= 3")
+    temporal = (temporal_size, temporal_frames)
     if workdir is None:
         with tempfile.TemporaryDirectory(prefix="cyclegan-bench-") as tmp:
             return _run(Path(model), (height, width), batch, images, video_frames, live_frames,
                         backend, providers, threads, warmup, iterations, image_suffix,
-                        Path(tmp), seed)
+                        Path(tmp), seed, temporal)
     return _run(Path(model), (height, width), batch, images, video_frames, live_frames, backend,
-                providers, threads, warmup, iterations, image_suffix, Path(workdir), seed)
+                providers, threads, warmup, iterations, image_suffix, Path(workdir), seed,
+                temporal)
 
 
 def _run(model: Path, size: tuple[int, int], batch: int, images: int, video_frames: int,
          live_frames: int, backend: str, providers: str, threads: int | None, warmup: int,
-         iterations: int, image_suffix: str, workdir: Path, seed: int) -> EndToEndResult:
+         iterations: int, image_suffix: str, workdir: Path, seed: int,
+         temporal: tuple[tuple[int, int], int]) -> EndToEndResult:
     if not model.is_file():
         raise BenchError(f"{model}: no such file")
     translator = Translator(model, providers=providers, backend=backend, threads=threads)
@@ -128,9 +230,16 @@ def _run(model: Path, size: tuple[int, int], batch: int, images: int, video_fram
     live_clip = np.concatenate([clip] * math.ceil(count / len(clip)))[:count]
     live_video = _write_video(workdir / "live.mp4", live_clip, fps)
     stats = run_live(translator, str(live_video), display=False, max_frames=live_frames)
-    if stats.frames == 0:
-        raise BenchError(f"the live loop translated no frame ({stats.ended_by})")
-    return EndToEndResult(
+    steady = run_live(translator, str(live_video), display=False, max_frames=live_frames,
+                      temporal=True)
+    for run, what in ((stats, ""), (steady, " with --temporal")):
+        if run.frames == 0:
+            raise BenchError(f"the live loop{what} translated no frame ({run.ended_by})")
+    (temporal_height, temporal_width), temporal_frames = temporal
+    figures = (measure_temporal(translator, pan_clip(temporal_frames, temporal_height,
+                                                     temporal_width, seed + 30))
+               if temporal_frames else None)
+    result = EndToEndResult(
         model=model.name, engine=backend, provider=short_provider(translator.providers[0]),
         batch=batch, height=height, width=width, model_only_ips=model_ips,
         folder_images=folder_run.frames, folder_ips=folder_run.frames / folder_run.seconds,
@@ -139,4 +248,15 @@ def _run(model: Path, size: tuple[int, int], batch: int, images: int, video_fram
         live_model_ms=stats.model_seconds / stats.frames * 1000.0,
         live_overhead_fraction=stats.overhead_fraction,
         live_wait_fraction=stats.wait_seconds / stats.seconds if stats.seconds > 0 else 0.0,
-        live_source_fps=fps)
+        live_source_fps=fps, live_temporal_frames=steady.frames,
+        live_temporal_overhead_fraction=steady.overhead_fraction,
+        live_temporal_ms=steady.temporal_seconds / steady.frames * 1000.0)
+    if figures is not None:
+        result.temporal_height, result.temporal_width = temporal_height, temporal_width
+        result.temporal_frames = figures.frames
+        result.warp_error, result.warp_error_temporal = (figures.warp_error,
+                                                         figures.warp_error_temporal)
+        result.temporal_psnr_db, result.temporal_psnr_min_db = (figures.psnr_mean_db,
+                                                                figures.psnr_min_db)
+        result.temporal_ms, result.temporal_model_ms = figures.temporal_ms, figures.model_ms
+    return result

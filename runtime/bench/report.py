@@ -31,6 +31,12 @@ ENGINE_TITLES = {
 # End-to-end targets: the pipeline keeps the model busy, the live loop adds little around it.
 PIPELINE_TARGET_RATIO = 0.90
 LIVE_OVERHEAD_TARGET = 0.10
+# --temporal: this much less temporal warping error, while each stabilised frame stays this
+# close to the per-frame one (a blur that hides everything cannot pass), for at most this much
+# extra time over the model's own per frame.
+TEMPORAL_WARP_CUT_TARGET = 0.40
+TEMPORAL_PSNR_TARGET_DB = 28.0
+TEMPORAL_COST_TARGET = 0.25
 
 
 class BenchError(RuntimeError):
@@ -121,7 +127,16 @@ class EndToEndResult:
     the same size and batch (target >= :data:`PIPELINE_TARGET_RATIO`).
     ``live_overhead_fraction``: the live loop's time outside the model and outside waiting for
     frames, over the model's time (``LiveStats.overhead_fraction``; target <=
-    :data:`LIVE_OVERHEAD_TARGET`).
+    :data:`LIVE_OVERHEAD_TARGET`); ``live_temporal_*``: the same loop with ``--temporal``
+    (the stabiliser's time counts as overhead).
+    ``warp_error`` / ``warp_error_temporal``: temporal warping error (Lai et al., ECCV 2018;
+    gray levels, :func:`runtime.media.temporal.warping_errors`) of the per-frame and the
+    stabilised translation of a ``temporal_height`` x ``temporal_width`` pan clip with sensor
+    noise (target: :data:`TEMPORAL_WARP_CUT_TARGET` less); ``temporal_psnr_db`` (mean) /
+    ``temporal_psnr_min_db``: per-frame PSNR of the stabilised frames against the per-frame
+    ones (target: min >= :data:`TEMPORAL_PSNR_TARGET_DB`); ``temporal_ms`` over
+    ``temporal_model_ms``: the stabiliser's and the model's time per frame (target <=
+    :data:`TEMPORAL_COST_TARGET`). None when not measured (reports of older versions).
     """
 
     model: str
@@ -141,6 +156,32 @@ class EndToEndResult:
     live_overhead_fraction: float
     live_wait_fraction: float           # waiting for the source, over the loop's whole time
     live_source_fps: float              # the pace the test video was written at
+    live_temporal_frames: int = 0
+    live_temporal_overhead_fraction: float | None = None
+    live_temporal_ms: float | None = None       # the stabiliser, per frame
+    temporal_height: int | None = None
+    temporal_width: int | None = None
+    temporal_frames: int = 0
+    warp_error: float | None = None
+    warp_error_temporal: float | None = None
+    temporal_psnr_db: float | None = None
+    temporal_psnr_min_db: float | None = None
+    temporal_ms: float | None = None
+    temporal_model_ms: float | None = None
+
+    @property
+    def warp_cut(self) -> float | None:
+        """How much less warping error ``--temporal`` leaves (0.6 = 60 % less)."""
+        if self.warp_error is None or self.warp_error_temporal is None or self.warp_error <= 0:
+            return None
+        return 1.0 - self.warp_error_temporal / self.warp_error
+
+    @property
+    def temporal_cost(self) -> float | None:
+        """The stabiliser's time per frame over the model's."""
+        if self.temporal_ms is None or not self.temporal_model_ms:
+            return None
+        return self.temporal_ms / self.temporal_model_ms
 
     @property
     def folder_ratio(self) -> float:
@@ -173,7 +214,37 @@ class EndToEndResult:
             f"({mark(self.live_overhead_fraction <= overhead)} target <= {overhead:.0%}); model "
             f"{self.live_model_ms:.1f} ms/frame, waiting for frames "
             f"{self.live_wait_fraction:.1%} of the time",
+            *self._temporal_lines(mark),
         ]
+
+    def _temporal_lines(self, mark: Any) -> list[str]:
+        lines = []
+        if self.live_temporal_overhead_fraction is not None:
+            overhead = self.live_temporal_overhead_fraction
+            label = f"live --temporal, {self.live_temporal_frames}"
+            lines.append(f"  {label:<20} loop overhead {overhead:.1%} of model time "
+                         f"({mark(overhead <= LIVE_OVERHEAD_TARGET)} target <= "
+                         f"{LIVE_OVERHEAD_TARGET:.0%}); stabiliser "
+                         f"{self.live_temporal_ms or 0.0:.1f} ms/frame")
+        cut, cost = self.warp_cut, self.temporal_cost
+        if cut is None or cost is None or self.temporal_psnr_min_db is None:
+            return lines
+        assert self.warp_error is not None and self.warp_error_temporal is not None
+        lowest = self.temporal_psnr_min_db
+        lines += [
+            f"  --temporal, {self.temporal_width}x{self.temporal_height} pan with sensor noise, "
+            f"{self.temporal_frames} frames:",
+            f"    warping error {self.warp_error:.2f} -> {self.warp_error_temporal:.2f} levels = "
+            f"{cut:.0%} less ({mark(cut >= TEMPORAL_WARP_CUT_TARGET)} target >= "
+            f"{TEMPORAL_WARP_CUT_TARGET:.0%})",
+            f"    PSNR against per-frame {self.temporal_psnr_db:.1f} dB, lowest frame "
+            f"{lowest:.1f} dB ({mark(lowest >= TEMPORAL_PSNR_TARGET_DB)} target >= "
+            f"{TEMPORAL_PSNR_TARGET_DB:.0f} dB)",
+            f"    +{self.temporal_ms:.1f} ms/frame = {cost:.1%} of the model's "
+            f"{self.temporal_model_ms:.0f} ms ({mark(cost <= TEMPORAL_COST_TARGET)} target <= "
+            f"{TEMPORAL_COST_TARGET:.0%})",
+        ]
+        return lines
 
 
 @dataclass
@@ -199,7 +270,9 @@ class BenchReport:
         return {"schema": SCHEMA_NAME, "schema_version": SCHEMA_VERSION, "created": self.created,
                 "machine": {**asdict(self.machine), "tag": self.machine.tag},
                 "settings": self.settings, "rows": rows,
-                "end_to_end": [asdict(result) for result in self.end_to_end],
+                "end_to_end": [{key: "inf" if isinstance(value, float) and math.isinf(value)
+                                else value for key, value in asdict(result).items()}
+                               for result in self.end_to_end],
                 "notes": self.notes}
 
     @classmethod
@@ -217,7 +290,8 @@ class BenchReport:
             rows.append(BenchRow(**_known(BenchRow, values)))
         return cls(MachineInfo(**_known(MachineInfo, data["machine"])), rows,
                    dict(data.get("settings", {})), list(data.get("notes", [])),
-                   [EndToEndResult(**_known(EndToEndResult, v))
+                   [EndToEndResult(**_known(EndToEndResult, {
+                       key: math.inf if value == "inf" else value for key, value in v.items()}))
                     for v in data.get("end_to_end", [])],
                    str(data.get("created", "")))
 

@@ -1,2 +1,3 @@
 """Frames in, frames out: sources (images, folders, videos, cameras, streams), sinks (files,
-videos, window), the threaded file pipeline and the live loop."""
+videos through PyAV, window), temporal stability, the threaded file pipeline and the live
+loop."""

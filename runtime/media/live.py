@@ -1,7 +1,10 @@
 """The live loop: camera / video file / stream -> translate -> window and/or recording.
 
 The capture thread keeps only the newest frame (:class:`LatestFrameGrabber`), so the picture
-is never more than one frame behind the camera however slow the model is.
+is never more than one frame behind the camera however slow the model is. With ``temporal``,
+each translated frame is steadied against the previous one (:mod:`runtime.media.temporal`);
+frames the grabber skipped only mean a longer step for the flow. Recordings are H.264 (by
+extension, as for files) through :class:`runtime.media.video.AtomicVideoWriter`.
 Keys in the window: q or Esc quits, s saves a snapshot, space cycles translated / side by side /
 original.
 """
@@ -18,8 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from runtime.media.manifest import OutputManifest
-from runtime.media.sinks import AtomicVideoWriter, draw_fps, side_by_side, write_image_atomic
+from runtime.media.sinks import draw_fps, side_by_side, write_image_atomic
 from runtime.media.sources import LatestFrameGrabber, parse_live_source
+from runtime.media.temporal import TemporalStabilizer
+from runtime.media.video import AtomicVideoWriter
 from runtime.translator import Translator
 
 VIEWS = ("translated", "side by side", "original")
@@ -35,6 +40,7 @@ class LiveStats:
     frames: int = 0
     seconds: float = 0.0
     model_seconds: float = 0.0          # time inside Translator.translate
+    temporal_seconds: float = 0.0       # time in the temporal stabiliser (part of the overhead)
     wait_seconds: float = 0.0           # time waiting for the source's next frame
     frames_captured: int = 0
     snapshots: list[Path] = field(default_factory=list)
@@ -56,7 +62,11 @@ class LiveStats:
     def line(self) -> str:
         text = (f"{self.frames} frame(s) in {self.seconds:.1f} s ({self.fps:.1f} FPS; model "
                 f"{self.model_seconds / max(self.frames, 1) * 1000:.1f} ms/frame, loop overhead "
-                f"{self.overhead_fraction:.1%} of model time); {self.ended_by}")
+                f"{self.overhead_fraction:.1%} of model time")
+        if self.temporal_seconds:
+            text += (f"; --temporal {self.temporal_seconds / max(self.frames, 1) * 1000:.1f} "
+                     "ms/frame of it")
+        text += f"); {self.ended_by}"
         if self.recording:
             text += f"; recorded {self.recording}"
         return text
@@ -91,11 +101,13 @@ def display_available() -> bool:
 def run_live(translator: Translator, source: str = "0", *, display: bool = True,
              record: Path | None = None, max_frames: int | None = None,
              snapshot_dir: Path = Path("."), reconnects: int = 5,
-             retry_delay: float = 0.5) -> LiveStats:
+             retry_delay: float = 0.5, codec: str | None = None, crf: int | None = None,
+             temporal: bool = False) -> LiveStats:
     """Translate a live source until it ends, the user quits, or ``max_frames`` frames.
 
     A dropped stream is reopened up to ``reconnects`` times, waiting ``retry_delay`` seconds
-    times the attempt number before each.
+    times the attempt number before each. ``codec`` / ``crf``: of the recording
+    (:func:`runtime.media.video.choose_codec`); ``temporal``: steady the translation over time.
     """
     if display and not display_available():
         raise LiveError("no display available (DISPLAY is not set or does not answer); "
@@ -106,6 +118,7 @@ def run_live(translator: Translator, source: str = "0", *, display: bool = True,
     except Exception as exc:  # noqa: BLE001 - OpenCV/InputError: one line for the user
         raise LiveError(f"cannot open {source!r} ({exc})") from None
     stats = LiveStats()
+    stabilizer = TemporalStabilizer() if temporal else None
     writer: AtomicVideoWriter | None = None
     pending: list[np.ndarray] = []
     made_at: list[float] = []  # when each recorded frame was made: the recording's rate
@@ -132,6 +145,10 @@ def run_live(translator: Translator, source: str = "0", *, display: bool = True,
             t0 = time.perf_counter()
             translated = translator.translate(frame)
             stats.model_seconds += time.perf_counter() - t0
+            if stabilizer is not None:
+                t1 = time.perf_counter()
+                translated = stabilizer(frame, translated)
+                stats.temporal_seconds += time.perf_counter() - t1
             stats.frames += 1
             now = time.perf_counter()
             instant = 1.0 / max(now - last_frame_time, 1e-6)
@@ -145,7 +162,8 @@ def run_live(translator: Translator, source: str = "0", *, display: bool = True,
                 pending.append(translated)
                 made_at.append(now)
                 if writer is None and (len(pending) >= RECORD_RATE_FRAMES):
-                    writer = _open_recording(record, pending, made_at, grabber.info.fps)
+                    writer = _open_recording(record, pending, made_at, grabber.info.fps,
+                                             codec, crf)
                 if writer is not None:
                     for kept in pending:
                         writer.write(kept)
@@ -171,7 +189,7 @@ def run_live(translator: Translator, source: str = "0", *, display: bool = True,
         stats.frames_captured = grabber.frames_read
         grabber.stop()
         if writer is None and pending and record is not None:
-            writer = _open_recording(record, pending, made_at, grabber.info.fps)
+            writer = _open_recording(record, pending, made_at, grabber.info.fps, codec, crf)
         if writer is not None:
             for kept in pending:
                 writer.write(kept)
@@ -192,7 +210,8 @@ RECORD_RATE_FRAMES = 10  # frames measured before the recording's frame rate is 
 
 
 def _open_recording(path: Path, frames: list[np.ndarray], made_at: list[float],
-                    source_fps: float) -> AtomicVideoWriter:
+                    source_fps: float, codec: str | None = None,
+                    crf: int | None = None) -> AtomicVideoWriter:
     """A writer at the rate the frames were made (from their timestamps), never faster than
     the source; with a single frame, the source's rate (or 30 when the source has none)."""
     if len(made_at) >= 2 and made_at[-1] > made_at[0]:
@@ -201,7 +220,8 @@ def _open_recording(path: Path, frames: list[np.ndarray], made_at: list[float],
     else:
         fps = source_fps if source_fps > 0 else 30.0
     height, width = frames[0].shape[:2]
-    return AtomicVideoWriter(path, max(0.5, round(fps, 2)), (width, height))
+    return AtomicVideoWriter(path, max(0.5, round(fps, 2)), (width, height), codec=codec,
+                             crf=crf)
 
 
 def _compose(frame: np.ndarray, translated: np.ndarray, view: str) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Threaded translation of files and live sources.
 
-Decoding and encoding run in worker threads (OpenCV releases the GIL while it works) and
-overlap inference in the calling thread, so a folder or a video is bound by the model, not by
+Decoding and encoding run in worker threads (OpenCV and PyAV release the GIL while they work)
+and overlap inference in the calling thread, so a folder or a video is bound by the model, not by
 I/O. Failures are collected with their reasons; they never stop the run.
 """
 
@@ -14,26 +14,26 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
 from runtime.media.outputs import Job, OutputPlan
 from runtime.media.sinks import (
-    AtomicVideoWriter,
+    OutputWriteError,
     remove_stale_parts,
     side_by_side,
     write_animation_atomic,
     write_image_atomic,
 )
-from runtime.media.sources import (
-    InputError,
-    open_video,
-    read_animation,
-    read_image,
-    video_frames,
-)
+from runtime.media.sources import InputError, read_animation, read_image
+from runtime.media.temporal import TemporalStabilizer
+from runtime.media.video import AtomicVideoWriter, DecodedFrame, VideoReader, probe_video
 from runtime.translator import Translator
+
+T = TypeVar("T")
 
 Progress = Callable[[int], None]  # called with the number of items just finished
 
@@ -44,6 +44,7 @@ class RunSummary:
     skipped: list[Path] = field(default_factory=list)
     failed: list[InputError] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)       # e.g. a video shorter than announced
+    notes: list[str] = field(default_factory=list)          # e.g. a rotation applied
     not_media: list[Path] = field(default_factory=list)     # hidden / non-media files passed over
     earlier_outputs: list[Path] = field(default_factory=list)  # never read as inputs
     removed_parts: list[Path] = field(default_factory=list)    # stale temp files cleared
@@ -73,6 +74,7 @@ class RunSummary:
                           "interrupted run")
         if passed:
             out.append("; ".join(passed))
+        out += [f"note: {text}" for text in self.notes]
         out += [f"warning: {text}" for text in self.warnings]
         if self.translated and self.destination is not None:
             out.append(f"results in {self.destination}")
@@ -188,8 +190,15 @@ def _first_line(exc: BaseException) -> str:
 
 def translate_video(translator: Translator, job: Job, plan: OutputPlan, batch_size: int,
                     side: bool, progress: Progress, summary: RunSummary,
-                    queue_size: int = 8) -> None:
-    """Same size, frame rate and frame count out; decoding and encoding in their own threads.
+                    queue_size: int = 8, *, codec: str | None = None, crf: int | None = None,
+                    temporal: bool = False) -> None:
+    """Same size, timestamps and frame count out, the audio copied; decoding (PyAV) and
+    encoding in their own threads.
+
+    A rotated source is translated upright and written upright (a note says so). Audio and
+    subtitle packets travel with the frame they precede, so the writer interleaves them as the
+    source did. ``codec`` / ``crf``: see :func:`runtime.media.video.choose_codec`; ``temporal``:
+    each output passes through a :class:`TemporalStabilizer` before it is written.
 
     Every blocking queue operation wakes up regularly to check ``stop``, so a failing encoder,
     a failing model or Ctrl-C ends all three threads; the partial file is then deleted. A video
@@ -197,17 +206,18 @@ def translate_video(translator: Translator, job: Job, plan: OutputPlan, batch_si
     a warning naming the shortfall.
     """
     try:
-        capture, info = open_video(job.source)
+        reader = VideoReader(job.source)
     except InputError as err:
         summary.failed.append(err)
         return
     stop = threading.Event()
-    frames_in: queue.Queue[np.ndarray | None] = queue.Queue(queue_size)
-    frames_out: queue.Queue[np.ndarray | None] = queue.Queue(queue_size)
+    frames_in: queue.Queue[DecodedFrame | None] = queue.Queue(queue_size)
+    frames_out: queue.Queue[tuple[np.ndarray, DecodedFrame] | None] = queue.Queue(queue_size)
     errors: list[str] = []
     writers: list[AtomicVideoWriter] = []
+    stabilizer = TemporalStabilizer() if temporal else None
 
-    def put(target: queue.Queue[np.ndarray | None], item: np.ndarray | None) -> bool:
+    def put(target: queue.Queue[Any], item: Any) -> bool:
         while not stop.is_set():
             try:
                 target.put(item, timeout=0.1)
@@ -218,22 +228,30 @@ def translate_video(translator: Translator, job: Job, plan: OutputPlan, batch_si
 
     def decode() -> None:
         try:
-            for frame in video_frames(capture):
+            for frame in reader.frames():
                 if not put(frames_in, frame):
                     return
         finally:
-            capture.release()
             put(frames_in, None)
 
     def encode() -> None:
         try:
-            while (frame := _get(frames_out, stop)) is not None:
+            while (item := _get(frames_out, stop)) is not None:
+                image, frame = item
                 if not writers:  # sized from the first real frame, not container metadata
-                    writers.append(AtomicVideoWriter(job.target, info.fps,
-                                                     (frame.shape[1], frame.shape[0])))
-                writers[0].write(frame)
+                    writers.append(AtomicVideoWriter(
+                        job.target, reader.info.fps, (image.shape[1], image.shape[0]),
+                        codec=codec, crf=crf, time_base=reader.info.time_base,
+                        copy_streams=reader.copy_streams))
+                for packet in frame.packets:
+                    writers[0].copy(packet)
+                writers[0].write(image, _rescale(frame.pts, frame.time_base,
+                                                 reader.info.time_base))
+            if writers and not stop.is_set():
+                for packet in reader.leftover:  # complete: the decoder ended before the marker
+                    writers[0].copy(packet)
         except Exception as exc:  # noqa: BLE001 - becomes this input's failure reason
-            errors.append(f"cannot write video ({_first_line(exc)})")
+            errors.append(_write_failure(exc))
             stop.set()
 
     threads = [threading.Thread(target=decode, name="video-decode", daemon=True),
@@ -245,12 +263,14 @@ def translate_video(translator: Translator, job: Job, plan: OutputPlan, batch_si
     try:
         for batch in _batches(frames_in, batch_size, stop):
             try:
-                outputs = translator.translate_batch(batch)
+                outputs = translator.translate_batch([frame.image for frame in batch])
             except Exception as exc:  # noqa: BLE001 - e.g. out of memory on one video
                 errors.append(f"translation failed ({_first_line(exc)})")
                 break
-            for image, out in zip(batch, outputs, strict=True):
-                put(frames_out, side_by_side(image, out) if side else out)
+            for frame, out in zip(batch, outputs, strict=True):
+                if stabilizer is not None:
+                    out = stabilizer(frame.image, out)
+                put(frames_out, (side_by_side(frame.image, out) if side else out, frame))
             count += len(batch)
             progress(len(batch))
         if not errors:
@@ -265,29 +285,60 @@ def translate_video(translator: Translator, job: Job, plan: OutputPlan, batch_si
             thread.join()
         stop.set()
         threads[0].join()
-        ok = not errors and not interrupted and count > 0 and writers
-        if not ok:
-            for writer in writers:
-                writer.abort()
-            if not interrupted:
-                summary.failed.append(InputError(job.source, errors[0] if errors else "no frames"))
-        else:
-            try:
-                written = writers[0].commit()
-                plan.manifest_for(written).record(written, job.kind)
-                summary.translated.append(written)
-                summary.frames += count
-            except OSError as exc:
-                writers[0].abort()
-                summary.failed.append(InputError(job.source,
-                                                 f"cannot write video ({_first_line(exc)})"))
-                return
-            if info.frame_count > count:
-                summary.warnings.append(f"{job.source}: read {count} of the {info.frame_count} "
-                                        "frames its container announces (truncated?)")
+        _finish_video(job, plan, summary, reader, writers, count,
+                      errors[0] if errors else None, interrupted)
+        reader.close()
 
 
-def _get(source: queue.Queue[np.ndarray | None], stop: threading.Event) -> np.ndarray | None:
+def _write_failure(exc: BaseException) -> str:
+    """The reason a video output failed (our writer's own message, naming the path, needs no
+    exception class before it)."""
+    if isinstance(exc, OutputWriteError):
+        return f"cannot write video ({str(exc).strip().splitlines()[0]})"
+    return f"cannot write video ({_first_line(exc)})"
+
+
+def _rescale(pts: int | None, source: Fraction, target: Fraction) -> int | None:
+    """``pts`` from time base ``source`` to ``target`` (frames normally carry the stream's)."""
+    if pts is None or source == target:
+        return pts
+    return round(pts * source / target)
+
+
+def _finish_video(job: Job, plan: OutputPlan, summary: RunSummary, reader: VideoReader,
+                  writers: list[AtomicVideoWriter], count: int, error: str | None,
+                  interrupted: bool) -> None:
+    """Commit (and record) the output of a finished video, or delete it; say what happened."""
+    if error is not None or interrupted or count == 0 or not writers:
+        for writer in writers:
+            writer.abort()
+        if not interrupted:
+            reason = error or (f"no frames ({reader.error})" if reader.error else "no frames")
+            summary.failed.append(InputError(job.source, reason))
+        return
+    writer = writers[0]
+    try:
+        written = writer.commit()
+        plan.manifest_for(written).record(written, job.kind)
+    except OSError as exc:
+        writer.abort()
+        summary.failed.append(InputError(job.source, _write_failure(exc)))
+        return
+    summary.translated.append(written)
+    summary.frames += count
+    summary.notes += writer.notes
+    if reader.rotation:
+        summary.notes.append(f"{job.source}: turned {reader.rotation} degrees as its rotation "
+                             "flag asks; translated and written upright (no flag)")
+    if reader.info.frame_count > count:
+        summary.warnings.append(f"{job.source}: read {count} of the {reader.info.frame_count} "
+                                "frames its container announces (truncated?)")
+    if reader.corrupt_packets:
+        summary.warnings.append(f"{job.source}: skipped {reader.corrupt_packets} undecodable "
+                                "packet(s)")
+
+
+def _get(source: queue.Queue[T | None], stop: threading.Event) -> T | None:
     """Next item, or None at the end marker or once ``stop`` is set."""
     while not stop.is_set():
         try:
@@ -297,9 +348,9 @@ def _get(source: queue.Queue[np.ndarray | None], stop: threading.Event) -> np.nd
     return None
 
 
-def _batches(frames: queue.Queue[np.ndarray | None], size: int,
-             stop: threading.Event) -> Iterator[list[np.ndarray]]:
-    batch: list[np.ndarray] = []
+def _batches(frames: queue.Queue[T | None], size: int,
+             stop: threading.Event) -> Iterator[list[T]]:
+    batch: list[T] = []
     while (frame := _get(frames, stop)) is not None:
         batch.append(frame)
         if len(batch) >= size:
@@ -340,20 +391,26 @@ def count_work(jobs: list[Job]) -> int:
     for job in jobs:
         if job.kind == "video":
             try:
-                capture, info = open_video(job.source)
-                capture.release()
-                total += max(info.frame_count, 1)
+                info = probe_video(job.source)
             except InputError:
                 total += 1
+                continue
+            estimate = info.frame_count or round((info.duration or 0.0) * info.fps)
+            total += max(estimate, 1)
         else:
             total += max(job.frames, 1)
     return total
 
 
 def translate_files(translator: Translator, plan: OutputPlan, *, batch_size: int = 1,
-                    side: bool = False, progress: Progress | None = None) -> RunSummary:
+                    side: bool = False, progress: Progress | None = None,
+                    codec: str | None = None, crf: int | None = None,
+                    temporal: bool = False) -> RunSummary:
     """Translate the jobs of ``plan`` (see :func:`runtime.media.outputs.plan_outputs`);
     returns what was written, what was skipped and what failed, and why.
+
+    ``codec`` / ``crf``: for the videos (:func:`runtime.media.video.choose_codec`; None: by
+    extension). ``temporal``: stabilise videos over time (:mod:`runtime.media.temporal`).
 
     Stale temp files of an earlier, killed run in the output folders are removed first.
     """
@@ -368,8 +425,12 @@ def translate_files(translator: Translator, plan: OutputPlan, *, batch_size: int
         ImagePipeline(translator, plan, batch_size, side).run(images, summary, progress)
         if not summary.interrupted:
             for job in others:
-                translate = translate_video if job.kind == "video" else translate_animation
-                translate(translator, job, plan, batch_size, side, progress, summary)
+                if job.kind == "video":
+                    translate_video(translator, job, plan, batch_size, side, progress, summary,
+                                    codec=codec, crf=crf, temporal=temporal)
+                else:
+                    translate_animation(translator, job, plan, batch_size, side, progress,
+                                        summary)
     except KeyboardInterrupt:
         summary.interrupted = True
     summary.seconds = time.perf_counter() - started

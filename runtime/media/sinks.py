@@ -1,4 +1,5 @@
-"""Frame sinks: image files and videos written atomically, and a preview window.
+"""Frame sinks: image files written atomically, the rules every output follows, and a preview
+window (videos: :mod:`runtime.media.video`, on the same rules).
 
 Every file appears under its final name only when complete: it is written to a hidden temp file
 in the same folder (``.NAME.<pid>-<random>.part[.ext]``, see :func:`temp_path`), checked, then
@@ -18,9 +19,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-# Containers -> codec OpenCV's bundled FFmpeg can write without extra licences.
-FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "XVID"}
-VIDEO_WRITE_EXTENSIONS = frozenset(FOURCC)
+# Video extension -> (FFmpeg container, default codec of :data:`runtime.media.video.VIDEO_CODECS`).
+# H.264 plays in every browser and phone; WebM holds only VP8/VP9/AV1; AVI keeps Motion JPEG,
+# as it cannot carry the timestamps that H.264's reordered frames need.
+VIDEO_CONTAINERS = {".mp4": ("mp4", "h264"), ".m4v": ("mp4", "h264"), ".mov": ("mov", "h264"),
+                    ".mkv": ("matroska", "h264"), ".webm": ("webm", "vp9"),
+                    ".avi": ("avi", "mjpeg")}
+VIDEO_WRITE_EXTENSIONS = frozenset(VIDEO_CONTAINERS)
 # Image formats that cannot hold a colour picture (OpenCV writes them from gray only) or that
 # this OpenCV build cannot encode: their outputs are written as PNG under "NAME.EXT.png".
 _GRAY_ONLY_FORMATS = frozenset({".pgm", ".pbm"})
@@ -85,7 +90,7 @@ def temp_path(path: Path, keep_suffix: bool = False) -> Path:
     return Path(tmp)
 
 
-def _publish(tmp: Path, path: Path) -> None:
+def publish(tmp: Path, path: Path) -> None:
     """Give ``tmp`` the usual permissions and rename it to ``path`` (atomic on one file
     system)."""
     os.chmod(tmp, 0o666 & ~_current_umask())
@@ -98,7 +103,7 @@ def write_bytes_atomic(path: Path, data: bytes) -> Path:
     try:
         with open(tmp, "wb") as handle:
             handle.write(data)
-        _publish(tmp, path)
+        publish(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise OutputWriteError(f"{path}: cannot write ({exc.strerror or exc})") from None
@@ -180,79 +185,6 @@ def _process_alive(pid: int) -> bool:
     except PermissionError:
         return True  # exists, belongs to someone else
     return True
-
-
-class AtomicVideoWriter:
-    """``cv2.VideoWriter`` into a temp file; :meth:`commit` checks it and renames it into place.
-
-    OpenCV's writer reports no write errors (a full disk gives a truncated file), so
-    :meth:`commit` reopens the finished temp file and insists on every frame written before
-    it is renamed; otherwise it raises :class:`OutputWriteError` and deletes it. :meth:`abort`
-    (or leaving a ``with`` block by an exception) deletes the partial file.
-    """
-
-    def __init__(self, path: Path, fps: float, size: tuple[int, int]) -> None:
-        self.path = path
-        suffix = path.suffix.lower()
-        if suffix not in VIDEO_WRITE_EXTENSIONS:
-            raise OutputWriteError(f"{path}: cannot write {suffix or 'extension-less'} videos "
-                                   f"(writable: {', '.join(sorted(VIDEO_WRITE_EXTENSIONS))})")
-        fourcc = cv2.VideoWriter.fourcc(*FOURCC[suffix])
-        # The temp name keeps the extension: OpenCV picks the container from it.
-        self.tmp = temp_path(path, keep_suffix=True)
-        self.size = size
-        self.writer = cv2.VideoWriter(str(self.tmp), fourcc, fps, size)
-        if not self.writer.isOpened():
-            self.tmp.unlink(missing_ok=True)
-            raise OutputWriteError(f"{path}: cannot open a video writer for {suffix} files")
-        self.frames = 0
-
-    def write(self, frame: np.ndarray) -> None:
-        if (frame.shape[1], frame.shape[0]) != self.size:
-            raise ValueError(f"frame of {frame.shape[1]}x{frame.shape[0]} in a "
-                             f"{self.size[0]}x{self.size[1]} video")
-        if frame.ndim == 3 and frame.shape[2] == 4:
-            frame = frame[:, :, :3]
-        self.writer.write(np.ascontiguousarray(frame))
-        self.frames += 1
-
-    def commit(self) -> Path:
-        self.writer.release()
-        try:
-            self._check_complete()
-            _publish(self.tmp, self.path)
-        except BaseException:
-            self.tmp.unlink(missing_ok=True)
-            raise
-        return self.path
-
-    def _check_complete(self) -> None:
-        """Raise :class:`OutputWriteError` unless the temp file plays with all its frames."""
-        capture = cv2.VideoCapture(str(self.tmp))
-        try:
-            readable = capture.isOpened()
-            count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) if readable else 0
-        finally:
-            capture.release()
-        if not readable:
-            raise OutputWriteError(f"{self.path}: the written video is unreadable (disk full "
-                                   "or a write error?)")
-        if count < self.frames:
-            raise OutputWriteError(f"{self.path}: only {count} of {self.frames} frames reached "
-                                   "the file (disk full or a write error?)")
-
-    def abort(self) -> None:
-        self.writer.release()
-        self.tmp.unlink(missing_ok=True)
-
-    def __enter__(self) -> AtomicVideoWriter:
-        return self
-
-    def __exit__(self, exc_type: object, *rest: object) -> None:
-        if exc_type is None:
-            self.commit()
-        else:
-            self.abort()
 
 
 def side_by_side(original: np.ndarray, translated: np.ndarray) -> np.ndarray:

@@ -253,6 +253,13 @@ class LatestFrameGrabber:
     A consumer slower than the camera therefore always gets the latest picture (latency one
     frame, not a growing queue). Video files are paced at their own frame rate, as a camera
     would deliver them. A live stream that drops is reopened up to ``reconnects`` times.
+
+    Live sources stay on OpenCV, while video files for translation go through PyAV
+    (:mod:`runtime.media.video`): ``cv2.VideoCapture(0)`` opens a camera by its index on every
+    OS (V4L2, Media Foundation, AVFoundation), where PyAV needs each platform's device format
+    and name; the driver's buffer can be held to one frame (``CAP_PROP_BUFFERSIZE``); and live
+    mode needs only the newest picture, none of what PyAV adds for files (timestamps, audio,
+    packets to copy).
     """
 
     def __init__(self, source: int | str, reconnects: int = 5, retry_delay: float = 0.5) -> None:

@@ -1,0 +1,541 @@
+"""Video files in and out through PyAV (FFmpeg's own libraries, in a wheel).
+
+Reading (:class:`VideoReader`): any file FFmpeg reads. Frames come out as HWC uint8 BGR, turned
+upright when the stream carries a rotation (its display matrix, as phones write it), each with
+its presentation timestamp, so variable frame rates survive. The packets of the other streams
+(audio, subtitles) come out alongside, untouched, to be copied.
+
+Writing (:class:`AtomicVideoWriter`): by extension, H.264 (yuv420p, BT.601 tags) in .mp4 / .m4v
+/ .mov / .mkv (``+faststart`` for MP4: playable while it downloads), VP9 in .webm, Motion JPEG in
+.avi; ``codec`` / ``crf`` choose otherwise (:data:`VIDEO_CODECS`). Frames are written with the
+timestamps they are given (the source's), copied streams packet by packet (never re-encoded),
+and the output is upright with no rotation flag. The file goes through a temp file next to the
+target (:func:`runtime.media.sinks.temp_path`); :meth:`AtomicVideoWriter.commit` reads it back,
+insists on every frame and copied packet, and only then renames it into place. Any write error
+(a full disk) deletes the temp file and raises :class:`OutputWriteError` naming the user's path.
+
+Cameras and network streams are read with OpenCV instead (:class:`runtime.media.sources.
+LatestFrameGrabber`): see there why.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from functools import cache
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+from av.video.reformatter import ColorRange, Colorspace, Interpolation
+
+from runtime.media.sinks import (
+    VIDEO_CONTAINERS,
+    VIDEO_WRITE_EXTENSIONS,
+    OutputWriteError,
+    publish,
+    temp_path,
+)
+from runtime.media.sources import InputError
+
+
+@dataclass(frozen=True)
+class VideoCodec:
+    """One ``--codec`` choice: the FFmpeg encoder, the codec's name in containers (what
+    ``supported_codecs`` lists), its pixel format and its constant-quality scale."""
+
+    encoder: str
+    name: str
+    pix_fmt: str
+    crf_range: tuple[int, int]
+    default_crf: int
+    options: dict[str, str] = field(default_factory=dict)
+    even_size: bool = True          # 4:2:0 encoders that refuse odd widths and heights
+    codec_tag: str | None = None    # e.g. hvc1: the tag Apple players want for HEVC in MP4
+
+
+# Speed presets are chosen so that encoding stays a few percent of a CPU model's time (x264
+# veryfast at 640x480: ~11 ms/frame on one core here); CRF 20 / 32 look clean on translated
+# video. MJPEG (AVI) takes a JPEG quantiser (2 best .. 31) in place of a CRF.
+VIDEO_CODECS: dict[str, VideoCodec] = {
+    "h264": VideoCodec("libx264", "h264", "yuv420p", (0, 51), 20, {"preset": "veryfast"}),
+    "h265": VideoCodec("libx265", "hevc", "yuv420p", (0, 51), 24,
+                       {"preset": "veryfast", "x265-params": "log-level=error"},
+                       codec_tag="hvc1"),
+    "vp9": VideoCodec("libvpx-vp9", "vp9", "yuv420p", (0, 63), 32,
+                      {"b": "0", "deadline": "good", "cpu-used": "5", "row-mt": "1"},
+                      even_size=False),
+    "av1": VideoCodec("libsvtav1", "av1", "yuv420p", (0, 63), 35, {"preset": "10"}),
+    "mjpeg": VideoCodec("mjpeg", "mjpeg", "yuvj420p", (2, 31), 3, even_size=False),
+}
+_FASTSTART_FORMATS = frozenset({"mp4", "mov"})
+_CFR_FORMATS = frozenset({"avi"})  # one tick per frame: source timestamps cannot be kept
+_COPIED_KINDS = ("audio", "subtitle")
+_AVCOL_BT709 = 1      # AVColorPrimaries / AVColorTransferCharacteristic BT.709 (as sRGB's)
+_AVCOL_RANGE_MPEG = 1  # limited ("TV") range
+_AVCOL_SMPTE170M = 6  # AVColorSpace BT.601 (525-line), the matrix of OpenCV's I420 conversion
+# swscale flags where swscale converts RGB -> YUV (odd sizes, JPEG range): rounded, not
+# truncated, so a flat colour survives within a level where the defaults drift by 2-3. Decoding
+# keeps swscale's defaults: with ACCURATE_RND it shifts chroma at sharp colour edges (7.5 mean
+# error on ffmpeg's testsrc2 against 1.3), and a file should read as ffmpeg reads it.
+_SWS_FLAGS = int(Interpolation.BICUBIC) | int(Interpolation.ACCURATE_RND)
+
+
+def codec_threads() -> int:
+    """Threads for FFmpeg's decoders and encoders: a quarter of the usable cores, at least one.
+
+    The model owns the cores; FFmpeg's default (all of them, and more for x264) makes its
+    threads preempt the model's mid-layer, where the model's other threads then wait. On this
+    project's 2-core machine, one thread each cut the video path's CPU time from 1.09-1.12x to
+    1.01-1.03x the model's own at 256x256.
+    """
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        usable = os.cpu_count() or 1
+    return max(1, usable // 4)
+
+
+class VideoCodecError(ValueError):
+    """A --codec / --crf that the output cannot take; the message names the path (exit 2)."""
+
+
+def choose_codec(path: Path, codec: str | None = None, crf: int | None = None) -> tuple[
+        VideoCodec, int]:
+    """The encoder and CRF for a video written to ``path`` (by extension, unless ``codec``).
+
+    Raises :class:`VideoCodecError` for an extension that cannot be written, an unknown codec,
+    one this PyAV build lacks, one the container cannot hold, or a CRF outside its scale.
+    """
+    suffix = path.suffix.lower()
+    if suffix not in VIDEO_CONTAINERS:
+        raise VideoCodecError(f"{path}: cannot write {suffix or 'extension-less'} videos "
+                              f"(writable: {', '.join(sorted(VIDEO_WRITE_EXTENSIONS))})")
+    container, default = VIDEO_CONTAINERS[suffix]
+    name = (codec or default).lower()
+    if name not in VIDEO_CODECS:
+        raise VideoCodecError(f"--codec {codec}: unknown; choose one of "
+                              f"{', '.join(sorted(VIDEO_CODECS))}")
+    spec = VIDEO_CODECS[name]
+    if spec.encoder not in av.codecs_available:
+        raise VideoCodecError(f"--codec {name}: this PyAV build has no {spec.encoder} encoder")
+    if spec.name not in _container_codecs(container):
+        raise VideoCodecError(f"{path}: a {suffix} file cannot hold {name} video; use "
+                              f"--codec {default} or another extension")
+    low, high = spec.crf_range
+    chosen = spec.default_crf if crf is None else crf
+    if not low <= chosen <= high:
+        raise VideoCodecError(f"--crf {crf}: {name} takes {low} (best) to {high}")
+    return spec, chosen
+
+
+@cache
+def _container_codecs(container: str) -> frozenset[str]:
+    with av.open(os.devnull, "w", format=container) as probe:
+        return frozenset(probe.supported_codecs)
+
+
+# ---- reading ----------------------------------------------------------------------------------
+
+@dataclass
+class DecodedFrame:
+    """One picture of a video: ``image`` HWC uint8 BGR, upright; ``pts`` its presentation time
+    in units of ``time_base`` (None when the file has none); ``packets``: packets of the copied
+    streams that the file holds before this picture, to be written before it."""
+
+    image: np.ndarray
+    pts: int | None
+    time_base: Fraction
+    packets: list[av.Packet] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class VideoFileInfo:
+    """What the container says about its first video stream (sizes as stored, before any
+    rotation; ``frame_count`` 0 when the container does not say, e.g. Matroska)."""
+
+    width: int
+    height: int
+    fps: float
+    frame_count: int
+    time_base: Fraction
+    duration: float | None  # seconds
+
+
+def _open_input(path: Path) -> av.container.InputContainer:
+    try:
+        if path.stat().st_size == 0:
+            raise InputError(path, "empty file")
+        container = av.open(str(path), "r")
+    except InputError:
+        raise
+    except OSError as exc:  # av's errors are OSError / ValueError subclasses
+        raise InputError(path, f"cannot open as video ({_reason(exc)})") from None
+    except (av.FFmpegError, ValueError) as exc:
+        raise InputError(path, f"cannot open as video ({_reason(exc)})") from None
+    if not _video_stream(container):
+        container.close()
+        raise InputError(path, "no video stream")
+    return container
+
+
+def _video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream | None:
+    """The first video stream that is a picture sequence (not cover art)."""
+    for stream in container.streams.video:
+        if not stream.disposition & av.stream.Disposition.attached_pic:
+            return stream
+    return None
+
+
+def _info(stream: av.video.stream.VideoStream, container: av.container.InputContainer
+          ) -> VideoFileInfo:
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    fps = float(rate) if rate else 0.0
+    time_base = stream.time_base or Fraction(1, 90000)
+    duration = None
+    if stream.duration is not None:
+        duration = float(stream.duration * time_base)
+    elif container.duration is not None:
+        duration = container.duration / av.time_base
+    count = stream.frames or 0
+    return VideoFileInfo(stream.codec_context.width, stream.codec_context.height, fps or 30.0,
+                         count, Fraction(time_base), duration)
+
+
+def probe_video(path: Path) -> VideoFileInfo:
+    """The container's account of ``path``'s video (no decoding); :class:`InputError` if it
+    cannot be opened."""
+    container = _open_input(path)
+    try:
+        stream = _video_stream(container)
+        assert stream is not None
+        return _info(stream, container)
+    finally:
+        container.close()
+
+
+def rotation_of(frame: av.VideoFrame, stream: av.video.stream.VideoStream) -> int:
+    """Degrees counter-clockwise the picture must turn to be upright: 0, 90, 180 or 270.
+
+    From the frame's display matrix (FFmpeg attaches the stream's to every frame), else the
+    legacy ``rotate`` tag, which counts clockwise.
+    """
+    degrees = float(frame.rotation or 0)
+    if not degrees:
+        try:
+            degrees = -float(stream.metadata.get("rotate", 0))
+        except ValueError:
+            degrees = 0.0
+    return int(round(degrees / 90.0)) % 4 * 90
+
+
+_ROTATE = {90: cv2.ROTATE_90_COUNTERCLOCKWISE, 180: cv2.ROTATE_180,
+           270: cv2.ROTATE_90_CLOCKWISE}
+
+
+class VideoReader:
+    """Decode a video file: upright BGR frames with their timestamps, and the packets of the
+    streams worth copying (audio, subtitles), in file order.
+
+    ``frames()`` can be iterated once (in any one thread); the copied streams' packets after
+    the last picture are in :attr:`leftover` once it is exhausted. A packet that does not decode
+    is skipped and counted (:attr:`corrupt_packets`); a container that breaks off ends the
+    frames, with :attr:`error` saying why. Close it (or use ``with``) when done with the
+    packets: they may refer to the container's streams.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.container = _open_input(path)
+        stream = _video_stream(self.container)
+        assert stream is not None
+        self.stream = stream
+        # Slice threads (FFmpeg's default), not frame threads, which cost more CPU per frame on
+        # cores shared with the model (0.96 against 0.79 ms at 256x256), and few of them.
+        self.stream.codec_context.thread_count = codec_threads()
+        self.info = _info(stream, self.container)
+        self.copy_streams = [s for s in self.container.streams
+                             if s.type in _COPIED_KINDS]
+        self.rotation = 0
+        self.corrupt_packets = 0
+        self.leftover: list[av.Packet] = []
+        self.error: str | None = None
+        self._rotation_known = False
+
+    def frames(self) -> Iterator[DecodedFrame]:
+        carried: list[av.Packet] = []
+        try:
+            for packet in self.container.demux(self.stream, *self.copy_streams):
+                if packet.stream.index != self.stream.index:
+                    if packet.size:  # not a demuxer's end-of-stream marker
+                        carried.append(packet)
+                    continue
+                try:
+                    decoded = packet.decode()
+                except (av.FFmpegError, ValueError):
+                    self.corrupt_packets += 1
+                    continue
+                for frame in decoded:
+                    assert isinstance(frame, av.VideoFrame)  # a packet of the video stream
+                    yield DecodedFrame(self._image(frame), frame.pts,
+                                       Fraction(frame.time_base or self.info.time_base),
+                                       carried)
+                    carried = []
+        except (av.FFmpegError, OSError, ValueError) as exc:
+            self.error = _reason(exc)
+        self.leftover = carried
+
+    def _image(self, frame: av.VideoFrame) -> np.ndarray:
+        if not self._rotation_known:
+            self.rotation = rotation_of(frame, self.stream)
+            self._rotation_known = True
+        image: np.ndarray = frame.to_ndarray(format="bgr24")
+        if self.rotation:
+            image = cv2.rotate(image, _ROTATE[self.rotation])
+        return image
+
+    def close(self) -> None:
+        self.container.close()
+
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_video_frames(path: Path) -> list[DecodedFrame]:
+    """Every frame of a (short) video file, decoded: for tests and small tools."""
+    with VideoReader(path) as reader:
+        return list(reader.frames())
+
+
+# ---- writing ----------------------------------------------------------------------------------
+
+def _rate(fps: float) -> Fraction:
+    """A frame rate as a fraction FFmpeg likes (29.97 -> 30000/1001)."""
+    return Fraction(max(fps, 0.01)).limit_denominator(1001)
+
+
+class AtomicVideoWriter:
+    """Encode frames into a temp file; :meth:`commit` checks it and renames it into place.
+
+    Args:
+        path: the final name; its extension picks the container and default codec.
+        fps: nominal frame rate (the encoder's rate control; the timestamps when ``write``
+            gets none).
+        size: ``(width, height)`` of every frame.
+        codec, crf: see :func:`choose_codec` (None: the container's default).
+        time_base: unit of the timestamps given to :meth:`write` (the source stream's); None:
+            ``1 / fps``, one tick per frame.
+        copy_streams: input streams whose packets :meth:`copy` may receive; those the container
+            cannot hold are left out, with a line in :attr:`notes`.
+
+    ``frames`` counts what :meth:`write` took; :meth:`abort` (or leaving a ``with`` block by
+    an exception) deletes the temp file.
+    """
+
+    def __init__(self, path: Path, fps: float, size: tuple[int, int], *,
+                 codec: str | None = None, crf: int | None = None,
+                 time_base: Fraction | None = None,
+                 copy_streams: Sequence[av.stream.Stream] = ()) -> None:
+        self.path = path
+        self.spec, self.crf = choose_codec(path, codec, crf)
+        container_format = VIDEO_CONTAINERS[path.suffix.lower()][0]
+        self.size = size
+        self.notes: list[str] = []
+        self.frames = 0
+        self.copied = 0
+        self._rate = _rate(fps)
+        self._cfr = time_base is None or container_format in _CFR_FORMATS
+        self._time_base = Fraction(1, 1) / self._rate if time_base is None or self._cfr \
+            else Fraction(time_base)
+        self._last_pts: int | None = None
+        width, height = size
+        if self.spec.even_size and (width % 2 or height % 2):
+            self._pad = (height % 2, width % 2)
+            self.notes.append(f"{path}: {width}x{height} padded to {width + width % 2}x"
+                              f"{height + height % 2} ({self.spec.name} in 4:2:0 needs even "
+                              "sizes)")
+        else:
+            self._pad = (0, 0)
+        self.tmp = temp_path(path, keep_suffix=True)
+        options = {"movflags": "+faststart"} if container_format in _FASTSTART_FORMATS else {}
+        if container_format in _CFR_FORMATS:
+            # AVI counts frames, it has no timestamps: shifting every stream to make copied
+            # audio's negative start (AAC priming) zero would open a one-frame gap at frame 1.
+            options["avoid_negative_ts"] = "disabled"
+        try:
+            self.container = av.open(str(self.tmp), "w", format=container_format,
+                                     options=options)
+            self.stream = self._add_video_stream(width + self._pad[1], height + self._pad[0])
+            self._copies = self._add_copy_streams(copy_streams, container_format)
+        except (av.FFmpegError, OSError, ValueError) as exc:
+            self._discard()
+            raise OutputWriteError(f"{path}: cannot open a {self.spec.name} writer "
+                                   f"({_reason(exc)})") from None
+
+    def _add_video_stream(self, width: int, height: int) -> av.video.stream.VideoStream:
+        spec = self.spec
+        stream = self.container.add_stream(spec.encoder, rate=self._rate)
+        assert isinstance(stream, av.video.stream.VideoStream)
+        stream.width, stream.height = width, height
+        stream.pix_fmt = spec.pix_fmt
+        stream.time_base = self._time_base
+        stream.codec_context.time_base = self._time_base
+        stream.codec_context.thread_count = codec_threads()
+        if spec.codec_tag:
+            stream.codec_tag = spec.codec_tag
+        options: dict[str, object] = dict(spec.options)
+        if spec.name == "mjpeg":  # a fixed JPEG quantiser (ffmpeg's -q:v)
+            options.update({"flags": "+qscale", "global_quality": str(self.crf * 118)})
+        else:
+            options["crf"] = str(self.crf)
+            # Frames are converted with OpenCV's BT.601 matrix (limited range) and tagged so:
+            # players guess BT.709 for HD frames without the tag. Primaries and transfer are
+            # those of sRGB, which BT.709 shares.
+            context = stream.codec_context
+            context.colorspace = _AVCOL_SMPTE170M
+            context.color_primaries = context.color_trc = _AVCOL_BT709
+            context.color_range = _AVCOL_RANGE_MPEG
+        stream.options = options
+        return stream
+
+    def _add_copy_streams(self, streams: Sequence[av.stream.Stream], container_format: str
+                          ) -> dict[int, av.stream.Stream]:
+        copies: dict[int, av.stream.Stream] = {}
+        allowed = _container_codecs(container_format)
+        suffix = self.path.suffix.lower()
+        for stream in streams:
+            name = stream.codec_context.name if stream.codec_context else None
+            if name is None or name not in allowed:
+                self.notes.append(f"{self.path}: {stream.type} stream #{stream.index} "
+                                  f"({name or 'unknown codec'}) not copied: a {suffix} file "
+                                  "cannot hold it without re-encoding")
+                continue
+            copies[stream.index] = self.container.add_stream_from_template(stream)
+        return copies
+
+    def write(self, frame: np.ndarray, pts: int | None = None) -> None:
+        """Encode one HWC uint8 BGR(A) frame of ``size``; ``pts`` in the writer's time base
+        (ignored for constant-rate containers), None for the next frame slot."""
+        if (frame.shape[1], frame.shape[0]) != self.size:
+            raise ValueError(f"frame of {frame.shape[1]}x{frame.shape[0]} in a "
+                             f"{self.size[0]}x{self.size[1]} video")
+        if frame.ndim == 3 and frame.shape[2] == 4:
+            frame = frame[:, :, :3]
+        if self._pad != (0, 0):
+            frame = cv2.copyMakeBorder(frame, 0, self._pad[0], 0, self._pad[1],
+                                       cv2.BORDER_REPLICATE)
+        video_frame = self._to_yuv(np.ascontiguousarray(frame))
+        video_frame.pts = self._next_pts(None if self._cfr else pts)
+        video_frame.time_base = self._time_base
+        self._mux(self.stream.encode(video_frame))
+        self.frames += 1
+
+    def _to_yuv(self, frame: np.ndarray) -> av.VideoFrame:
+        """HWC uint8 BGR -> a frame in the encoder's pixel format, BT.601."""
+        height, width = frame.shape[:2]
+        if self.spec.pix_fmt == "yuv420p" and not (width % 2 or height % 2):
+            # OpenCV's SIMD conversion: rounded, and a tenth of swscale's time (0.1 ms against
+            # 1.2 ms at 256x256 here), which counts where the model is small.
+            i420: np.ndarray = cv2.cvtColor(frame, cv2.COLOR_BGR2YUV_I420)  # (H*3/2, W)
+            return av.VideoFrame.from_ndarray(i420, format="yuv420p")
+        jpeg = self.spec.name == "mjpeg"  # JPEG's own convention: full range
+        return av.VideoFrame.from_ndarray(frame, format="bgr24").reformat(
+            format=self.spec.pix_fmt, dst_colorspace=Colorspace.ITU601,
+            dst_color_range=ColorRange.JPEG if jpeg else ColorRange.MPEG,
+            interpolation=_SWS_FLAGS)
+
+    def _next_pts(self, pts: int | None) -> int:
+        """The given timestamp, kept strictly increasing (encoders refuse repeats); the next
+        slot at ``fps`` when there is none."""
+        if pts is None:
+            step = max(1, round(1 / (self._rate * self._time_base)))
+            pts = 0 if self._last_pts is None else self._last_pts + step
+        elif self._last_pts is not None and pts <= self._last_pts:
+            pts = self._last_pts + 1
+        self._last_pts = pts
+        return pts
+
+    def copy(self, packet: av.Packet) -> None:
+        """Write a packet of one of ``copy_streams`` as it is (left out if not kept)."""
+        target = self._copies.get(packet.stream.index)
+        if target is None or not packet.size:
+            return
+        packet.stream = target
+        self._mux([packet])
+        self.copied += 1
+
+    def _mux(self, packets: Sequence[av.Packet]) -> None:
+        try:
+            for packet in packets:
+                self.container.mux(packet)
+        except (av.FFmpegError, OSError) as exc:
+            raise OutputWriteError(f"{self.path}: cannot write ({_reason(exc)})") from None
+
+    def commit(self) -> Path:
+        """Finish the file, check that every frame and copied packet is in it, rename it to
+        ``path``; :class:`OutputWriteError` (temp file deleted) otherwise."""
+        try:
+            try:
+                self._mux(self.stream.encode(None))
+                self.container.close()
+            except (av.FFmpegError, OSError) as exc:
+                raise OutputWriteError(f"{self.path}: cannot write ({_reason(exc)})") from None
+            self._check_complete()
+            publish(self.tmp, self.path)
+        except BaseException:
+            self._discard()
+            raise
+        return self.path
+
+    def _check_complete(self) -> None:
+        """Raise :class:`OutputWriteError` unless the temp file holds all it was given."""
+        try:
+            with av.open(str(self.tmp), "r") as written:
+                video = written.streams.video[0].index
+                counts = {video: 0}
+                for packet in written.demux():
+                    if packet.size:
+                        counts[packet.stream.index] = counts.get(packet.stream.index, 0) + 1
+        except (av.FFmpegError, OSError, ValueError, IndexError):
+            raise OutputWriteError(f"{self.path}: the written video is unreadable (disk full "
+                                   "or a write error?)") from None
+        frames = counts.pop(video)
+        if frames < self.frames:
+            raise OutputWriteError(f"{self.path}: only {frames} of {self.frames} frames reached "
+                                   "the file (disk full or a write error?)")
+        if sum(counts.values()) < self.copied:
+            raise OutputWriteError(f"{self.path}: only {sum(counts.values())} of {self.copied} "
+                                   "copied audio/subtitle packets reached the file")
+
+    def abort(self) -> None:
+        self._discard()
+
+    def _discard(self) -> None:
+        container = getattr(self, "container", None)
+        if container is not None:
+            try:
+                container.close()
+            except (av.FFmpegError, OSError, ValueError):
+                pass  # a half-written file is deleted next anyway
+        self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> AtomicVideoWriter:
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
+
+
+def _reason(exc: BaseException) -> str:
+    """FFmpeg's message without PyAV's errno prefix and file name."""
+    text = getattr(exc, "strerror", None) or str(exc)
+    return str(text).strip().splitlines()[0] if str(text).strip() else type(exc).__name__
