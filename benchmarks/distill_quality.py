@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -107,14 +109,19 @@ def distill_student(teacher: Path, data: Path, work: Path, run: Run, steps: int,
     """Distil one student with the CLI; returns its exported ONNX and the seconds it took."""
     run_dir = work / f"run_{run.name}"
     onnx_path = work / f"{run.name}.onnx"
+    timing = run_dir / "distill_seconds.txt"  # kept with the run, so a rerun reports it too
     started = time.perf_counter()
     if not (run_dir / "checkpoints" / "latest.pt").exists():
+        # One thread and no loader workers: on a 2-core machine more threads only contend
+        # (measured here: 10x slower steps with 2 threads while anything else ran).
         subprocess.run([sys.executable, "-m", "training.distill", str(teacher), str(data),
                         "-o", str(run_dir), "--student", run.student, "--steps", str(steps),
                         "--lambda-feat", str(run.lambda_feat), "--lambda-gan",
                         str(run.lambda_gan), "--cache-teacher", str(cache), "-q",
-                        "--sample-every", str(max(steps // 4, 1))], check=True)
-    seconds = time.perf_counter() - started
+                        "--workers", "0", "--sample-every", str(max(steps // 4, 1))],
+                       check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        timing.write_text(f"{time.perf_counter() - started:.1f}\n")
+    seconds = float(timing.read_text()) if timing.exists() else float("nan")
     if not onnx_path.exists():
         subprocess.run([sys.executable, "-m", "cyclegan_export",
                         str(run_dir / "checkpoints" / "latest.pt"), str(onnx_path)],
@@ -161,8 +168,10 @@ def live_fps(model: Path, clip: Path) -> float:
     done = subprocess.run([sys.executable, "-m", "runtime", str(model), "--webcam", str(clip),
                            "--max-side", "320", "--no-display", "--backend", "auto"],
                           capture_output=True, text=True, check=True)
-    line = next(x for x in done.stdout.splitlines() if "FPS" in x)
-    return float(line.split("(")[1].split(" FPS")[0])
+    found = re.search(r"\(([\d.]+) FPS", done.stdout)
+    if found is None:
+        raise SystemExit(f"no FPS figure in the live run's output: {done.stdout!r}")
+    return float(found.group(1))
 
 
 def make_clip(path: Path, frames: int = 120) -> Path:
@@ -184,7 +193,11 @@ def main() -> None:
     parser.add_argument("--cache", type=int, default=720,
                         help="teacher outputs cached for this many fixed crops (0: off)")
     parser.add_argument("--students", default="mobile-4,mobile-8,resnet-8")
-    parser.add_argument("--no-ablation", action="store_true")
+    parser.add_argument("--ablation", default="l1,gan",
+                        help="objective variants of the first student: l1 (no feature term), "
+                        "gan (adds the LSGAN term); empty for none")
+    parser.add_argument("--train-only", action="store_true",
+                        help="distil and export, measure nothing (measure on a quiet machine)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     if not (args.data / "test" / "A").is_dir():
@@ -199,9 +212,15 @@ def main() -> None:
         raise SystemExit("the recovered teacher does not match its ONNX file")
     students = [s for s in args.students.split(",") if s]
     runs = [Run(s, s) for s in students]
-    if not args.no_ablation:
-        runs += [Run(f"{students[0]}_l1", students[0], lambda_feat=0.0),
-                 Run(f"{students[0]}_gan", students[0], lambda_gan=1.0)]
+    variants = {"l1": Run(f"{students[0]}_l1", students[0], lambda_feat=0.0),
+                "gan": Run(f"{students[0]}_gan", students[0], lambda_gan=1.0)}
+    runs += [variants[name] for name in args.ablation.split(",") if name]
+    if args.train_only:
+        for run in runs:
+            onnx_path, seconds = distill_student(teacher_pth, args.data, args.work, run,
+                                                 args.steps, args.cache)
+            print(f"{run.name}: {onnx_path} ({seconds:.0f} s)")
+        return
     clip = make_clip(args.work / "camera_640x480.mp4")
     from training.networks import build_generator, count_macs, generator_spec
 
@@ -221,11 +240,22 @@ def main() -> None:
     result = {"teacher": "runtime/demo/demo.onnx (resnet_6blocks ngf 16)",
               "teacher_recovery_max_abs": recovery_error, "steps": args.steps,
               "cache_teacher": args.cache, "machine": platform.platform(),
-              "cpu": _cpu_name(), "rows": rows}
+              "cpu": _cpu_name(), "rows": rows,
+              # other work on the machine skews latency: say how busy it was
+              "load_average_1_5_15_min_at_end": list(os.getloadavg()),
+              "ablation_gan_partial_log": _gan_partial(args.work)}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "distill_quality.json").write_text(json.dumps(result, indent=2) + "\n")
     (args.out / "distill_quality.md").write_text(_markdown(result))
     print(_markdown(result))
+
+
+def _gan_partial(work: Path) -> list[dict]:
+    """The loss records of a GAN-term run stopped early, when one was kept (see the README)."""
+    path = work / "gan_partial_log.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _student_arch(name: str) -> tuple[str, int]:
@@ -246,8 +276,9 @@ def _cpu_name() -> str:
 
 
 def _markdown(result: dict) -> str:
+    load = ", ".join(f"{x:.1f}" for x in result.get("load_average_1_5_15_min_at_end", []))
     lines = [f"Teacher: {result['teacher']}; {result['steps']} distillation steps; "
-             f"{result['cpu']}.", "",
+             f"{result['cpu']}; load average at the end {load}.", "",
              "| model | architecture | GMAC @256 | ms @256 | ms @640x480 | live FPS (640x480, "
              "--max-side 320) | PSNR vs teacher | SSIM vs teacher | PSNR vs truth | "
              "identity vs truth |",
