@@ -40,6 +40,23 @@ def _rate_label(started: float) -> Any:
     return done, show
 
 
+AUTO_BATCH = 0  # --batch-size auto, resolved once the model is loaded (with --ray: 1)
+
+
+def _batch_size_option(ctx: click.Context, param: click.Parameter, value: str) -> int:
+    """``--batch-size``: a positive int, or ``auto`` (:data:`AUTO_BATCH`)."""
+    if str(value).strip().lower() == "auto":
+        return AUTO_BATCH
+    try:
+        size = int(value)
+    except ValueError:
+        raise click.UsageError(f"--batch-size must be a number or auto, got {value!r}"
+                               ) from None
+    if size < 1:
+        raise click.UsageError(f"--batch-size must be >= 1, got {size}")
+    return size
+
+
 @click.command(cls=InterruptibleCommand, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("model", required=False)
 @click.argument("inputs", nargs=-1)
@@ -56,13 +73,17 @@ def _rate_label(started: float) -> Any:
 @click.option("--reconnects", type=int, default=5, show_default=True,
               help="Live mode: how often a dropped stream is reopened before giving up.")
 @click.option("--side-by-side", is_flag=True, help="Write input | output pairs.")
-@click.option("--batch-size", type=int, default=1, show_default=True,
-              help="Same-size images translated together.")
+@click.option("--batch-size", default="1", show_default=True, callback=_batch_size_option,
+              metavar="N|auto", help="Same-size images translated together; auto: measured "
+              "on a probe frame of the inputs' size (the choice is printed).")
 @click.option("--providers", default="auto", show_default=True,
               help="onnxruntime providers: auto, cpu, cuda, tensorrt or a comma list.")
 @click.option("--backend", type=click.Choice(["onnxruntime", "opencv", "openvino", "auto"]),
-              default="onnxruntime", show_default=True,
-              help="auto: on a CPU, the fastest installed backend that keeps quality.")
+              default=None, help="auto: on a CPU, the fastest installed backend that keeps "
+              "quality.  [default: onnxruntime; auto in live mode]")
+@click.option("--target-fps", type=float, default=15.0, show_default=True,
+              help="Live mode: pick and adapt the working size to hold this rate (0: off; "
+              "--max-side turns it off).")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
               default="auto", show_default=True,
               help="Compute precision where the backend chooses it (OpenVINO: auto lets it pick "
@@ -72,6 +93,21 @@ def _rate_label(started: float) -> Any:
 @click.option("--max-side", type=int, help="Translate at most this resolution (longer side), "
               "then scale back: faster on large frames.")
 @click.option("--skip-existing", is_flag=True, help="Leave outputs that already exist.")
+@click.option("--codec", metavar="NAME", help="Video codec: h264, h265, vp9, av1 or mjpeg. "
+              "Default by extension: H.264 for .mp4/.mov/.mkv, VP9 for .webm, MJPEG for .avi.")
+@click.option("--crf", type=int, help="Video quality (lower is better): CRF for h264/h265 "
+              "(0-51, default 20/24), vp9/av1 (0-63, default 32/35); JPEG quantiser for mjpeg "
+              "(2-31, default 3).")
+@click.option("--temporal", is_flag=True, help="Videos and live mode: steady the translation "
+              "over time (flow-guided blending of the previous output), against flicker.")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None,
+              metavar="[ADDRESS]", help="Translate on a Ray cluster: auto (the one `ray start` "
+              "made on this machine), ray://HOST:10001, or nothing for a local one started for "
+              "the run. Put it after INPUTS. Needs: pip install \"cyclegan-toolkit[ray]\".")
+@click.option("--workers", type=int, help="With --ray: model workers (default: one per CPU, or "
+              "as many as --gpus-per-worker fits on the GPUs).")
+@click.option("--gpus-per-worker", type=float, default=0.0, show_default=True,
+              help="With --ray: GPUs per worker (0.5: two workers share one GPU).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.option("--no-progress", "no_progress", is_flag=True, hidden=True)  # old spelling of -q
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
@@ -79,15 +115,19 @@ def _rate_label(started: float) -> Any:
 def main(model: str | None, inputs: tuple[str, ...], demo: bool, output: Path | None,
          webcam: str | None,
          no_display: bool, max_frames: int | None, reconnects: int, side_by_side: bool,
-         batch_size: int, providers: str, backend: str, precision: str, device_id: int,
-         threads: int | None, max_side: int | None, skip_existing: bool, quiet: bool,
-         no_progress: bool, debug: bool) -> None:
+         batch_size: int, providers: str, backend: str | None, target_fps: float,
+         precision: str, device_id: int,
+         threads: int | None, max_side: int | None, skip_existing: bool, codec: str | None,
+         crf: int | None, temporal: bool, ray_address: str | None, workers: int | None,
+         gpus_per_worker: float, quiet: bool, no_progress: bool, debug: bool) -> None:
     """Translate INPUTS (images, folders, globs, videos) with MODEL (an exported .onnx).
 
     \b
     cyclegan-run --demo -o out/                      # the bundled demo model and samples
     cyclegan-run horse2zebra.onnx photos/ -o zebras/
     cyclegan-run horse2zebra.onnx clip.mp4 -o clip_zebra.mp4 --side-by-side
+    cyclegan-run horse2zebra.onnx clip.mov -o clip_zebra.webm --temporal
+    cyclegan-run horse2zebra.onnx photos/ -o zebras/ --ray   # on a Ray cluster
     cyclegan-run horse2zebra.onnx --webcam            # camera 0, q quits
     cyclegan-run horse2zebra.onnx --webcam rtsp://camera/stream --no-display -o rec.mp4
 
@@ -97,6 +137,7 @@ def main(model: str | None, inputs: tuple[str, ...], demo: bool, output: Path | 
     warnings.showwarning = show_warning
     quiet = quiet or no_progress
     _quiet_opencv()
+    _check_ray_options(ray_address, workers, gpus_per_worker, webcam, device_id, debug)
     if demo:
         from runtime.demo import DemoMissingError, demo_inputs, demo_model_path
 
@@ -108,8 +149,6 @@ def main(model: str | None, inputs: tuple[str, ...], demo: bool, output: Path | 
             _fail(str(exc), debug, exc)
     if model is None:
         raise click.UsageError("missing argument MODEL (an exported .onnx), or use --demo")
-    if batch_size < 1:
-        _fail(f"--batch-size must be >= 1, got {batch_size}", debug)
     if webcam is None and not inputs:
         raise click.UsageError("give INPUTS to translate, or --webcam [SOURCE]")
     if webcam is None and output is None:
@@ -119,15 +158,66 @@ def main(model: str | None, inputs: tuple[str, ...], demo: bool, output: Path | 
         _fail(f"{model_path}: is a folder; give the exported .onnx model file", debug)
     if webcam is not None:
         _check_recording(output, webcam, debug)
-        translator = _load(model_path, providers, device_id, threads, backend, precision,
-                           max_side, debug)
-        _run_live(translator, webcam, output, no_display, max_frames, reconnects, debug)
+        if output is not None:
+            _check_codec([output], codec, crf, debug)
+        if target_fps < 0:
+            _fail(f"--target-fps must be >= 0, got {target_fps:g}", debug)
+        # Live mode chooses for real time unless told otherwise: the fastest backend within
+        # the quality floor, and a working size that holds --target-fps.
+        translator = _load(model_path, providers, device_id, threads, backend or "auto",
+                           precision, max_side, debug)
+        if max_side is None and target_fps > 0:
+            click.echo(f"live: backend {translator.providers[0]}, working size adapted to hold "
+                       f"{target_fps:g} FPS (--max-side or --target-fps 0 to fix it)", err=True)
+        _run_live(translator, webcam, output, no_display, max_frames, reconnects, debug,
+                  codec=codec, crf=crf, temporal=temporal,
+                  target_fps=target_fps if max_side is None else 0.0)
         return
+    backend = backend or "onnxruntime"
     assert output is not None
     plan, found = _plan(list(inputs), output, skip_existing, debug)
+    _check_codec([job.target for job in plan.jobs if job.kind == "video"], codec, crf, debug)
+    if ray_address is not None:
+        from runtime.distributed import WorkerSettings
+
+        # --batch-size auto measures on a loaded model; the driver loads none: batches of 1
+        settings = WorkerSettings(providers=providers, backend=backend, precision=precision,
+                                  max_side=max_side, threads=threads,
+                                  batch_size=1 if batch_size == AUTO_BATCH else batch_size,
+                                  side=side_by_side, codec=codec, crf=crf, temporal=temporal)
+        _run_ray(model_path, plan, found, settings, ray_address, workers, gpus_per_worker,
+                 quiet, debug)
+        return
     translator = _load(model_path, providers, device_id, threads, backend, precision, max_side,
                        debug)
-    _run_files(translator, plan, found, batch_size, side_by_side, quiet)
+    if batch_size == AUTO_BATCH:
+        batch_size = _auto_batch_size(translator, plan)
+    _run_files(translator, plan, found, batch_size, side_by_side, quiet, codec=codec, crf=crf,
+               temporal=temporal)
+
+
+def _auto_batch_size(translator: Any, plan: Any) -> int:
+    """Measure batch sizes on a frame of the first input's size; set the translator's
+    ``max_batch`` to the winner and say which it chose (stderr)."""
+    from runtime.media.sources import InputError, read_image
+    from runtime.media.video import probe_video
+
+    height, width = 256, 256
+    for job in plan.jobs:
+        try:
+            if job.kind == "video":
+                info = probe_video(job.source)
+                height, width = info.height, info.width
+            else:
+                height, width = read_image(job.source).shape[:2]
+            break
+        except InputError:
+            continue
+    chosen, lines = translator.pick_batch_size(height, width)
+    translator.max_batch = chosen
+    click.echo(f"--batch-size auto: chose {chosen} at {width}x{height} "
+               f"({'; '.join(lines)})", err=True)
+    return chosen
 
 
 def _quiet_opencv() -> None:
@@ -175,6 +265,17 @@ def _check_recording(output: Path | None, source: str, debug: bool) -> None:
         _fail(f"{output}: exists and was not written by cyclegan-run; choose another -o", debug)
 
 
+def _check_codec(targets: list[Path], codec: str | None, crf: int | None, debug: bool) -> None:
+    """--codec / --crf against every video output, before the model is loaded (exit 2)."""
+    from runtime.media.video import VideoCodecError, choose_codec
+
+    for target in targets:
+        try:
+            choose_codec(target, codec, crf)
+        except VideoCodecError as exc:
+            _fail(str(exc), debug, exc)
+
+
 def _plan(inputs: list[str], output: Path, skip_existing: bool, debug: bool) -> Any:
     """Inputs and their outputs, checked before the model is even loaded (exit 2 on refusal)."""
     from runtime.media.outputs import OutputPlanError, names_a_file, plan_outputs
@@ -190,12 +291,14 @@ def _plan(inputs: list[str], output: Path, skip_existing: bool, debug: bool) -> 
 
 
 def _run_live(translator: Any, source: str, output: Path | None, no_display: bool,
-              max_frames: int | None, reconnects: int, debug: bool) -> None:
+              max_frames: int | None, reconnects: int, debug: bool, codec: str | None,
+              crf: int | None, temporal: bool, target_fps: float = 0.0) -> None:
     from runtime.media.live import LiveError, run_live
 
     try:
         stats = run_live(translator, source, display=not no_display, record=output,
-                         max_frames=max_frames, reconnects=reconnects)
+                         max_frames=max_frames, reconnects=reconnects, codec=codec, crf=crf,
+                         temporal=temporal, target_fps=target_fps)
     except LiveError as exc:
         _fail(str(exc), debug, exc)
     except (OSError, ValueError, RuntimeError) as exc:  # e.g. cannot record, inference error
@@ -208,7 +311,7 @@ def _run_live(translator: Any, source: str, output: Path | None, no_display: boo
 
 
 def _run_files(translator: Any, plan: Any, found: Any, batch_size: int, side: bool,
-               quiet: bool) -> None:
+               quiet: bool, codec: str | None, crf: int | None, temporal: bool) -> None:
     from runtime.media.pipeline import count_work, translate_files
 
     total = count_work(plan.jobs) + len(plan.skipped)
@@ -221,7 +324,87 @@ def _run_files(translator: Any, plan: Any, found: Any, batch_size: int, side: bo
             bar.update(count)
 
         summary = translate_files(translator, plan, batch_size=batch_size, side=side,
-                                  progress=progress)
+                                  progress=progress, codec=codec, crf=crf, temporal=temporal)
+    summary.not_media = found.skipped
+    summary.earlier_outputs = found.earlier_outputs
+    for line in summary.lines():
+        click.echo(line)
+    if summary.interrupted:
+        sys.exit(EXIT_INTERRUPTED)
+    if summary.failed:
+        sys.exit(EXIT_FAILED_INPUTS)
+
+
+def _check_ray_options(address: str | None, workers: int | None, gpus_per_worker: float,
+                       webcam: str | None, device_id: int, debug: bool) -> None:
+    """--ray and its options, and Ray itself, before any input is read (exit 2)."""
+    if address is None:
+        if workers is not None or gpus_per_worker:
+            _fail("--workers and --gpus-per-worker go with --ray", debug)
+        return
+    if webcam is not None:
+        _fail("--ray translates files and folders, not --webcam", debug)
+    if Path(address).exists():  # "--ray photos/ ...": click took an input for the ADDRESS
+        _fail(f"--ray {address}: a path, not a cluster address; put --ray after the inputs, or "
+              "write --ray=auto", debug)
+    if workers is not None and workers < 1:
+        _fail(f"--workers must be >= 1, got {workers}", debug)
+    if gpus_per_worker < 0:
+        _fail(f"--gpus-per-worker must be >= 0, got {gpus_per_worker:g}", debug)
+    if device_id:
+        _fail("--device-id: with --ray, Ray gives each worker its GPU(s) (--gpus-per-worker)",
+              debug)
+    from runtime.distributed import DistributedError, require_ray
+
+    try:
+        require_ray()
+    except DistributedError as exc:
+        _fail(str(exc), debug, exc)
+
+
+def _run_ray(model: Path, plan: Any, found: Any, settings: Any, address: str,
+             workers: int | None, gpus_per_worker: float, quiet: bool, debug: bool) -> None:
+    """The files of ``plan`` on a Ray cluster: the local run's progress bar and summary."""
+    import contextlib
+
+    from runtime.distributed import DistributedError, translate_plan
+    from runtime.media.pipeline import count_work
+    from runtime.metadata import MetadataError, read_metadata
+
+    try:
+        read_metadata(model)  # a wrong model is one line here, not one per worker
+    except MetadataError as exc:
+        _fail(str(exc), debug, exc)
+    total = count_work(plan.jobs) + len(plan.skipped)
+    bars: list[Any] = []
+    done = [0]
+    started = [time.perf_counter()]
+
+    def rate(_: Any) -> str:
+        elapsed = time.perf_counter() - started[0]
+        return f"{done[0] / elapsed:.1f}/s" if elapsed > 0 and done[0] else ""
+
+    with contextlib.ExitStack() as stack:
+        def ready(line: str) -> None:  # the bar starts once the workers have the model
+            click.echo(line, err=True)
+            started[0] = time.perf_counter()
+            bars.append(stack.enter_context(click.progressbar(
+                length=total, label="translating", show_eta=True, show_pos=True,
+                item_show_func=rate, file=sys.stderr, hidden=quiet)))
+            bars[0].update(len(plan.skipped))
+
+        def progress(count: int) -> None:
+            done[0] += count
+            if bars:
+                bars[0].update(count)
+
+        try:
+            summary = translate_plan(model, plan, settings,
+                                     address=None if address == "local" else address,
+                                     workers=workers, gpus_per_worker=gpus_per_worker,
+                                     progress=progress, ready=ready, worker_logs=debug)
+        except DistributedError as exc:
+            _fail(str(exc), debug, exc)
     summary.not_media = found.skipped
     summary.earlier_outputs = found.earlier_outputs
     for line in summary.lines():

@@ -11,14 +11,15 @@ the file name means nothing. No torch anywhere.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 
 from runtime.backends import Backend, BackendError, OnnxRuntimeBackend, create_backend
-from runtime.memory import check_fits
+from runtime.memory import HEADROOM, available_bytes, check_fits, frame_bytes
 from runtime.metadata import ModelMetadata, read_metadata
 from runtime.metrics import psnr
 from runtime.synthetic import natural_images
@@ -34,6 +35,17 @@ from runtime.transforms import (
 
 AUTO_CANDIDATES = ("openvino", "opencv")  # besides onnxruntime, tried by backend="auto"
 AUTO_MIN_PSNR_DB = 35.0  # a faster backend must stay this close to onnxruntime fp32
+DEFAULT_MAX_BATCH = 8  # frames per model call at most on a GPU, unless memory allows fewer
+# On a CPU a batch only adds memory traffic (onnxruntime parallelises inside one frame): the
+# demo model took 550 ms per frame in batches of 4 against 328 one by one at 256x256 on the
+# 2-core machine, so by default a CPU runs frames one by one (never slower per frame).
+BATCH_CANDIDATES = (1, 2, 4, 8)  # what pick_batch_size measures
+
+
+def _is_pil(image: object) -> bool:
+    """A PIL image, recognised without importing Pillow (not a runtime dependency)."""
+    return any(cls.__module__.startswith("PIL.") and cls.__name__ == "Image"
+               for cls in type(image).__mro__)
 
 
 def _probe_input(meta: ModelMetadata) -> np.ndarray:
@@ -70,12 +82,23 @@ class Translator:
     precision); ``backend="auto"`` compares candidates at ``"auto"`` or ``"fp32"``, and
     ``precision`` (the attribute) tells what runs. ``max_side``: when set, frames
     whose longer side exceeds it are translated at that working resolution and scaled back
-    (faster on large frames). One instance may be shared by several threads.
+    (faster on large frames). ``max_batch``: frames per model call at most (None: 1 on a CPU,
+    where batches are slower per frame, 8 on a GPU; on a CPU always no more than fit in
+    memory); ``translate_batch`` splits larger inputs into chunks. One instance may be shared
+    by several threads.
+
+    Inputs: numpy HWC arrays (BGR unless ``color_order="RGB"``), PIL images (RGB or RGBA in,
+    a PIL image of the same mode out; Pillow is imported only then) and image file paths (str
+    or ``Path``: read, translated, returned as a numpy BGR array).
     """
 
     def __init__(self, model_path: str | Path, *, providers: str | Sequence[str] = "auto",
                  device_id: int = 0, threads: int | None = None, backend: str = "onnxruntime",
-                 max_side: int | None = None, precision: str = "auto") -> None:
+                 max_side: int | None = None, precision: str = "auto",
+                 max_batch: int | None = None) -> None:
+        if max_batch is not None and max_batch < 1:
+            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+        self.max_batch = max_batch
         self.model_path = Path(model_path)
         if self.model_path.is_dir():
             raise BackendError(f"{self.model_path}: is a folder; give the exported .onnx "
@@ -168,34 +191,125 @@ class Translator:
                 f"{meta.io} IO, providers={self.providers})")
 
     # ---- public API ------------------------------------------------------------------------
-    def translate(self, image: np.ndarray, *, color_order: str = "BGR") -> np.ndarray:
+    def translate(self, image: Any, *, color_order: str = "BGR") -> Any:
         """Translate one image.
 
         ``image``: ``(H, W)`` gray, ``(H, W, 3)`` colour or ``(H, W, 4)`` with alpha; uint8 or
         uint16; channels in ``color_order`` ("BGR" as OpenCV reads, or "RGB"). Returns uint8
         ``(H, W, 3)`` in ``color_order`` (``(H, W, 4)`` with the input's alpha carried over),
-        exactly the input's height and width.
+        exactly the input's height and width. A PIL image comes back as a PIL image (RGB, or
+        RGBA for RGBA); an image path (str / ``Path``) as a numpy BGR array.
         """
         return self.translate_batch([image], color_order=color_order)[0]
 
     __call__ = translate
 
-    def translate_batch(self, images: Sequence[np.ndarray], *,
-                        color_order: str = "BGR") -> list[np.ndarray]:
-        """Translate several images; same-size images run together as one batch."""
+    def translate_batch(self, images: Sequence[Any], *, color_order: str = "BGR") -> list[Any]:
+        """Translate several images (numpy, PIL or paths, as :meth:`translate`); same-size
+        images run together, in chunks of at most :meth:`chunk_size` frames."""
         if color_order not in ("BGR", "RGB"):
             raise ValueError(f"color_order must be 'BGR' or 'RGB', got {color_order!r}")
-        prepared = [split_alpha(image) for image in images]
+        arrays = [self._as_array(image, color_order) for image in images]
+        prepared = [split_alpha(image) for image in arrays]
         results: list[np.ndarray | None] = [None] * len(prepared)
         groups: dict[tuple[int, int], list[int]] = {}
         for index, (colour, _) in enumerate(prepared):
             groups.setdefault(colour.shape[:2], []).append(index)
-        for indices in groups.values():
-            batch = np.stack([prepared[i][0] for i in indices])
-            out = self._translate_same_size(batch, color_order)
-            for row, index in enumerate(indices):
-                results[index] = merge_alpha(out[row], prepared[index][1])
-        return [r for r in results if r is not None]
+        for (height, width), indices in groups.items():
+            chunk = self.chunk_size(height, width)
+            for start in range(0, len(indices), chunk):
+                part = indices[start:start + chunk]
+                batch = (prepared[part[0]][0][None] if len(part) == 1  # a view, no copy
+                         else np.stack([prepared[i][0] for i in part]))
+                out = self._translate_same_size(batch, color_order)
+                for row, index in enumerate(part):
+                    results[index] = merge_alpha(out[row], prepared[index][1])
+        return [self._as_given(images[i], result, color_order)
+                for i, result in enumerate(results) if result is not None]
+
+    def chunk_size(self, height: int, width: int) -> int:
+        """Frames of ``height`` x ``width`` per model call: ``max_batch`` when set (on a CPU
+        lowered to what the memory estimate of :mod:`runtime.memory` lets fit), else 1 on a
+        CPU and :data:`DEFAULT_MAX_BATCH` on a GPU (whose memory is the provider's to judge).
+        """
+        if not self._on_cpu:
+            return self.max_batch or DEFAULT_MAX_BATCH
+        if self.max_batch is None:
+            return 1
+        available = available_bytes()
+        if available is None:
+            return self.max_batch
+        one = max(1, frame_bytes(self.metadata, height, width))
+        return max(1, min(self.max_batch, int(available * HEADROOM // one)))
+
+    def pick_batch_size(self, height: int, width: int,
+                        candidates: Sequence[int] = BATCH_CANDIDATES,
+                        rounds: int = 2) -> tuple[int, list[str]]:
+        """Measure ``candidates`` batch sizes on a probe frame of ``height`` x ``width`` and
+        return the fastest per frame (ties go to the smaller), with one line per candidate.
+
+        Each candidate runs as one model call (whatever ``max_batch`` says), once to warm up,
+        then best of ``rounds``; a candidate the memory estimate refuses (or that fails) is
+        skipped. To use the result, set ``max_batch`` to it."""
+        frame = np.ascontiguousarray(natural_images(1, height, width, seed=3)[0])
+        best = (float("inf"), 1)
+        lines = []
+        for size in candidates:
+            frames = np.stack([frame] * size)
+            try:
+                self._translate_same_size(frames, "BGR")
+                seconds = float("inf")
+                for _ in range(max(1, rounds)):
+                    started = time.perf_counter()
+                    self._translate_same_size(frames, "BGR")
+                    seconds = min(seconds, time.perf_counter() - started)
+            except (MemoryError, RuntimeError, BackendError) as exc:
+                lines.append(f"batch {size}: skipped ({str(exc).splitlines()[0]})")
+                continue
+            per_frame = seconds / size
+            lines.append(f"batch {size}: {per_frame * 1000:.1f} ms per frame")
+            if per_frame < best[0] * 0.97:  # a smaller batch wins unless clearly slower
+                best = (per_frame, size)
+        return best[1], lines
+
+    def stream(self, source: Any, *, temporal: bool = False, batch_size: int = 1,
+               queue_size: int = 8) -> Generator[np.ndarray, None, None]:
+        """Translated frames of ``source``, in order: an iterable of HWC uint8 frames, a video
+        file path, a camera index or a stream URL. Decoding runs in a thread; closing the
+        generator early stops it and closes the source. See :mod:`runtime.media.stream`."""
+        from runtime.media.stream import stream
+
+        return stream(self, source, temporal=temporal, batch_size=batch_size,
+                      queue_size=queue_size)
+
+    @staticmethod
+    def _as_array(image: Any, color_order: str) -> np.ndarray:
+        """A numpy image in ``color_order`` from a numpy array, a PIL image or a path."""
+        if isinstance(image, (str, Path)):
+            from runtime.media.sources import read_image
+
+            array = read_image(Path(image))  # BGR(A) or gray, as OpenCV reads it
+            if color_order == "RGB" and array.ndim == 3 and array.shape[2] >= 3:
+                array = np.ascontiguousarray(array[..., [2, 1, 0, *range(3, array.shape[2])]])
+            return array
+        if _is_pil(image):
+            mode = "RGBA" if image.mode in ("RGBA", "LA", "PA") else "RGB"
+            array = np.asarray(image.convert(mode))
+            if color_order == "BGR":
+                array = np.ascontiguousarray(array[..., [2, 1, 0, *range(3, array.shape[2])]])
+            return array
+        return np.asarray(image)
+
+    @staticmethod
+    def _as_given(original: Any, result: np.ndarray, color_order: str) -> Any:
+        """The result in the form of the input: PIL for PIL, numpy otherwise."""
+        if not _is_pil(original):
+            return result
+        from PIL import Image
+
+        if color_order == "BGR":
+            result = np.ascontiguousarray(result[..., [2, 1, 0, *range(3, result.shape[2])]])
+        return Image.fromarray(result)  # RGB or RGBA, from the shape
 
     # ---- internals ---------------------------------------------------------------------------
     def _translate_same_size(self, batch: np.ndarray, color_order: str) -> np.ndarray:

@@ -450,3 +450,69 @@ def test_run_all_quick_writes_results(tmp_path: Path) -> None:
     assert all(row.ok for row in loaded.rows) and len(loaded.end_to_end) == 1
     assert "| row" in (tmp_path / "ci.md").read_text()
     assert not HAS_MATPLOTLIB or (tmp_path / "ci.png").is_file()
+
+
+# ---- pipeline ceiling (issue 12) --------------------------------------------------------------
+
+def test_pipeline_ceiling_row_times_the_runtime_without_a_model(
+        models: dict[str, Path], report: BenchReport, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from runtime.bench.e2e import NullBackend, measure_pipeline_ceiling
+    calls: list[tuple[int, ...]] = []
+    original = NullBackend.run
+
+    def counted(self: NullBackend, feed: np.ndarray) -> np.ndarray:
+        calls.append(feed.shape)
+        return original(self, feed)
+
+    monkeypatch.setattr(NullBackend, "run", counted)
+    rows = measure_pipeline_ceiling(models["fp32"], sizes=((24, 32),), frames=4, rounds=2,
+                                    workdir=tmp_path)
+    (row,) = rows
+    assert (row.height, row.width, row.video_frames) == (24, 32, 4)
+    assert row.translate_fps > 0 and row.video_fps > 0
+    assert len(calls) == 1 + 2 * (4 + 4)  # warm-up, then each round: 4 translate + 4 video
+    with_ceiling = replace(report, ceiling=rows)
+    assert "pipeline ceiling 32x24 (no-op backend)" in with_ceiling.summary()
+    assert "pipeline ceiling 32x24" in with_ceiling.markdown()
+    assert BenchReport.load_json(with_ceiling.save_json(tmp_path / "c.json")) == with_ceiling
+
+
+@pytest.mark.parametrize(("flags", "level"), [
+    (["avx", "avx2", "fma"], "avx2"),
+    (["avx2", "avx512f", "avx512_bf16"], "avx512-bf16"),
+    (["avx512f"], "avx512"),
+    (["avx512f", "avx512_bf16", "amx_tile", "amx_bf16"], "amx"),
+    ([], ""),
+])
+def test_machine_tag_names_the_isa_level(flags: list[str], level: str) -> None:
+    from runtime.bench.report import isa_level
+
+    assert isa_level(flags) == level
+    info = replace(machine_info(gemm_size=0, isolate=False), cpu="AMD EPYC", cpu_flags=flags,
+                   cores_usable=2, gpus=[])
+    assert info.tag == "-".join(filter(None, ["amd-epyc", level, "2c"]))
+
+
+def test_end_to_end_alternates_model_only_and_pipeline_rounds(
+        models: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    import runtime.bench.e2e as e2e
+
+    order: list[str] = []
+    rates = iter([10.0, 30.0, 20.0])
+    real_files = e2e.translate_files
+
+    def model_only(*args: object, **kwargs: object) -> float:
+        order.append("model")
+        return next(rates)
+
+    def files(*args: object, **kwargs: object) -> object:
+        order.append("e2e")
+        return real_files(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(e2e, "model_only_rate", model_only)
+    monkeypatch.setattr(e2e, "translate_files", files)
+    result = e2e.run_end_to_end(models["fp32"], size=32, batch=1, images=2, video_frames=2,
+                                live_frames=2, temporal_frames=0, iterations=2)
+    assert order == ["model", "e2e", "model", "e2e", "model"]
+    assert result.model_only_ips == 20.0  # the median of the three rounds

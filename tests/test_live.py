@@ -425,3 +425,58 @@ def test_slow_consumer_gets_the_newest_frame(video: Path, pause: float) -> None:
     assert max(lags) <= 1
     # the file's pace (2 s), not one read per frame (FRAMES * pause)
     assert (FRAMES - 1) / FPS * 0.8 <= elapsed < FRAMES * pause * 0.7
+
+
+# ---- adaptive working size (issue 12) -----------------------------------------------------------
+
+def test_working_size_shrinks_under_load_grows_when_light_and_keeps_its_bounds() -> None:
+    from runtime.media.live import START_SIDE, WorkingSize
+
+    sizer = WorkingSize(target_fps=10, frame_side=1280, min_side=64)
+    assert sizer.side == START_SIDE and sizer.max_side == START_SIDE
+    for _ in range(10):  # 4x over budget: time ~ side^2, so the side halves (or less)
+        sizer.update(4 * 0.09 * (sizer.side / START_SIDE) ** 2)
+    assert 64 <= sizer.side <= START_SIDE // 2 + 32
+    for _ in range(30):  # nearly free: grows to the frame's own size and no further
+        sizer.update(0.001)
+    assert sizer.side == 1280 and sizer.max_side is None
+    for _ in range(30):  # hopeless: never below the model's size rule
+        sizer.update(10.0)
+    assert sizer.side == 64
+    small = WorkingSize(target_fps=10, frame_side=48, min_side=64)
+    assert small.side == 48 and small.max_side is None  # never above the frame's own size
+
+
+class SlowBackend:
+    """Returns its input after a sleep proportional to the pixels (a model whose cost grows
+    with the working size): 1 us per pixel."""
+
+    providers = ["SlowBackend"]
+
+    def __init__(self) -> None:
+        self.shapes: list[tuple[int, ...]] = []
+
+    def run(self, feed: np.ndarray) -> np.ndarray:
+        self.shapes.append(feed.shape)
+        time.sleep(feed.shape[2] * feed.shape[3] * 1e-6)
+        return feed
+
+
+def test_live_loop_adapts_the_working_size_to_the_target(model: Path, tmp_path: Path) -> None:
+    from runtime.media.video import AtomicVideoWriter
+
+    clip = tmp_path / "big.mp4"
+    with AtomicVideoWriter(clip, 30.0, (320, 240)) as writer:
+        for index in range(90):
+            writer.write(np.full((240, 320, 3), index % 255, np.uint8))
+    translator = Translator(model, providers="cpu", threads=1)
+    slow = SlowBackend()
+    translator.backend = slow  # type: ignore[assignment]
+    stats = run_live(translator, str(clip), display=False, max_frames=15, target_fps=40)
+    # 320x240 costs 77 ms here: far over 40 FPS, so the working size must have come down
+    assert slow.shapes[0][2:] == (240, 320)
+    assert max(slow.shapes[-1][2:]) < 320 and stats.working_size is not None
+    assert max(stats.working_size) < 320 and "working size" in stats.line()
+    assert translator.max_side is None  # restored
+    fixed = run_live(translator, str(clip), display=False, max_frames=3)  # target 0: as given
+    assert fixed.working_size is None and slow.shapes[-1][2:] == (240, 320)

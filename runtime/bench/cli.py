@@ -91,6 +91,8 @@ def _parse_batches(values: tuple[str, ...]) -> list[int]:
               help="Write the table as markdown.")
 @click.option("--no-isolate", is_flag=True, help="Run rows in this process (faster start; "
               "peak memory then means nothing).")
+@click.option("--ceiling", is_flag=True, help="Add the pipeline-ceiling rows: the runtime with "
+              "a no-op backend at 640x480 and 1280x720 (the CPU side's own frames/s limit).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @click.version_option(package_version(), "--version", prog_name="cyclegan-bench")
@@ -99,7 +101,8 @@ def main(models: tuple[Path, ...], int8_models: tuple[Path, ...], fp16_models: t
          sizes: tuple[str, ...], engines: tuple[str, ...], providers: str | None, warmup: int,
          iterations: int | None, seconds: float | None, threads: int | None, psnr_images: int,
          gemm_size: int, json_path: Path | None, plot_path: Path | None, plot_metric: str,
-         markdown_path: Path | None, no_isolate: bool, quiet: bool, debug: bool) -> None:
+         markdown_path: Path | None, no_isolate: bool, ceiling: bool, quiet: bool,
+         debug: bool) -> None:
     """Benchmark exported MODELS (.onnx) on every engine this machine has.
 
     Latency p50/p90, throughput, effective GFLOP/s (also as a share of the machine's GEMM
@@ -151,6 +154,11 @@ def main(models: tuple[Path, ...], int8_models: tuple[Path, ...], fp16_models: t
                                engines=_split(engines) or None, providers=providers,
                                timing=timing, gemm_size=gemm_size, isolate=not no_isolate,
                                progress=progress)
+        if ceiling:
+            from runtime.bench.e2e import measure_pipeline_ceiling
+
+            progress("pipeline ceiling (no-op backend)")
+            report.ceiling = measure_pipeline_ceiling(all_models[0])
     except BenchError as exc:
         _fail(str(exc), debug, exc)
     except KeyboardInterrupt:

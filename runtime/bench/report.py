@@ -66,8 +66,11 @@ class MachineInfo:
 
     @property
     def tag(self) -> str:
-        """Short file-name-safe name, e.g. ``amd-epyc-2c`` or ``intel-xeon-8c-nvidia-h200``."""
-        parts = [_slug(self.cpu) or "cpu", f"{self.cores_usable}c"]
+        """Short file-name-safe name of the machine kind, with the CPU's ISA level, e.g.
+        ``amd-epyc-avx2-2c`` or ``intel-xeon-amx-16c-nvidia-h200``: an AVX2 and an AVX-512 BF16
+        machine of one vendor name no longer share (and overwrite) one result file."""
+        parts = [_slug(self.cpu) or "cpu", *filter(None, [isa_level(self.cpu_flags)]),
+                 f"{self.cores_usable}c"]
         if self.gpus:
             parts.append(_slug(self.gpus[0]))
         return "-".join(parts)
@@ -247,6 +250,38 @@ class EndToEndResult:
         return lines
 
 
+def isa_level(flags: Sequence[str]) -> str:
+    """The best vector level of a CPU's flags: ``amx``, ``avx512-bf16``, ``avx512``, ``avx2``,
+    ``avx``, ``neon`` (asimd), or "" when none is known."""
+    found = set(flags)
+    for level, needs in (("amx", "amx_tile"), ("avx512-bf16", "avx512_bf16"),
+                         ("avx512", "avx512f"), ("avx2", "avx2"), ("avx", "avx"),
+                         ("neon", "asimd")):
+        if needs in found:
+            return level
+    return ""
+
+
+@dataclass
+class CeilingResult:
+    """The CPU side's own limit: the runtime with a backend that returns at once (its input),
+    so only pre/post-processing (``translate_fps``: :meth:`Translator.translate`, one frame at a
+    time) and the whole video path (``video_fps``: decode, translate, encode an H.264 clip of
+    ``video_frames`` frames through ``translate_files``) are timed, frames per second, best of
+    the alternating rounds."""
+
+    height: int
+    width: int
+    translate_fps: float
+    video_frames: int
+    video_fps: float
+
+    def line(self) -> str:
+        return (f"pipeline ceiling {self.width}x{self.height} (no-op backend): "
+                f"{self.translate_fps:.1f} frames/s through Translator, {self.video_fps:.1f} "
+                f"frames/s through the video path ({self.video_frames} frames)")
+
+
 @dataclass
 class BenchReport:
     """Everything one benchmark run produced; :meth:`save_json` / :meth:`load_json` round-trip."""
@@ -257,6 +292,7 @@ class BenchReport:
     notes: list[str] = field(default_factory=list)
     end_to_end: list[EndToEndResult] = field(default_factory=list)
     created: str = ""                   # ISO 8601, local time with offset
+    ceiling: list[CeilingResult] = field(default_factory=list)  # cyclegan-bench --ceiling
 
     # ---- serialisation --------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -273,6 +309,7 @@ class BenchReport:
                 "end_to_end": [{key: "inf" if isinstance(value, float) and math.isinf(value)
                                 else value for key, value in asdict(result).items()}
                                for result in self.end_to_end],
+                "pipeline_ceiling": [asdict(result) for result in self.ceiling],
                 "notes": self.notes}
 
     @classmethod
@@ -293,7 +330,9 @@ class BenchReport:
                    [EndToEndResult(**_known(EndToEndResult, {
                        key: math.inf if value == "inf" else value for key, value in v.items()}))
                     for v in data.get("end_to_end", [])],
-                   str(data.get("created", "")))
+                   str(data.get("created", "")),
+                   [CeilingResult(**_known(CeilingResult, v))
+                    for v in data.get("pipeline_ceiling", [])])
 
     def save_json(self, path: str | Path) -> Path:
         path = Path(path)
@@ -332,6 +371,8 @@ class BenchReport:
         parts = [head, "", _render(self._cells(markdown=True), markdown=True)]
         if self.end_to_end:
             parts += ["", "```"] + [line for r in self.end_to_end for line in r.lines()] + ["```"]
+        if self.ceiling:
+            parts += ["", "```"] + [r.line() for r in self.ceiling] + ["```"]
         return "\n".join(parts) + "\n"
 
     def ratio_lines(self) -> list[str]:
@@ -348,6 +389,8 @@ class BenchReport:
             lines += [f"  {line}" for line in ratios]
         for result in self.end_to_end:
             lines += ["", *result.lines()]
+        if self.ceiling:
+            lines += [""] + [result.line() for result in self.ceiling]
         if self.notes:
             lines += [""] + [f"note: {note}" for note in self.notes]
         return "\n".join(lines)

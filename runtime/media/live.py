@@ -11,6 +11,7 @@ original.
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import sys
@@ -28,6 +29,9 @@ from runtime.media.video import AtomicVideoWriter
 from runtime.translator import Translator
 
 VIEWS = ("translated", "side by side", "original")
+SIDE_STEP = 32            # working sizes move in steps of this many pixels (longer side)
+START_SIDE = 320          # the first working size, before any frame was timed
+FPS_HEADROOM = 0.9        # aim at this share of the frame budget, for the window and jitter
 WINDOW = "cyclegan-run"
 
 
@@ -47,6 +51,7 @@ class LiveStats:
     recording: Path | None = None
     ended_by: str = ""
     error: str | None = None            # set when the source failed (e.g. a dropped stream)
+    working_size: tuple[int, int] | None = None  # (W, H) translated at last; None: frame's own
 
     @property
     def fps(self) -> float:
@@ -66,10 +71,48 @@ class LiveStats:
         if self.temporal_seconds:
             text += (f"; --temporal {self.temporal_seconds / max(self.frames, 1) * 1000:.1f} "
                      "ms/frame of it")
-        text += f"); {self.ended_by}"
+        text += ")"
+        if self.working_size is not None:
+            text += f"; working size {self.working_size[0]}x{self.working_size[1]}"
+        text += f"; {self.ended_by}"
         if self.recording:
             text += f"; recorded {self.recording}"
         return text
+
+
+class WorkingSize:
+    """Picks the translator's working size (``max_side``) to hold ``target_fps``.
+
+    The model's time grows with the pixels, about the square of the longer side, so after each
+    frame the side that would fit the budget is ``side * sqrt(budget / busy_time)``; the side
+    moves halfway there, in steps of :data:`SIDE_STEP`, and never below ``min_side`` (the
+    model's size rule) nor above ``frame_side`` (the frame's own size).
+    """
+
+    def __init__(self, target_fps: float, frame_side: int, min_side: int) -> None:
+        self.budget = FPS_HEADROOM / target_fps
+        self.frame_side = frame_side
+        self.min_side = min(min_side, frame_side)
+        self.side = self._clamp(START_SIDE)
+
+    def _clamp(self, side: float) -> int:
+        stepped = int(side) // SIDE_STEP * SIDE_STEP
+        return max(self.min_side, min(self.frame_side, stepped))
+
+    @property
+    def max_side(self) -> int | None:
+        """What to give ``Translator.max_side``: None at the frame's own size."""
+        return None if self.side >= self.frame_side else self.side
+
+    def update(self, busy_seconds: float) -> int:
+        """Feed the last frame's time outside waiting for the source; returns the new side."""
+        if busy_seconds <= 0:
+            return self.side
+        ideal = self.side * math.sqrt(self.budget / busy_seconds)
+        target = self._clamp(self.side + 0.5 * (ideal - self.side))
+        if abs(target - self.side) >= SIDE_STEP or target in (self.min_side, self.frame_side):
+            self.side = target
+        return self.side
 
 
 def display_available() -> bool:
@@ -102,12 +145,14 @@ def run_live(translator: Translator, source: str = "0", *, display: bool = True,
              record: Path | None = None, max_frames: int | None = None,
              snapshot_dir: Path = Path("."), reconnects: int = 5,
              retry_delay: float = 0.5, codec: str | None = None, crf: int | None = None,
-             temporal: bool = False) -> LiveStats:
+             temporal: bool = False, target_fps: float = 0.0) -> LiveStats:
     """Translate a live source until it ends, the user quits, or ``max_frames`` frames.
 
     A dropped stream is reopened up to ``reconnects`` times, waiting ``retry_delay`` seconds
     times the attempt number before each. ``codec`` / ``crf``: of the recording
     (:func:`runtime.media.video.choose_codec`); ``temporal``: steady the translation over time.
+    ``target_fps`` > 0: the working size is chosen and adapted (:class:`WorkingSize`) to hold
+    that rate; the translator's ``max_side`` is restored at the end. 0: as ``translator`` is.
     """
     if display and not display_available():
         raise LiveError("no display available (DISPLAY is not set or does not answer); "
@@ -128,6 +173,10 @@ def run_live(translator: Translator, source: str = "0", *, display: bool = True,
     started = time.perf_counter()
     last_frame_time = started
     cv2 = None
+    given_side = translator.max_side
+    sizer: WorkingSize | None = None
+    adaptive = target_fps > 0 and translator.metadata.static_size is None
+    meta = translator.metadata
     try:
         if display:
             import cv2 as _cv2
@@ -137,11 +186,18 @@ def run_live(translator: Translator, source: str = "0", *, display: bool = True,
         while max_frames is None or stats.frames < max_frames:
             waited = time.perf_counter()
             item = grabber.read(last_index)
-            stats.wait_seconds += time.perf_counter() - waited
+            got = time.perf_counter()
+            stats.wait_seconds += got - waited
             if item is None:
                 stats.ended_by = grabber.error or "source ended"
                 break
             last_index, frame = item
+            if adaptive and sizer is None:
+                sizer = WorkingSize(target_fps, max(frame.shape[:2]),
+                                    max(meta.min_size, meta.size_multiple))
+            if sizer is not None:
+                translator.max_side = sizer.max_side
+                stats.working_size = _working_size(frame, sizer.max_side)
             t0 = time.perf_counter()
             translated = translator.translate(frame)
             stats.model_seconds += time.perf_counter() - t0
@@ -151,6 +207,10 @@ def run_live(translator: Translator, source: str = "0", *, display: bool = True,
                 stats.temporal_seconds += time.perf_counter() - t1
             stats.frames += 1
             now = time.perf_counter()
+            if sizer is not None:
+                # the whole loop's time for this frame (window, recording included), less the
+                # wait for the source: what the working size can change
+                sizer.update((now - last_frame_time) - (got - waited))
             instant = 1.0 / max(now - last_frame_time, 1e-6)
             smoothed_fps = instant if stats.frames == 1 else 0.9 * smoothed_fps + 0.1 * instant
             last_frame_time = now
@@ -169,7 +229,9 @@ def run_live(translator: Translator, source: str = "0", *, display: bool = True,
                         writer.write(kept)
                     pending.clear()
             if cv2 is not None:
-                cv2.imshow(WINDOW, draw_fps(shown, smoothed_fps, VIEWS[view]))
+                size = (f" {stats.working_size[0]}x{stats.working_size[1]}"
+                        if stats.working_size else "")
+                cv2.imshow(WINDOW, draw_fps(shown, smoothed_fps, VIEWS[view] + size))
                 key = cv2.waitKey(1) & 0xFF
                 if key in (ord("q"), 27):
                     stats.ended_by = "quit by user"
@@ -186,6 +248,7 @@ def run_live(translator: Translator, source: str = "0", *, display: bool = True,
         stats.ended_by = "interrupted"
     finally:
         stats.seconds = time.perf_counter() - started
+        translator.max_side = given_side
         stats.frames_captured = grabber.frames_read
         grabber.stop()
         if writer is None and pending and record is not None:
@@ -204,6 +267,15 @@ def run_live(translator: Translator, source: str = "0", *, display: bool = True,
         raise LiveError(grabber.error)
     stats.error = grabber.error
     return stats
+
+
+def _working_size(frame: np.ndarray, max_side: int | None) -> tuple[int, int]:
+    """(W, H) the translator works at for ``frame`` under ``max_side`` (as it rounds)."""
+    height, width = frame.shape[:2]
+    if max_side is None or max(height, width) <= max_side:
+        return width, height
+    scale = max_side / max(height, width)
+    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 RECORD_RATE_FRAMES = 10  # frames measured before the recording's frame rate is fixed

@@ -11,7 +11,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -29,7 +29,7 @@ from runtime.media.sinks import (
     write_image_atomic,
 )
 from runtime.media.sources import InputError, read_animation, read_image
-from runtime.media.temporal import TemporalStabilizer
+from runtime.media.stream import StreamError, pipelined
 from runtime.media.video import AtomicVideoWriter, DecodedFrame, VideoReader, probe_video
 from runtime.translator import Translator
 
@@ -211,11 +211,9 @@ def translate_video(translator: Translator, job: Job, plan: OutputPlan, batch_si
         summary.failed.append(err)
         return
     stop = threading.Event()
-    frames_in: queue.Queue[DecodedFrame | None] = queue.Queue(queue_size)
     frames_out: queue.Queue[tuple[np.ndarray, DecodedFrame] | None] = queue.Queue(queue_size)
     errors: list[str] = []
     writers: list[AtomicVideoWriter] = []
-    stabilizer = TemporalStabilizer() if temporal else None
 
     def put(target: queue.Queue[Any], item: Any) -> bool:
         while not stop.is_set():
@@ -225,14 +223,6 @@ def translate_video(translator: Translator, job: Job, plan: OutputPlan, batch_si
             except queue.Full:
                 continue
         return False
-
-    def decode() -> None:
-        try:
-            for frame in reader.frames():
-                if not put(frames_in, frame):
-                    return
-        finally:
-            put(frames_in, None)
 
     def encode() -> None:
         try:
@@ -254,25 +244,23 @@ def translate_video(translator: Translator, job: Job, plan: OutputPlan, batch_si
             errors.append(_write_failure(exc))
             stop.set()
 
-    threads = [threading.Thread(target=decode, name="video-decode", daemon=True),
-               threading.Thread(target=encode, name="video-encode", daemon=True)]
-    for thread in threads:
-        thread.start()
+    # Decoding (its thread) and translation (this thread): the streaming API's machinery.
+    translated = pipelined(translator, reader.frames(), _image_of, name=str(job.source),
+                           batch_size=batch_size, temporal=temporal, queue_size=queue_size)
+    encoder = threading.Thread(target=encode, name="video-encode", daemon=True)
+    encoder.start()
     count = 0
     interrupted = False
     try:
-        for batch in _batches(frames_in, batch_size, stop):
-            try:
-                outputs = translator.translate_batch([frame.image for frame in batch])
-            except Exception as exc:  # noqa: BLE001 - e.g. out of memory on one video
-                errors.append(f"translation failed ({_first_line(exc)})")
-                break
-            for frame, out in zip(batch, outputs, strict=True):
-                if stabilizer is not None:
-                    out = stabilizer(frame.image, out)
-                put(frames_out, (side_by_side(frame.image, out) if side else out, frame))
-            count += len(batch)
-            progress(len(batch))
+        try:
+            for frame, out in translated:
+                if not put(frames_out, (side_by_side(frame.image, out) if side else out,
+                                        frame)):
+                    break  # the encoder failed
+                count += 1
+                progress(1)
+        except StreamError as err:  # e.g. out of memory on one video
+            errors.append(err.reason)
         if not errors:
             put(frames_out, None)
     except BaseException:
@@ -281,13 +269,16 @@ def translate_video(translator: Translator, job: Job, plan: OutputPlan, batch_si
     finally:
         if errors or interrupted:
             stop.set()
-        for thread in reversed(threads):
-            thread.join()
+        translated.close()  # stops and joins the decode thread
+        encoder.join()
         stop.set()
-        threads[0].join()
         _finish_video(job, plan, summary, reader, writers, count,
                       errors[0] if errors else None, interrupted)
         reader.close()
+
+
+def _image_of(frame: DecodedFrame) -> np.ndarray:
+    return frame.image
 
 
 def _write_failure(exc: BaseException) -> str:
@@ -346,18 +337,6 @@ def _get(source: queue.Queue[T | None], stop: threading.Event) -> T | None:
         except queue.Empty:
             continue
     return None
-
-
-def _batches(frames: queue.Queue[T | None], size: int,
-             stop: threading.Event) -> Iterator[list[T]]:
-    batch: list[T] = []
-    while (frame := _get(frames, stop)) is not None:
-        batch.append(frame)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch and not stop.is_set():
-        yield batch
 
 
 def translate_animation(translator: Translator, job: Job, plan: OutputPlan, batch_size: int,

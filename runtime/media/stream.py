@@ -1,0 +1,189 @@
+"""Streaming translation: frames in, translated frames out, in order, pipelined.
+
+    for out in translator.stream("clip.mp4"):      # or a camera index, a URL, any iterable
+        ...
+
+A decode thread reads the source into a bounded queue while the consumer's thread translates
+(the model releases the GIL), so decoding overlaps inference as in ``cyclegan-run``. The
+generator owns the thread and the source: when the consumer stops iterating (``break``,
+``close()``, garbage collection) or anything fails, the thread is stopped and the source closed.
+A failure reaches the consumer as a :class:`StreamError` naming the source.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Generator, Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import numpy as np
+
+from runtime.media.sources import InputError, open_video, video_frames
+from runtime.media.temporal import TemporalStabilizer
+
+if TYPE_CHECKING:
+    from runtime.translator import Translator
+
+T = TypeVar("T")
+
+_POLL_S = 0.1  # blocking queue operations wake this often to check for a stop
+
+
+class StreamError(InputError):
+    """A source that failed while streaming (it could not be opened or read, or the model
+    failed on its frames); ``path`` names the source, ``reason`` says why."""
+
+
+class _Ended(Generic[T]):
+    """The decode thread's last item: the end of the source, with its error (if any)."""
+
+    def __init__(self, error: BaseException | None = None) -> None:
+        self.error = error
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def open_source(source: Any) -> tuple[Iterator[np.ndarray], Callable[[], None], str]:
+    """``source`` -> (frames, close, name). Frames are HWC uint8 BGR numpy arrays.
+
+    A video file path (str or Path) is decoded with PyAV (upright, as ``cyclegan-run``); an
+    ``int`` is a camera index and a string with ``://`` a stream URL (OpenCV, as live mode);
+    anything else iterable is taken as it is (its items given to the model unchanged).
+    Raises :class:`StreamError` when the source cannot be opened.
+    """
+    if isinstance(source, np.ndarray):
+        raise StreamError("frames", "give an iterable of frames, not one array (use translate)")
+    if isinstance(source, int) or (isinstance(source, str) and "://" in source):
+        try:
+            capture, _ = open_video(source)
+        except InputError as err:
+            raise StreamError(err.path, err.reason) from None
+        return video_frames(capture), capture.release, str(source)
+    if isinstance(source, (str, Path)):
+        from runtime.media.video import VideoReader
+
+        path = Path(source)
+        if not path.is_file():
+            raise StreamError(path, "no such file")
+        try:
+            reader = VideoReader(path)
+        except InputError as err:
+            raise StreamError(err.path, err.reason) from None
+        return _video_images(reader), reader.close, str(path)
+    try:
+        iterator = iter(source)
+    except TypeError:
+        raise StreamError(repr(source)[:60], "not a video path, camera index, URL or "
+                          "iterable of frames") from None
+    close = getattr(iterator, "close", None)
+    return iterator, (close if callable(close) else (lambda: None)), "frames"
+
+
+def pipelined(translator: Translator, items: Iterable[T], image_of: Callable[[T], np.ndarray],
+              *, name: str = "frames", batch_size: int = 1, temporal: bool = False,
+              queue_size: int = 8) -> Generator[tuple[T, np.ndarray], None, None]:
+    """Yield ``(item, translated image)`` for every item of ``items``, in order.
+
+    ``items`` is read in a daemon thread into a queue of ``queue_size``; ``batch_size`` items
+    are translated together (:meth:`Translator.translate_batch`); ``temporal``: each output
+    passes a :class:`TemporalStabilizer`. Errors in reading or translating raise
+    :class:`StreamError` naming ``name``. Closing the generator stops the thread (it is joined
+    before the generator returns), so the caller may close the items' source afterwards.
+    """
+    stop = threading.Event()
+    buffer: queue.Queue[Any] = queue.Queue(max(1, queue_size))
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                buffer.put(item, timeout=_POLL_S)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+            put(_Ended(exc))
+            return
+        put(_Ended())
+
+    def get() -> Any:
+        while True:
+            try:
+                return buffer.get(timeout=_POLL_S)
+            except queue.Empty:
+                if not thread.is_alive() and buffer.empty():
+                    return _Ended(RuntimeError("the reader thread ended without a word"))
+
+    thread = threading.Thread(target=read, name=f"stream-decode[{name}]", daemon=True)
+    stabilizer = TemporalStabilizer() if temporal else None
+    size = max(1, batch_size)
+    thread.start()
+    try:
+        ended: _Ended[T] | None = None
+        while ended is None:
+            batch: list[T] = []
+            while len(batch) < size:
+                item = get()
+                if isinstance(item, _Ended):
+                    ended = item
+                    break
+                batch.append(item)
+            if batch:
+                try:
+                    outputs = translator.translate_batch([image_of(item) for item in batch])
+                except Exception as exc:  # noqa: BLE001 - re-raised naming the source
+                    raise StreamError(name, f"translation failed ({_first_line(exc)})") from exc
+                for item, out in zip(batch, outputs, strict=True):
+                    if stabilizer is not None:
+                        out = stabilizer(image_of(item), out)
+                    yield item, out
+        if ended.error is not None:
+            error = ended.error
+            if isinstance(error, InputError):
+                raise StreamError(error.path, error.reason) from error
+            raise StreamError(name, f"cannot read ({_first_line(error)})") from error
+    finally:
+        stop.set()
+        thread.join()
+
+
+def stream(translator: Translator, source: Any, *, temporal: bool = False, batch_size: int = 1,
+           queue_size: int = 8) -> Generator[np.ndarray, None, None]:
+    """Translated frames of ``source`` (see :func:`open_source`), in order: HWC uint8 BGR
+    (or whatever channel order the source's frames have), each the size of its input.
+
+    The source is closed when the frames run out, on an error, or when the consumer closes
+    the generator early.
+    """
+    frames, close, name = open_source(source)
+    try:
+        for _, out in pipelined(translator, frames, _identity, name=name,
+                                batch_size=batch_size, temporal=temporal,
+                                queue_size=queue_size):
+            yield out
+    finally:
+        close()
+
+
+def _video_images(reader: Any) -> Iterator[np.ndarray]:
+    """The pictures of a :class:`~runtime.media.video.VideoReader`; a container that breaks
+    off raises (after the frames it gave) instead of ending quietly."""
+    for frame in reader.frames():
+        yield frame.image
+    if reader.error:
+        raise InputError(reader.path, reader.error)
+
+
+def _identity(image: np.ndarray) -> np.ndarray:
+    return image

@@ -1,0 +1,206 @@
+"""The streaming API, PIL / path inputs, batch splitting and --batch-size auto (issue 12)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+import runtime.translator as translator_module
+from cyclegan_export import export_onnx
+from runtime import Translator
+from runtime.cli import main as run_cli
+from runtime.media.stream import StreamError
+from runtime.media.video import AtomicVideoWriter
+from runtime.synthetic import natural_images
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory, generator: torch.nn.Module) -> Path:
+    folder = tmp_path_factory.mktemp("stream_model")
+    weights = folder / "g.pth"
+    torch.save(generator.state_dict(), weights)
+    path = folder / "float.onnx"
+    export_onnx(weights, path, opencv_check=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def translator(model: Path) -> Translator:
+    return Translator(model, providers="cpu")
+
+
+def frames(count: int, height: int = 32, width: int = 32) -> list[np.ndarray]:
+    return [np.ascontiguousarray(natural_images(1, height, width, seed=i)[0])
+            for i in range(count)]
+
+
+def decode_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("stream-decode")]
+
+
+# ---- streaming -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_stream_yields_every_frame_in_order(translator: Translator, batch_size: int) -> None:
+    given = frames(7)
+    got = list(translator.stream(iter(given), batch_size=batch_size))
+    assert len(got) == 7
+    for image, out in zip(given, got, strict=True):
+        assert np.abs(out.astype(int) - translator(image).astype(int)).max() <= 1
+
+
+def test_stream_reads_a_video_path(translator: Translator, tmp_path: Path) -> None:
+    clip = tmp_path / "clip.mp4"
+    with AtomicVideoWriter(clip, 10.0, (32, 24)) as writer:
+        for image in frames(5, 24, 32):
+            writer.write(image)
+    got = list(translator.stream(clip, batch_size=2))
+    assert len(got) == 5 and all(out.shape == (24, 32, 3) for out in got)
+    assert not decode_threads()
+
+
+def test_stream_errors_name_the_source(translator: Translator, tmp_path: Path) -> None:
+    def broken() -> Iterator[np.ndarray]:
+        yield from frames(2)
+        raise OSError("camera unplugged")
+
+    seen = []
+    with pytest.raises(StreamError, match="camera unplugged") as info:
+        for out in translator.stream(broken()):
+            seen.append(out)
+    assert len(seen) == 2 and str(info.value.path) == "frames"
+    with pytest.raises(StreamError, match="no such file") as missing:
+        next(translator.stream(tmp_path / "missing.mp4"))
+    assert "missing.mp4" in str(missing.value.path)
+    with pytest.raises(StreamError, match="translation failed"):
+        list(translator.stream([np.zeros((8, 8, 3), np.float32)]))  # not uint8
+    assert not decode_threads()
+
+
+def test_early_exit_closes_the_source_and_stops_the_thread(translator: Translator) -> None:
+    state = {"read": 0, "closed": False}
+
+    def endless() -> Iterator[np.ndarray]:
+        image = frames(1)[0]
+        try:
+            while True:
+                state["read"] += 1
+                yield image
+        finally:
+            state["closed"] = True
+
+    stream = translator.stream(endless(), queue_size=2)
+    for count, _ in enumerate(stream, 1):
+        if count == 3:
+            break
+    stream.close()
+    assert state["closed"] is True
+    assert not decode_threads()
+    assert state["read"] <= 3 + 2 + 2  # bounded read-ahead: the queue and one in hand
+
+
+def test_temporal_stream_smooths_but_keeps_the_first_frame(translator: Translator) -> None:
+    image = frames(1)[0]
+    noisy = [np.clip(image.astype(int) + np.random.default_rng(i).integers(-6, 7, image.shape),
+                     0, 255).astype(np.uint8) for i in range(4)]
+    plain = list(translator.stream(noisy))
+    steady = list(translator.stream(noisy, temporal=True))
+    assert np.array_equal(plain[0], steady[0])
+    assert len(steady) == 4 and any(not np.array_equal(a, b)
+                                    for a, b in zip(plain[1:], steady[1:], strict=True))
+
+
+# ---- PIL and path inputs ---------------------------------------------------------------------
+
+def test_pil_in_pil_out(translator: Translator) -> None:
+    image_module = pytest.importorskip("PIL.Image")
+    rgb = frames(1)[0]
+    out = translator(image_module.fromarray(rgb))
+    assert isinstance(out, image_module.Image) and out.mode == "RGB"
+    expected = translator(rgb, color_order="RGB")
+    assert np.array_equal(np.asarray(out), expected)
+    rgba = np.dstack([rgb, np.full(rgb.shape[:2], 77, np.uint8)])
+    out_rgba = translator(image_module.fromarray(rgba))
+    assert out_rgba.mode == "RGBA" and (np.asarray(out_rgba)[..., 3] == 77).all()
+
+
+def test_image_path_in_numpy_bgr_out(translator: Translator, tmp_path: Path) -> None:
+    bgr = frames(1)[0]
+    path = tmp_path / "photo.png"
+    cv2.imwrite(str(path), bgr)
+    expected = translator(bgr)
+    assert np.array_equal(translator(str(path)), expected)
+    assert np.array_equal(translator(path), expected)
+    with pytest.raises(Exception, match="no such file|unreadable"):
+        translator(tmp_path / "nope.png")
+
+
+# ---- batches ----------------------------------------------------------------------------------
+
+def test_translate_batch_splits_into_chunks_of_max_batch(model: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    translator = Translator(model, providers="cpu", max_batch=2)
+    sizes: list[int] = []
+    original = Translator._translate_same_size
+
+    def spy(self: Translator, batch: np.ndarray, color_order: str) -> np.ndarray:
+        sizes.append(len(batch))
+        return original(self, batch, color_order)
+
+    monkeypatch.setattr(Translator, "_translate_same_size", spy)
+    given = frames(5)
+    got = translator.translate_batch(given)
+    assert sizes == [2, 2, 1]
+    for image, out in zip(given, got, strict=True):
+        assert np.abs(out.astype(int) - translator(image).astype(int)).max() <= 1
+
+
+def test_default_chunk_is_one_on_a_cpu_and_memory_caps_max_batch(
+        model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Translator(model, providers="cpu").chunk_size(720, 1280) == 1
+    capped = Translator(model, providers="cpu", max_batch=8)
+    one = translator_module.frame_bytes(capped.metadata, 720, 1280)
+    monkeypatch.setattr(translator_module, "available_bytes", lambda: int(one * 3 / 0.8) + 1)
+    assert capped.chunk_size(720, 1280) == 3
+    with pytest.raises(ValueError, match="max_batch"):
+        Translator(model, providers="cpu", max_batch=0)
+
+
+def test_pick_batch_size_measures_each_candidate(translator: Translator) -> None:
+    chosen, lines = translator.pick_batch_size(24, 32, candidates=(1, 2), rounds=1)
+    assert chosen in (1, 2) and len(lines) == 2 and "ms per frame" in lines[0]
+
+
+def test_cli_batch_size_auto_says_what_it_chose(model: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for index, image in enumerate(frames(3, 24, 32)):
+        cv2.imwrite(str(folder / f"{index}.png"), image)
+    result = CliRunner().invoke(run_cli, [str(model), str(folder), "-o", str(tmp_path / "out"),
+                                          "--batch-size", "auto", "-q"])
+    assert result.exit_code == 0, result.output
+    assert "--batch-size auto: chose" in result.output and "at 32x24" in result.output
+    assert len(list((tmp_path / "out").glob("*.png"))) == 3
+    bad = CliRunner().invoke(run_cli, [str(model), str(folder), "-o", str(tmp_path / "o2"),
+                                       "--batch-size", "many"])
+    assert bad.exit_code == 2 and "--batch-size must be a number or auto" in bad.output
+
+
+# ---- GPU only ---------------------------------------------------------------------------------
+
+@pytest.mark.gpu
+def test_gpu_batches_default_to_chunks_of_eight(model: Path) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("no CUDA execution provider")
+    translator = Translator(model, providers="cuda")
+    assert translator.chunk_size(720, 1280) == translator_module.DEFAULT_MAX_BATCH
+    got = list(translator.stream(frames(9), batch_size=9))
+    assert len(got) == 9
