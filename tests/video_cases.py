@@ -1,0 +1,455 @@
+"""Video as people expect it: H.264 / VP9 out through PyAV, the audio copied bit for bit, the
+timestamps (variable frame rate included) and the duration kept, rotation flags honoured, full
+disks failed cleanly; and --temporal: less flicker, no ghost across a scene cut.
+
+Clips are made with the ffmpeg command (as a user's camera or editor would make them) or from
+numpy frames; the model is the bundled demo model. Without ffmpeg the module skips (``.ci/run``
+installs it).
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner, Result
+
+from runtime.bench.e2e import measure_temporal, pan_clip
+from runtime.bench.report import BenchReport, EndToEndResult, MachineInfo
+from runtime.cli import main as run_cli
+from runtime.demo import demo_model_path
+from runtime.media.outputs import plan_outputs
+from runtime.media.sinks import OutputWriteError
+from runtime.media.sources import expand_inputs
+from runtime.media.temporal import TemporalStabilizer, warping_error, warping_errors
+from runtime.media.video import (
+    AtomicVideoWriter,
+    VideoCodecError,
+    VideoReader,
+    choose_codec,
+    read_video_frames,
+)
+from runtime.metrics import psnr
+from runtime.synthetic import natural_images
+from runtime.translator import Translator
+
+MODEL = str(demo_model_path())
+FFMPEG = shutil.which("ffmpeg")
+pytestmark = pytest.mark.skipif(FFMPEG is None, reason="ffmpeg not installed (apt-get install "
+                                "ffmpeg): it makes the test clips")
+
+
+def ffmpeg(*args: str | Path) -> None:
+    assert FFMPEG is not None
+    subprocess.run([FFMPEG, "-hide_banner", "-loglevel", "error", "-nostdin", "-y",
+                    *map(str, args)], check=True, timeout=60)
+
+
+def run(*args: str | Path) -> Result:
+    return CliRunner().invoke(run_cli, [MODEL, *map(str, args), "--threads", "1"])
+
+
+# ---- clips ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """64x48 test pattern clips, 10 fps, made by ffmpeg."""
+    folder = tmp_path_factory.mktemp("clips")
+    pattern = ["-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10"]
+    sine = ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"]
+    out = {name: folder / name for name in
+           ("audio.mp4", "opus.mkv", "plain.mp4", "rotated.mp4", "vfr.mp4", "vfr.mkv")}
+    ffmpeg(*pattern, *sine, "-t", "2", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+           "-c:a", "aac", "-shortest", out["audio.mp4"])
+    ffmpeg(*pattern, "-f", "lavfi", "-i", "sine=frequency=330:sample_rate=48000", "-t", "2",
+           "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "libopus", "-shortest",
+           out["opus.mkv"])
+    ffmpeg(*pattern, "-t", "1", "-c:v", "libx264", "-pix_fmt", "yuv420p", out["plain.mp4"])
+    _rotate(out["plain.mp4"], out["rotated.mp4"])
+    # irregular gaps: 0.1 s steps, plus 0.05 s after every third frame and 0.025 s on odd ones
+    irregular = "settb=1/1000,setpts='(N+0.5*floor(N/3)+0.25*mod(N\\,2))/10/TB'"
+    for name in ("vfr.mp4", "vfr.mkv"):
+        ffmpeg(*pattern, "-t", "2", "-vf", irregular, "-fps_mode", "passthrough",
+               "-enc_time_base", "1/1000", "-c:v", "libx264", "-pix_fmt", "yuv420p", out[name])
+    return out
+
+
+def _rotate(src: Path, dst: Path) -> None:
+    """Remux with a 90-degree display matrix: the stream tag in ffmpeg < 6, the
+    ``-display_rotation`` input option from 6 on."""
+    ffmpeg("-i", src, "-c", "copy", "-metadata:s:v:0", "rotate=90", dst)
+    if _rotation(dst) == 0:
+        ffmpeg("-display_rotation:v:0", "90", "-i", src, "-c", "copy", dst)
+    assert _rotation(dst) != 0
+
+
+def _rotation(path: Path) -> int:
+    with av.open(str(path)) as container:
+        frame = next(container.decode(video=0))
+        return int(frame.rotation or 0)
+
+
+def ffmpeg_frames(path: Path) -> np.ndarray:
+    """All frames as ffmpeg itself decodes them (upright: it applies rotation flags), BGR."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        width, height = stream.codec_context.width, stream.codec_context.height
+    if _rotation(path) % 180:
+        width, height = height, width
+    assert FFMPEG is not None
+    raw = subprocess.run([FFMPEG, "-v", "error", "-i", str(path), "-f", "rawvideo",
+                          "-pix_fmt", "bgr24", "-"], capture_output=True, check=True).stdout
+    return np.frombuffer(raw, np.uint8).reshape(-1, height, width, 3)
+
+
+@dataclass
+class Facts:
+    """What a test wants to know of a video file."""
+
+    codec: str
+    pix_fmt: str | None
+    size: tuple[int, int]
+    duration: float                              # seconds, the container's
+    times: list[float]                           # each decoded frame's timestamp, seconds
+    audio_codec: str | None
+    audio: list[tuple[bytes, float]]             # each audio packet's bytes and pts (s)
+
+
+def stream_facts(path: Path) -> Facts:
+    with av.open(str(path)) as container:
+        video = container.streams.video[0]
+        context = video.codec_context
+        codec, pix_fmt, size = context.name, context.pix_fmt, (context.width, context.height)
+        duration = (container.duration or 0) / av.time_base
+        times = [float(frame.pts * frame.time_base) for frame in container.decode(video=0)
+                 if frame.pts is not None and frame.time_base is not None]
+    with av.open(str(path)) as container:
+        streams = container.streams.audio
+        audio = ([(bytes(packet), float(packet.pts * packet.time_base))
+                  for packet in container.demux(streams[0])
+                  if packet.size and packet.pts is not None and packet.time_base is not None]
+                 if streams else [])
+        audio_codec = streams[0].codec_context.name if streams else None
+    return Facts(codec, pix_fmt, size, duration, times, audio_codec, audio)
+
+
+def top_level_boxes(path: Path) -> list[str]:
+    """The MP4 file's top-level box types, in file order."""
+    data = path.read_bytes()
+    boxes, offset = [], 0
+    while offset + 8 <= len(data):
+        size = int.from_bytes(data[offset:offset + 4], "big")
+        boxes.append(data[offset + 4:offset + 8].decode("latin-1"))
+        if size == 1:
+            size = int.from_bytes(data[offset + 8:offset + 16], "big")
+        if size < 8:
+            break
+        offset += size
+    return boxes
+
+
+# ---- codecs, sound, timestamps ----------------------------------------------------------------
+
+@pytest.mark.parametrize(("source", "target", "codec", "audio"), [
+    ("audio.mp4", "out.mp4", "h264", "aac"),
+    ("opus.mkv", "out.webm", "vp9", "opus"),
+])
+def test_h264_or_vp9_out_with_the_audio_copied_bit_for_bit(
+        clips: dict[str, Path], tmp_path: Path, source: str, target: str, codec: str,
+        audio: str) -> None:
+    result = run(clips[source], "-o", tmp_path / target)
+    assert result.exit_code == 0, result.output
+    before, after = stream_facts(clips[source]), stream_facts(tmp_path / target)
+
+    assert after.codec == codec and after.pix_fmt == "yuv420p" and after.size == before.size
+    assert after.audio_codec == audio
+    assert after.audio == before.audio  # every packet's bytes and timestamp
+    assert len(after.times) == len(before.times) == 20
+    assert np.allclose(after.times, before.times, atol=1e-3)
+    assert abs(after.duration - before.duration) <= 0.1  # one frame at 10 fps
+    if target.endswith(".mp4"):
+        boxes = top_level_boxes(tmp_path / target)
+        assert boxes.index("moov") < boxes.index("mdat")  # +faststart
+
+
+def test_audio_that_the_container_cannot_hold_is_named(clips: dict[str, Path],
+                                                        tmp_path: Path) -> None:
+    result = run(clips["audio.mp4"], "-o", tmp_path / "out.webm")
+    assert result.exit_code == 0, result.output
+    assert "audio stream #1 (aac) not copied: a .webm file cannot hold it" in result.output
+    assert stream_facts(tmp_path / "out.webm").codec == "vp9"
+
+
+@pytest.mark.parametrize("target", ["out.mp4", "out.mkv"])
+def test_variable_frame_rate_keeps_its_timestamps(clips: dict[str, Path], tmp_path: Path,
+                                                  target: str) -> None:
+    source = clips["vfr" + Path(target).suffix]
+    before = stream_facts(source).times
+    assert len(set(np.round(np.diff(before), 3))) > 1  # the clip really is irregular
+    result = run(source, "-o", tmp_path / target)
+    assert result.exit_code == 0, result.output
+    assert np.allclose(stream_facts(tmp_path / target).times, before, atol=1e-3)
+
+
+def test_a_rotated_clip_is_translated_and_written_upright(clips: dict[str, Path],
+                                                          tmp_path: Path) -> None:
+    source = clips["rotated.mp4"]
+    upright = ffmpeg_frames(source)  # ffmpeg's own reading of the flag: the reference
+    assert upright.shape[1:3] == (64, 48)
+    decoded = [frame.image for frame in read_video_frames(source)]
+    assert all(np.abs(a.astype(int) - b).mean() < 1.0 for a, b in zip(decoded, upright,
+                                                                        strict=True))
+    result = run(source, "-o", tmp_path / "out.mp4")
+    assert result.exit_code == 0, result.output
+    assert "turned" in result.output and "written upright (no flag)" in result.output
+    assert _rotation(tmp_path / "out.mp4") == 0
+    written = [frame.image for frame in read_video_frames(tmp_path / "out.mp4")]
+    expected = Translator(MODEL, providers="cpu", threads=1).translate_batch(list(upright))
+    assert len(written) == len(expected) and written[0].shape == (64, 48, 3)
+    assert min(psnr(e, w, 255.0) for e, w in zip(expected, written, strict=True)) > 30.0
+
+
+def test_codec_and_crf_options(clips: dict[str, Path], tmp_path: Path) -> None:
+    sizes = {}
+    for crf in (10, 40):
+        result = run(clips["audio.mp4"], "-o", tmp_path / f"crf{crf}.mkv", "--crf", str(crf))
+        assert result.exit_code == 0, result.output
+        sizes[crf] = (tmp_path / f"crf{crf}.mkv").stat().st_size
+    assert sizes[40] < sizes[10]
+    result = run(clips["audio.mp4"], "-o", tmp_path / "vp9.mp4", "--codec", "vp9")
+    assert result.exit_code == 0, result.output
+    assert stream_facts(tmp_path / "vp9.mp4").codec == "vp9"
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--codec", "h264"], "a .webm file cannot hold h264 video"),
+    (["--codec", "divx"], "--codec divx: unknown"),
+    (["--crf", "70"], "--crf 70: vp9 takes 0 (best) to 63"),
+])
+def test_a_codec_the_output_cannot_take_is_refused_up_front(
+        clips: dict[str, Path], tmp_path: Path, args: list[str], message: str) -> None:
+    result = run(clips["audio.mp4"], "-o", tmp_path / "out.webm", *args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert "model:" not in result.output  # before the model is loaded
+    assert not (tmp_path / "out.webm").exists()
+
+
+def test_webm_is_a_writable_output_now(clips: dict[str, Path], tmp_path: Path) -> None:
+    webm = tmp_path / "in" / "clip.webm"
+    webm.parent.mkdir()
+    ffmpeg("-i", clips["opus.mkv"], "-c:v", "libvpx-vp9", "-c:a", "copy", webm)
+    plan = plan_outputs(expand_inputs([str(webm.parent)]).files, tmp_path / "out")
+    assert [job.target.name for job in plan.jobs] == ["clip.webm"]  # not clip.webm.mp4
+    assert choose_codec(Path("x.webm"))[0].name == "vp9"
+    with pytest.raises(VideoCodecError, match="cannot hold h264"):
+        choose_codec(Path("x.webm"), "h264")
+
+
+def test_odd_sizes_are_padded_for_h264_and_said(tmp_path: Path) -> None:
+    frames = natural_images(4, 47, 63, seed=9)
+    with AtomicVideoWriter(tmp_path / "odd.mp4", 10.0, (63, 47), crf=12) as writer:
+        for frame in frames:
+            writer.write(frame)
+    assert writer.notes and "63x47 padded to 64x48" in writer.notes[0]
+    back = read_video_frames(tmp_path / "odd.mp4")
+    assert len(back) == 4 and back[0].image.shape == (48, 64, 3)
+    assert psnr(frames[0], back[0].image[:47, :63], 255.0) > 30.0
+
+
+def test_live_recording_is_h264(clips: dict[str, Path], tmp_path: Path) -> None:
+    record = tmp_path / "rec.mp4"
+    result = run("--webcam", clips["plain.mp4"], "--no-display", "--max-frames", "5",
+                 "--temporal", "-o", record)
+    assert result.exit_code == 0, result.output
+    assert "--temporal" in result.output and f"recorded {record}" in result.output
+    facts = stream_facts(record)
+    assert facts.codec == "h264" and len(facts.times) == 5
+
+
+# ---- nothing lost on a full disk --------------------------------------------------------------
+
+FULL_DISK = textwrap.dedent("""
+    import resource, signal, sys
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG
+    resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))
+    from runtime.cli import main
+    main({args!r})
+""")
+
+
+@pytest.mark.parametrize(("source", "target"), [("audio.mp4", "clip.mp4"),
+                                                ("opus.mkv", "clip.webm")])
+def test_a_full_disk_fails_the_pyav_video_and_leaves_nothing(
+        clips: dict[str, Path], tmp_path: Path, source: str, target: str) -> None:
+    out = tmp_path / "out" / target
+    code = FULL_DISK.format(limit=8_000, args=[MODEL, str(clips[source]), "-o", str(out), "-q",
+                                               "--threads", "1"])
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "translated 0 of 1" in done.stdout and f"{out}: cannot write" in done.stdout
+    assert "Traceback" not in done.stderr
+    assert [p.name for p in out.parent.iterdir() if not p.name.startswith(".cyclegan")] == []
+
+
+def test_a_write_error_mid_video_deletes_the_temp_file(tmp_path: Path) -> None:
+    writer = AtomicVideoWriter(tmp_path / "v.mkv", 10.0, (64, 48))
+    writer.write(natural_images(1, 48, 64)[0])
+
+    class FullDisk:
+        """The writer's container, except that every packet meets a full disk."""
+
+        def __init__(self, container: object) -> None:
+            self.container = container
+
+        def mux(self, packet: object) -> None:
+            raise av.error.OSError(28, "No space left on device")
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(self.container, name)
+
+    writer.container = FullDisk(writer.container)  # type: ignore[assignment]
+    with pytest.raises(OutputWriteError, match=r"v\.mkv: cannot write \(No space left"):
+        writer.commit()
+    assert list(tmp_path.iterdir()) == []
+
+
+# ---- --temporal -------------------------------------------------------------------------------
+
+def flicker(frames: np.ndarray, seed: int = 0) -> list[np.ndarray]:
+    """A stand-in for per-frame translation: the colours inverted, plus per-frame noise."""
+    rng = np.random.default_rng(seed)
+    return [np.clip(255.0 - frame + rng.normal(0, 8, frame.shape), 0, 255).astype(np.uint8)
+            for frame in frames]
+
+
+def test_stabilizer_is_a_plain_per_frame_object() -> None:
+    frames = pan_clip(6, 96, 128, seed=3)
+    outputs = flicker(frames)
+    stabilizer = TemporalStabilizer()
+    assert stabilizer(frames[0], outputs[0]) is outputs[0]  # nothing to steady it against
+    steady = [outputs[0]] + [stabilizer(f, o) for f, o in zip(frames[1:], outputs[1:],
+                                                              strict=True)]
+    assert all(s.shape == o.shape and s.dtype == np.uint8 for s, o in zip(steady, outputs,
+                                                                           strict=True))
+    assert not np.array_equal(steady[3], outputs[3])
+    stabilizer.reset()
+    assert stabilizer(frames[4], outputs[4]) is outputs[4]
+    with pytest.raises(ValueError, match="differ in size"):
+        stabilizer(frames[0], outputs[0][:10])
+    with pytest.raises(ValueError, match="weight"):
+        TemporalStabilizer(1.0)
+
+
+def test_warping_error_measures_flicker_not_motion() -> None:
+    frames = pan_clip(6, 96, 128, seed=4, noise=0.0)
+    assert warping_error(frames, frames) < 1.5  # pure motion: warps onto itself
+    noisy = warping_errors(frames, [flicker(frames), flicker(frames, seed=1)])
+    assert all(error > 8.0 for error in noisy)
+    assert warping_error(frames[:1], frames[:1]) == 0.0
+
+
+def test_no_ghost_after_a_hard_scene_cut() -> None:
+    first, second = pan_clip(6, 120, 160, seed=5), pan_clip(6, 120, 160, seed=50, step=(-2, 2))
+    frames = np.concatenate([first, second])
+    outputs = flicker(frames)
+    stabilizer = TemporalStabilizer(0.8)  # the strongest blending: the most to leak
+    steady = [stabilizer(f, o) for f, o in zip(frames, outputs, strict=True)]
+    assert stabilizer.cuts == 1
+    assert steady[6] is outputs[6]  # the first frame of the new shot: untouched
+    # and after it, nothing of the old shot: the steadied frames stay the new shot's own
+    for index in range(6, 12):
+        assert psnr(outputs[index], steady[index], 255.0) > 25.0
+        assert psnr(steady[5], steady[index], 255.0) < 15.0
+
+
+def test_temporal_through_the_cli_reduces_flicker_and_cuts_cleanly(tmp_path: Path) -> None:
+    """A pan, a cut, another pan: with --temporal the written video flickers less, and the
+    frame after the cut is the per-frame translation of the new shot."""
+    frames = np.concatenate([pan_clip(8, 96, 128, seed=6), pan_clip(4, 96, 128, seed=60)])
+    clip = tmp_path / "pan.mkv"
+    with AtomicVideoWriter(clip, 10.0, (128, 96), crf=4) as writer:
+        for frame in frames:
+            writer.write(frame)
+    decoded_in = [frame.image for frame in read_video_frames(clip)]
+    outputs = {}
+    for flag in ([], ["--temporal"]):
+        target = tmp_path / f"out{len(flag)}.mkv"
+        result = run(clip, "-o", target, "--crf", "4", *flag)
+        assert result.exit_code == 0, result.output
+        outputs[bool(flag)] = [frame.image for frame in read_video_frames(target)]
+    plain, steady = warping_errors(decoded_in[:8], [outputs[False][:8], outputs[True][:8]])
+    assert steady < 0.75 * plain
+    assert psnr(outputs[False][8], outputs[True][8], 255.0) > 40.0  # the cut: untouched
+
+
+@pytest.mark.slow
+def test_temporal_meets_its_targets_on_a_640x480_pan_with_noise() -> None:
+    """The issue's measure: warping error down >= 40 %, PSNR against per-frame >= 28 dB."""
+    translator = Translator(MODEL, providers="cpu")
+    figures = measure_temporal(translator, pan_clip(8, 480, 640, seed=7))
+    assert figures.warp_error_temporal <= 0.6 * figures.warp_error
+    assert figures.psnr_min_db >= 28.0
+    assert figures.temporal_ms > 0 and figures.model_ms > 0  # the cost is the bench's to judge
+
+
+def test_bench_lines_and_json_carry_the_temporal_figures(tmp_path: Path) -> None:
+    result = EndToEndResult(
+        model="m.onnx", engine="onnxruntime", provider="CPU", batch=1, height=64, width=64,
+        model_only_ips=10.0, folder_images=4, folder_ips=9.5, video_frames=4, video_ips=9.4,
+        live_frames=4, live_fps=9.0, live_model_ms=100.0, live_overhead_fraction=0.02,
+        live_wait_fraction=0.1, live_source_fps=20.0, live_temporal_frames=4,
+        live_temporal_overhead_fraction=0.05, live_temporal_ms=4.0, temporal_height=480,
+        temporal_width=640, temporal_frames=8, warp_error=4.0, warp_error_temporal=1.5,
+        temporal_psnr_db=39.0, temporal_psnr_min_db=math.inf, temporal_ms=16.0,
+        temporal_model_ms=900.0)
+    text = "\n".join(result.lines())
+    assert "4.00 -> 1.50 levels = 62% less (meets target >= 40%)" in text
+    assert "1.8% of the model's 900 ms (meets target <= 25%)" in text
+    assert "live --temporal" in text and "(meets target >= 28 dB)" in text
+    machine = MachineInfo("cpu", 2, 2, [], "linux", "3.11", {}, [])
+    path = BenchReport(machine, end_to_end=[result]).save_json(tmp_path / "r.json")
+    assert BenchReport.load_json(path).end_to_end[0] == result
+
+
+def test_reader_keeps_time_bases_and_packets(clips: dict[str, Path]) -> None:
+    with VideoReader(clips["audio.mp4"]) as reader:
+        frames = list(reader.frames())
+        packets = sum(len(frame.packets) for frame in frames) + len(reader.leftover)
+        assert reader.info.frame_count == len(frames) == 20
+        assert frames[0].time_base == reader.info.time_base == Fraction(1, 10240)
+        assert frames[0].image.shape == (48, 64, 3) and frames[0].image.dtype == np.uint8
+    assert packets == len(stream_facts(clips["audio.mp4"]).audio)
+
+
+def test_unreadable_video_is_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video" * 50)
+    result = run(bad, "-o", tmp_path / "out.mp4")
+    assert result.exit_code == 1, result.output
+    assert f"{bad}: cannot open as video" in result.output and "Traceback" not in result.output
+
+
+def test_ffmpeg_decodes_what_we_write(tmp_path: Path) -> None:
+    """Players read our files: ffmpeg decodes every frame of an H.264 and a VP9 output."""
+    frames = natural_images(5, 48, 64, seed=8)
+    for name in ("a.mp4", "a.webm"):
+        with AtomicVideoWriter(tmp_path / name, 25.0, (64, 48)) as writer:
+            for frame in frames:
+                writer.write(frame)
+        decoded = ffmpeg_frames(tmp_path / name)
+        assert len(decoded) == 5
+        assert psnr(frames[2], decoded[2], 255.0) > 30.0
+    cv2_count = cv2.VideoCapture(str(tmp_path / "a.mp4")).get(cv2.CAP_PROP_FRAME_COUNT)
+    assert cv2_count == 5
