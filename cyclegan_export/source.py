@@ -24,7 +24,11 @@ from training.checkpoint import (
     load_torch_file,
 )
 from training.networks import GeneratorSpec
-from training.pretrained import generator_from_state, unreadable_fields
+from training.pretrained import (
+    generator_from_checkpoint,
+    generator_from_state,
+    unreadable_fields,
+)
 
 # direction -> (key in the checkpoint's "generators", source domain field, target domain field)
 DIRECTIONS = {
@@ -57,17 +61,7 @@ class GeneratorSource:
 def _from_training_checkpoint(data: Mapping[str, Any], path: Path, direction: str,
                               overrides: Mapping[str, Any] | None) -> GeneratorSource:
     key, source_field, target_field = DIRECTIONS[direction]
-    generators = data.get("generators", {})
-    if key not in generators:
-        held = ", ".join(sorted(generators)) or "none"
-        raise CheckpointError(f"{path}: has no {key} generator for direction {direction} "
-                              f"(it holds: {held})")
-    entry = generators[key]
-    if not isinstance(entry, Mapping) or "state_dict" not in entry:
-        raise CheckpointError(f"{path}: generator {key}: 'state_dict' missing")
-    net, spec = generator_from_state(entry["state_dict"],
-                                     {**entry.get("spec", {}), **(overrides or {})},
-                                     f"{path}: generator {key}")
+    net, spec = generator_from_checkpoint(data, key, path, direction, overrides)
     config = data.get("config", {})
     return GeneratorSource(
         net, spec, "training checkpoint", direction,

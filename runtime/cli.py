@@ -325,6 +325,12 @@ def _run_files(translator: Any, plan: Any, found: Any, batch_size: int, side: bo
 
         summary = translate_files(translator, plan, batch_size=batch_size, side=side,
                                   progress=progress, codec=codec, crf=crf, temporal=temporal)
+    _report(summary, found)
+
+
+def _report(summary: Any, found: Any) -> None:
+    """The final summary of a file run (local or Ray) and its exit status: 1 when any input
+    failed, 130 when interrupted."""
     summary.not_media = found.skipped
     summary.earlier_outputs = found.earlier_outputs
     for line in summary.lines():
@@ -405,11 +411,4 @@ def _run_ray(model: Path, plan: Any, found: Any, settings: Any, address: str,
                                      progress=progress, ready=ready, worker_logs=debug)
         except DistributedError as exc:
             _fail(str(exc), debug, exc)
-    summary.not_media = found.skipped
-    summary.earlier_outputs = found.earlier_outputs
-    for line in summary.lines():
-        click.echo(line)
-    if summary.interrupted:
-        sys.exit(EXIT_INTERRUPTED)
-    if summary.failed:
-        sys.exit(EXIT_FAILED_INPUTS)
+    _report(summary, found)

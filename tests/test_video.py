@@ -9,16 +9,12 @@ report is passed on when it fails.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
+
+from isolated import run_cases_in_own_process
 
 CASES = Path(__file__).with_name("video_cases.py")
 
 
 def test_video_cases_in_their_own_process() -> None:
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                           str(CASES)], capture_output=True, text=True, timeout=900,
-                          cwd=CASES.parent.parent)
-    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
-    assert " passed" in done.stdout.splitlines()[-1]
+    run_cases_in_own_process(CASES)

@@ -171,3 +171,25 @@ def generator_from_state(
     net = build_generator(spec)
     net.load_state_dict(cleaned, strict=True)
     return net.eval(), spec
+
+
+def generator_from_checkpoint(
+    data: Mapping[str, Any], key: str, path: str | Path, direction: str,
+    overrides: Mapping[str, Any] | None = None,
+) -> tuple[torch.nn.Module, GeneratorSpec]:
+    """Build generator ``key`` (``"G_AB"`` / ``"G_BA"``) of a training checkpoint's dict.
+
+    Its stored spec, then ``overrides``, describe it. Raises :class:`CheckpointError` naming
+    ``path`` when the checkpoint lacks it (saying what it holds) or its entry is malformed.
+    """
+    generators = data.get("generators", {})
+    if key not in generators:
+        held = ", ".join(sorted(generators)) or "none"
+        raise CheckpointError(f"{path}: has no {key} generator for direction {direction} "
+                              f"(it holds: {held})")
+    entry = generators[key]
+    if not isinstance(entry, Mapping) or "state_dict" not in entry:
+        raise CheckpointError(f"{path}: generator {key}: 'state_dict' missing")
+    return generator_from_state(entry["state_dict"],
+                                {**entry.get("spec", {}), **(overrides or {})},
+                                f"{path}: generator {key}")

@@ -15,7 +15,6 @@ Under ``torchrun`` every process trains on its shard; only rank 0 locks the fold
 
 from __future__ import annotations
 
-import json
 import math
 import time
 import warnings
@@ -39,6 +38,7 @@ from training.checkpoint import (
 from training.config import TrainConfig, save_config
 from training.data import Preprocess, UnpairedDataset, UnpairedSampler
 from training.distributed import DistContext, barrier, gather_objects, init_distributed, shutdown
+from training.loss_log import append_record, trim_after
 from training.model import CycleGANNetworks, CycleGANStep
 from training.run_dir import RunFolder
 from training.samples import load_fixed_views, sample_grid, save_png_atomic
@@ -147,7 +147,7 @@ class Trainer:
         if self.ctx.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.run_dir / "config.yaml")
-            self._trim_log()
+            trim_after(self.run_dir, self.pos.step)  # resume: drop later records
             fixed_a = load_fixed_views(self.dataset.files_a, cfg.num_samples, cfg.crop_size)
             fixed_b = load_fixed_views(self.dataset.files_b, cfg.num_samples, cfg.crop_size)
         bar = tqdm(total=self.total_steps, initial=self.pos.step, unit="step",
@@ -208,26 +208,9 @@ class Trainer:
 
     # ---- outputs -------------------------------------------------------------------------
     def _log(self, losses: dict[str, float], rate: float) -> None:
-        record = {"step": self.pos.step, "epoch": self.pos.epoch, "lr": self.step_fn.lr,
-                  "steps_per_s": round(rate, 4), **{k: round(v, 6) for k, v in losses.items()}}
-        with open(self.run_dir / "loss_log.jsonl", "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
-
-    def _trim_log(self) -> None:
-        """On resume, drop records written after the checkpoint we resumed from."""
-        path = self.run_dir / "loss_log.jsonl"
-        if not path.exists():
-            return
-        kept = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                if json.loads(line).get("step", 0) <= self.pos.step:
-                    kept.append(line)
-            except json.JSONDecodeError:
-                continue  # a line cut short by a crash
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-        tmp.replace(path)
+        append_record(self.run_dir, {
+            "step": self.pos.step, "epoch": self.pos.epoch, "lr": self.step_fn.lr,
+            "steps_per_s": round(rate, 4), **{k: round(v, 6) for k, v in losses.items()}})
 
     def _write_samples(self, fixed_a: torch.Tensor, fixed_b: torch.Tensor) -> None:
         grid = sample_grid(self.nets.g_ab, self.nets.g_ba, fixed_a.to(self.ctx.device),

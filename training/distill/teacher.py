@@ -27,7 +27,7 @@ from training.checkpoint import (
     load_torch_file,
 )
 from training.networks import GeneratorSpec, build_discriminator
-from training.pretrained import generator_from_state
+from training.pretrained import generator_from_checkpoint, generator_from_state
 
 GENERATOR_KEYS = {"AtoB": ("G_AB", "D_B", "domain_a", "domain_b"),
                   "BtoA": ("G_BA", "D_A", "domain_b", "domain_a")}
@@ -62,18 +62,9 @@ def load_teacher(path: str | Path, direction: str = "AtoB") -> Teacher:
         generators = data.get("generators", {})
         if not generators and "discriminators" not in data:
             raise CheckpointError(f"{path}: a checkpoint without generators")
-        if key not in generators:
-            if data.get("kind") == "distill" and "G_AB" in generators:
-                key = "G_AB"  # a student: one generator, stored as source -> target
-            else:
-                held = ", ".join(sorted(generators)) or "none"
-                raise CheckpointError(f"{path}: has no {key} generator for direction "
-                                      f"{direction} (it holds: {held})")
-        entry = generators[key]
-        if not isinstance(entry, Mapping) or "state_dict" not in entry:
-            raise CheckpointError(f"{path}: generator {key}: 'state_dict' missing")
-        net, spec = generator_from_state(entry["state_dict"], dict(entry.get("spec", {})),
-                                         f"{path}: generator {key}")
+        if key not in generators and data.get("kind") == "distill" and "G_AB" in generators:
+            key = "G_AB"  # a student: one generator, stored as source -> target
+        net, spec = generator_from_checkpoint(data, key, path, direction)
         config = data.get("config", {})
         if data.get("kind") == "distill":
             source, target = str(config.get("domain_a", "A")), str(config.get("domain_b", "B"))
