@@ -20,7 +20,8 @@ def test_two_process_gloo_run_shards_data_and_only_rank0_writes(dataroot: Path,
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
         "-m", "training", str(dataroot), "--out", str(run), "--generator", "resnet_6blocks",
-        "--ngf", "8", "--ndf", "8", "--load-size", "36", "--crop-size", "32", "--workers", "0",
+        # one loader worker per rank: it lives across the epoch boundary at step 3
+        "--ngf", "8", "--ndf", "8", "--load-size", "36", "--crop-size", "32", "--workers", "1",
         "--max-steps", "4", "--log-every", "1", "--sample-every", "2", "--checkpoint-every", "2",
         "--no-progress",
     ]

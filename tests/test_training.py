@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -64,10 +65,12 @@ def _weights(state: dict) -> dict[str, torch.Tensor]:
     return flat
 
 
-def test_resume_continues_exactly(dataroot: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [0, 1])
+def test_resume_continues_exactly(dataroot: Path, tmp_path: Path, workers: int) -> None:
     # dropout exercises the torch RNG, a small pool its own RNG, 7 steps cross an epoch (5 A's)
-    # and therefore a learning-rate change.
-    config = tiny_config(dataroot, dropout=True)
+    # and therefore a learning-rate change; a worker process (persistent across epochs) must
+    # still be handed each epoch's order and a resumed run's start inside its epoch.
+    config = tiny_config(dataroot, dropout=True, num_workers=workers)
     straight = train(config.replace(max_steps=7), tmp_path / "straight", progress=False)
     train(config.replace(max_steps=3), tmp_path / "resumed", progress=False)
     first_half = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "latest.pt")
@@ -95,12 +98,177 @@ def test_resume_continues_exactly(dataroot: Path, tmp_path: Path) -> None:
 
 
 def test_worker_processes_do_not_change_the_result(dataroot: Path, tmp_path: Path) -> None:
-    config = tiny_config(dataroot, max_steps=2)
+    config = tiny_config(dataroot, max_steps=7)  # into the second epoch: persistent workers
     in_process = train(config, tmp_path / "w0", progress=False)
     with_workers = train(config.replace(num_workers=2), tmp_path / "w2", progress=False)
     wa = _weights(load_checkpoint(in_process.checkpoint))
     wb = _weights(load_checkpoint(with_workers.checkpoint))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_loader_workers_start_once_per_run_not_per_epoch(dataroot: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from torch.utils.data import DataLoader
+
+    started: list[int] = []
+    real_get_iterator = DataLoader._get_iterator  # starts the worker processes
+
+    def counting(self: DataLoader) -> object:
+        started.append(self.num_workers)
+        return real_get_iterator(self)
+
+    monkeypatch.setattr(DataLoader, "_get_iterator", counting)
+    result = train(tiny_config(dataroot, num_workers=1, max_steps=11), tmp_path / "run",
+                   progress=False)
+    assert (result.step, result.epoch) == (11, 2)  # 5 steps per epoch: three epochs begun
+    assert started == [1]
+
+
+def test_step_returns_the_losses_on_the_device_without_reading_them(dataroot: Path) -> None:
+    from training.model import CycleGANNetworks, losses_to_floats
+
+    config = tiny_config(dataroot)
+    nets = CycleGANNetworks.build(config, torch.device("cpu"))
+    step = CycleGANStep(config, nets, nets, torch.device("cpu"), pool_seed=0)
+    batch = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    losses = step.step(batch, batch.flip(-1))
+    assert all(isinstance(v, torch.Tensor) and v.shape == () and not v.requires_grad
+               and v.dtype == torch.float32 for v in losses.values())
+    floats = losses_to_floats(losses)
+    assert list(floats) == list(losses)
+    assert all(floats[k] == losses[k].item() for k in losses)
+
+
+def test_logs_and_the_result_hold_the_losses_of_their_own_step(
+        dataroot: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import training.trainer as trainer_module
+    from training.model import losses_to_floats
+
+    per_step: list[dict[str, float]] = []
+    reads: list[int] = []
+
+    def record_steps(trainer: trainer_module.Trainer) -> None:
+        step = trainer.step_fn.step
+
+        def recorded(real_a: torch.Tensor, real_b: torch.Tensor) -> dict[str, torch.Tensor]:
+            losses = step(real_a, real_b)
+            per_step.append(losses_to_floats(losses))
+            return losses
+
+        trainer.step_fn.step = recorded  # type: ignore[method-assign]
+
+    def counted(losses: dict[str, torch.Tensor]) -> dict[str, float]:
+        reads.append(len(per_step))
+        return losses_to_floats(losses)
+
+    monkeypatch.setattr(trainer_module, "losses_to_floats", counted)
+    monkeypatch.setattr(trainer_module, "POSTFIX_INTERVAL_S", 1e9)  # one progress readout
+    result = train(tiny_config(dataroot, max_steps=7, log_every=3), tmp_path / "run",
+                   progress=True, on_start=record_steps)
+
+    records = [json.loads(line) for line in (tmp_path / "run" / "loss_log.jsonl").read_text()
+               .splitlines()]
+    assert [r["step"] for r in records] == [3, 6]
+    for record in records:
+        assert {k: record[k] for k in per_step[0]} == pytest.approx(per_step[record["step"] - 1],
+                                                                     abs=1e-6)
+    assert result.last_losses == per_step[-1]
+    # read on the first step (progress), at the two log steps and for the result: not per step
+    assert reads == [1, 3, 6, 7]
+
+
+def test_channels_last_is_refused_off_cuda(dataroot: Path) -> None:
+    from training.config import ConfigError
+    from training.model import CycleGANNetworks
+
+    # Why: with torch 2.14 on the CPU, F.instance_norm(x) backward with a channels-last
+    # incoming gradient at batch 1 (what a channels-last ConvTranspose2d passes back) returns an
+    # input gradient off by more than its own size, so the generators trained on garbage.
+    with pytest.raises(ConfigError, match="channels_last: CUDA only"):
+        CycleGANNetworks.build(tiny_config(dataroot, channels_last=True), torch.device("cpu"))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_channels_last_on_cuda_gives_the_gradients_of_the_plain_layout(dataroot: Path) -> None:
+    from training.model import CycleGANNetworks
+
+    cuda = torch.device("cuda")
+    batch = (torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1)
+    grads = []
+    for channels_last in (False, True):
+        torch.manual_seed(0)
+        nets = CycleGANNetworks.build(tiny_config(dataroot, channels_last=channels_last), cuda)
+        x = batch.to(cuda)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        nets.g_ab(x).abs().mean().backward()
+        grads.append([p.grad.float() for p in nets.g_ab.parameters() if p.dim() == 4])
+    for plain, nhwc in zip(*grads, strict=True):
+        assert (plain - nhwc).abs().max() <= 1e-2 * plain.abs().max()  # TF32 convs: 1e-3 apart
+
+
+def test_resumed_optimizer_keeps_this_devices_adam_implementation(dataroot: Path) -> None:
+    from training.model import CycleGANNetworks
+
+    config = tiny_config(dataroot)
+    nets = CycleGANNetworks.build(config, torch.device("cpu"))
+    step = CycleGANStep(config, nets, nets, torch.device("cpu"), pool_seed=0)
+    batch = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    step.step(batch, batch)
+    state = step.state_dict()
+    for name in ("G", "D"):  # as a CUDA run (fused Adam) writes it
+        for group in state["optimizers"][name]["param_groups"]:
+            group["fused"] = True
+    step.load_state_dict(state)
+    for opt in (step.opt_g, step.opt_d):
+        assert all(group["fused"] is None for group in opt.param_groups)
+    step.step(batch, batch)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_uses_fused_adam_and_resumes_a_cpu_checkpoint(dataroot: Path) -> None:
+    from training.model import CycleGANNetworks
+
+    config = tiny_config(dataroot)
+    batch = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    cpu_nets = CycleGANNetworks.build(config, torch.device("cpu"))
+    on_cpu = CycleGANStep(config, cpu_nets, cpu_nets, torch.device("cpu"), pool_seed=0)
+    on_cpu.step(batch, batch)
+    cuda = torch.device("cuda")
+    nets = CycleGANNetworks.build(config, cuda)
+    step = CycleGANStep(config, nets, nets, cuda, pool_seed=0)
+    assert all(group["fused"] for opt in (step.opt_g, step.opt_d) for group in opt.param_groups)
+    step.load_state_dict(on_cpu.state_dict())
+    assert all(group["fused"] for opt in (step.opt_g, step.opt_d) for group in opt.param_groups)
+    losses = step.step(batch.to(cuda), batch.to(cuda))
+    assert all(v.device.type == "cuda" for v in losses.values())
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.environ.get("CYCLEGAN_TEST_COMPILE"),
+                    reason="minutes of torch.compile on a small CPU: set CYCLEGAN_TEST_COMPILE=1")
+def test_compiled_networks_train_and_checkpoint_like_plain_ones(dataroot: Path,
+                                                                tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    result = CliRunner().invoke(train_cli, [
+        str(dataroot), "-o", str(run), "--generator", "resnet_6blocks", "--ngf", "8", "--ndf",
+        "8", "--load-size", "36", "--crop-size", "32", "--workers", "0", "--max-steps", "2",
+        "--log-every", "1", "--sample-every", "0", "--device", "cpu", "--compile", "-q"])
+    assert result.exit_code == 0, result.output
+    state = load_checkpoint(run / "checkpoints" / "latest.pt")
+    assert state["config"]["compile"] is True and state["step"] == 2
+    assert not any("_orig_mod" in key for key in state["generators"]["G_AB"]["state_dict"])
+    train(from_dict({**state["config"], "compile": False}), tmp_path / "plain", progress=False)
+    # Losses, not weights: Adam moves every parameter by about lr on its first steps, whatever
+    # the size of its gradient, so rounding alone makes weights differ by up to 2e-4 a step.
+    logs = [[json.loads(line) for line in (folder / "loss_log.jsonl").read_text().splitlines()]
+            for folder in (run, tmp_path / "plain")]
+    for compiled, plain in zip(*logs, strict=True):
+        losses = [k for k in plain if k not in ("step", "epoch", "lr", "steps_per_s")]
+        assert {k: compiled[k] for k in losses} == pytest.approx(
+            {k: plain[k] for k in losses}, rel=1e-3)
 
 
 @pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before")
@@ -148,10 +316,27 @@ def test_image_pool_fills_then_mixes_history() -> None:
     assert ImagePool(size=0).query(torch.ones(2, 1, 2, 2)).shape == (2, 1, 2, 2)
 
 
+@pytest.mark.filterwarnings("ignore:bf16. this CPU has no bfloat16 units")
 def test_bf16_autocast_runs(dataroot: Path, tmp_path: Path) -> None:
     result = train(tiny_config(dataroot, max_steps=1, bf16=True), tmp_path / "bf16",
                    progress=False)
     assert all(v == v for v in result.last_losses.values())  # no NaN
+
+
+@pytest.mark.parametrize("units", [False, True])
+def test_bf16_on_a_cpu_without_bf16_units_warns(dataroot: Path, tmp_path: Path, units: bool,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import warnings
+
+    import training.trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "cpu_has_bf16_units", lambda: units)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer_module.Trainer(tiny_config(dataroot, bf16=True, device="cpu"), tmp_path / "r",
+                               progress=False)
+    said = [str(w.message) for w in caught if "bfloat16 units" in str(w.message)]
+    assert len(said) == (0 if units else 1)
 
 
 # ---- the command line ------------------------------------------------------------------
@@ -168,6 +353,7 @@ def test_cli_trains_with_config_file_and_overrides(dataroot: Path, tmp_path: Pat
     state = load_checkpoint(run / "checkpoints" / "latest.pt")
     assert state["config"]["generator"] == "resnet_6blocks" and state["config"]["ngf"] == 4
     assert state["step"] == 2
+    assert state["config"]["channels_last"] is False and state["config"]["compile"] is False
 
     again = CliRunner().invoke(train_cli, [str(dataroot), "--out", str(run), "--resume",
                                            "--max-steps", "3", "--no-progress"])
@@ -186,6 +372,7 @@ def test_cli_trains_with_config_file_and_overrides(dataroot: Path, tmp_path: Pat
         (["--crop-size", "300"], "crop_size 300 is larger than load_size 286"),
         (["--resume"], "latest.pt: no such file"),
         (["--config", "missing.yaml"], "missing.yaml: cannot read"),
+        (["--channels-last", "--device", "cpu"], "channels_last: CUDA only"),
     ],
 )
 def test_cli_bad_input_is_one_line_and_exit_2(dataroot: Path, tmp_path: Path, args: list[str],

@@ -94,6 +94,10 @@ def _check_not_a_data_folder(run_dir: Path, dataroot: Path) -> None:
 @click.option("--seed", type=int, help="Seed for init, data order and augmentation (0).")
 @click.option("--workers", type=int, help="DataLoader worker processes (4).")
 @click.option("--bf16/--no-bf16", default=None, help="bfloat16 autocast for forward passes.")
+@click.option("--channels-last/--no-channels-last", default=None,
+              help="NHWC memory format for networks and batches (CUDA only).")
+@click.option("--compile/--no-compile", "compile_nets", default=None,
+              help="torch.compile the networks: slow first steps, faster after (GPU runs).")
 @click.option("--log-every", type=int, help="Steps between loss records (100).")
 @click.option("--sample-every", type=int, help="Steps between sample grids (500).")
 @click.option("--checkpoint-every", type=int, help="Steps between history checkpoints (1000).")
@@ -105,14 +109,17 @@ def _check_not_a_data_folder(run_dir: Path, dataroot: Path) -> None:
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def main(dataroot: Path, run_dir: Path | None, run_dir_alias: Path | None,
          config_file: Path | None, resume: str | None, quiet: bool, no_progress: bool,
-         debug: bool, bf16: bool | None, **options: Any) -> None:
+         debug: bool, bf16: bool | None, channels_last: bool | None,
+         compile_nets: bool | None, **options: Any) -> None:
     """Train CycleGAN on DATAROOT/trainA and DATAROOT/trainB (unpaired image folders)."""
     one_line_warnings()
     output = _run_dir(run_dir, run_dir_alias)
     quiet = quiet or no_progress
     overrides = {_OVERRIDES[k]: v for k, v in options.items() if v is not None}
-    if bf16 is not None:
-        overrides["bf16"] = bf16
+    for name, flag in (("bf16", bf16), ("channels_last", channels_last),
+                       ("compile", compile_nets)):
+        if flag is not None:
+            overrides[name] = flag
     with heavy_imports("cyclegan-train", "train"):
         from training.checkpoint import CheckpointError, load_checkpoint
         from training.config import ConfigError

@@ -66,6 +66,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"                # auto | cpu | cuda | cuda:N
     bf16: bool = False                  # bfloat16 autocast for the forward passes
+    channels_last: bool = False         # NHWC memory format for networks and batches (CUDA)
+    compile: bool = False               # torch.compile the networks: minutes of compiling
+                                        # first, then faster steps (for long runs on a GPU)
     log_every: int = 100                # steps between JSONL loss records
     sample_every: int = 500             # steps between sample grids (0 = only at the end)
     num_samples: int = 4                # images per domain in a sample grid
@@ -83,6 +86,7 @@ class TrainConfig:
 RESUMABLE_OPTIONS = frozenset({
     "dataroot", "n_epochs", "n_epochs_decay", "max_steps", "device", "num_workers", "log_every",
     "sample_every", "checkpoint_every", "keep_checkpoints", "num_samples", "bf16",
+    "channels_last", "compile",
 })
 
 

@@ -39,7 +39,7 @@ from training.config import TrainConfig, save_config
 from training.data import Preprocess, UnpairedDataset, UnpairedSampler
 from training.distributed import DistContext, barrier, gather_objects, init_distributed, shutdown
 from training.loss_log import append_record, trim_after
-from training.model import CycleGANNetworks, CycleGANStep
+from training.model import CycleGANNetworks, CycleGANStep, losses_to_floats
 from training.run_dir import RunFolder
 from training.samples import load_fixed_views, sample_grid, save_png_atomic
 
@@ -51,6 +51,10 @@ class TrainResult:
     epoch: int
     checkpoint: Path | None
     last_losses: dict[str, float] = field(default_factory=dict)
+
+
+# Seconds between progress-bar loss readouts: each one waits for the device (see run()).
+POSTFIX_INTERVAL_S = 1.0
 
 
 @dataclass
@@ -72,6 +76,13 @@ def _wrap_ddp(nets: CycleGANNetworks, ctx: DistContext) -> CycleGANNetworks:
                             nets.spec_ab, nets.spec_ba)
 
 
+def cpu_has_bf16_units() -> bool:
+    """Whether this CPU computes in bfloat16 natively (AVX-512 BF16 or AMX), where bf16
+    autocast can pay; elsewhere PyTorch emulates it, far slower than float32."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private: look first
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
 class Trainer:
     """Owns one training run; ``run()`` trains until the schedule or ``max_steps`` ends."""
 
@@ -88,6 +99,14 @@ class Trainer:
         # fall back to microcode: measured 20-50x slower steps here. Flushing them to zero
         # changes no result we can measure and only affects CPUs (a no-op elsewhere).
         torch.set_flush_denormal(True)
+        if self.ctx.device.type == "cuda" and "crop" in config.preprocess:
+            # Every batch has the crop's size: let cuDNN time its convolution algorithms once
+            # for it and keep the fastest (a size-changing mode would re-time every new size).
+            torch.backends.cudnn.benchmark = True
+        if config.bf16 and self.ctx.device.type == "cpu" and not cpu_has_bf16_units():
+            warnings.warn("bf16: this CPU has no bfloat16 units (AVX-512 BF16 or AMX); autocast "
+                          "made the training step about 15x slower than float32 on such a CPU "
+                          "(benchmarks/train_throughput.py --compare bf16)", stacklevel=2)
         self.nets = CycleGANNetworks.build(config, self.ctx.device)
         # Same init on every rank (DDP also broadcasts rank 0's weights), then a per-rank
         # stream for dropout, so ranks do not drop the same units.
@@ -152,27 +171,44 @@ class Trainer:
             fixed_b = load_fixed_views(self.dataset.files_b, cfg.num_samples, cfg.crop_size)
         bar = tqdm(total=self.total_steps, initial=self.pos.step, unit="step",
                    disable=not self.progress, dynamic_ncols=True, smoothing=0.1)
-        losses: dict[str, float] = {}
+        # The newest step's losses, still on the device. Reading them waits for the device to
+        # finish that step, so they are read only for a log record or a progress readout (at
+        # most once per POSTFIX_INTERVAL_S), never per step: the device can then run ahead of
+        # Python by a step or more, while the loader prepares the next batches.
+        losses: dict[str, torch.Tensor] = {}
         checkpoint: Path | None = None
         saved_at = -1
         started, steps_at_start = time.perf_counter(), self.pos.step
+        next_postfix = started
         for net in (self.nets.g_ab, self.nets.g_ba, self.nets.d_a, self.nets.d_b):
             net.train()
+        # One loader for the whole run: with worker processes they stay alive across epochs
+        # (persistent_workers) instead of being started again for every epoch.
+        loader = self._loader()
         try:
             while not self._finished():
+                # The sampler runs in this process: each epoch's iterator asks it for the keys
+                # of (epoch, start), whether or not the workers persist.
                 self.sampler.set_epoch(self.pos.epoch, self.pos.batch_in_epoch * cfg.batch_size)
-                for batch in self._loader():
+                for batch in loader:
                     real_a = batch["A"].to(self.ctx.device, non_blocking=True)
                     real_b = batch["B"].to(self.ctx.device, non_blocking=True)
                     losses = self.step_fn.step(real_a, real_b)
                     self.pos.step += 1
                     self.pos.batch_in_epoch += 1
                     bar.update(1)
-                    if self.progress:
-                        bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()}, refresh=False)
-                    if self.ctx.is_main and cfg.log_every and self.pos.step % cfg.log_every == 0:
-                        rate = (self.pos.step - steps_at_start) / (time.perf_counter() - started)
-                        self._log(losses, rate)
+                    log_due = bool(self.ctx.is_main and cfg.log_every
+                                   and self.pos.step % cfg.log_every == 0)
+                    postfix_due = self.progress and time.perf_counter() >= next_postfix
+                    if log_due or postfix_due:
+                        values = losses_to_floats(losses)
+                        if postfix_due:
+                            bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()},
+                                            refresh=False)
+                            next_postfix = time.perf_counter() + POSTFIX_INTERVAL_S
+                        if log_due:
+                            now = time.perf_counter()
+                            self._log(values, (self.pos.step - steps_at_start) / (now - started))
                     if (self.ctx.is_main and cfg.sample_every
                             and self.pos.step % cfg.sample_every == 0):
                         self._write_samples(fixed_a, fixed_b)
@@ -191,19 +227,24 @@ class Trainer:
                 checkpoint = self._save(history=False)
         finally:
             bar.close()
+            del loader  # its worker processes end here, not whenever it is collected
         barrier(self.ctx)
         return TrainResult(self.run_dir, self.pos.step, self.pos.epoch,
-                           checkpoint if self.ctx.is_main else None, losses)
+                           checkpoint if self.ctx.is_main else None, losses_to_floats(losses))
 
     def _loader(self) -> DataLoader:
+        """The run's DataLoader; iterate it once per epoch, after ``sampler.set_epoch``."""
         cfg = self.config
         return DataLoader(
             self.dataset, batch_size=cfg.batch_size, sampler=self.sampler,
-            num_workers=cfg.num_workers, pin_memory=self.ctx.device.type == "cuda",
+            num_workers=cfg.num_workers,
+            # Page-locked batches copy to the GPU asynchronously (the non_blocking copies in
+            # run()), overlapping the previous step.
+            pin_memory=self.ctx.device.type == "cuda",
             # Its own generator: creating an iterator must not consume the global torch RNG,
             # or a resumed run's dropout masks would drift from an uninterrupted run's.
             generator=torch.Generator().manual_seed(cfg.seed),
-            persistent_workers=False,
+            persistent_workers=cfg.num_workers > 0,
         )
 
     # ---- outputs -------------------------------------------------------------------------
