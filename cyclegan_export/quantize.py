@@ -38,20 +38,20 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
-from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
-from onnxruntime.transformers.onnx_model import OnnxModel
+from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST
 
+from runtime.graph_edit import FP16_KEEP_FLOAT_NAMES
+from runtime.graph_edit import convert_to_fp16 as convert_to_fp16  # noqa: F401 - this module's API
 from runtime.metrics import psnr  # noqa: F401 - part of this module's API
 
 # Floors the tests enforce, as PSNR in dB against the float32 model on natural-looking images.
 FP16_MIN_PSNR_DB = 45.0
 INT8_MIN_PSNR_DB = 30.0
 
-# Ops left in float32 by convert_to_fp16. InstanceNormalization reduces over H*W values: summed
-# in float16 the mean and variance lose precision (float16 stops resolving +1 beyond 2048) and the
-# sum of squares overflows 65504 on large activations, so it runs in float32 between two Casts.
-# The converter's own default list (non-numeric ops such as TopK, Range, Upsample) stays blocked.
-FP16_KEEP_FLOAT_OPS: tuple[str, ...] = (*DEFAULT_OP_BLOCK_LIST, "InstanceNormalization")
+# Ops left in float32 by convert_to_fp16 (the runtime's conversion, shared with the GPU's
+# default precision): the converter's own block list and InstanceNormalization (see
+# runtime.graph_edit for why).
+FP16_KEEP_FLOAT_OPS: tuple[str, ...] = (*DEFAULT_OP_BLOCK_LIST, *FP16_KEEP_FLOAT_NAMES)
 
 # Op types quantize_to_int8 quantizes: Conv only, which holds nearly all the arithmetic and runs as
 # QLinearConv on onnxruntime's CPU provider. The rest stays float32:
@@ -68,36 +68,6 @@ FP16_KEEP_FLOAT_OPS: tuple[str, ...] = (*DEFAULT_OP_BLOCK_LIST, "InstanceNormali
 INT8_OP_TYPES: tuple[str, ...] = ("Conv",)
 
 _CONV_TYPES = frozenset({"Conv", "ConvTranspose"})
-
-
-def convert_to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Convert weights and arithmetic to float16, keeping float32 graph inputs and outputs.
-
-    Args:
-        model: float32 generator as exported (``input``/``output`` float32 NCHW in [-1, 1]).
-
-    Returns:
-        A new model (``model`` is left unchanged) with float16 initializers and a Cast after the
-        input and before the output, so callers still feed and receive float32. Ops in
-        :data:`FP16_KEEP_FLOAT_OPS` (InstanceNormalization) run in float32 between Casts.
-
-    onnxruntime's x86 CPU provider has no float16 kernels for Conv, ConvTranspose,
-    InstanceNormalization, Pad, Relu, Tanh or Add: at session start it wraps each of them in Casts
-    to float32 and folds the float16 weights back to float32. There the model is half the size
-    and nearly as accurate as float32 (only the weights were rounded) but no faster; float16
-    arithmetic happens on providers that have the kernels, CUDA and DirectML for instance.
-    """
-    # onnxruntime ships the maintained copy of onnxconverter-common's converter: no extra
-    # dependency. Work on a copy: the converter edits the graph it is given in place.
-    source = onnx.ModelProto()
-    source.CopyFrom(model)
-    converted: onnx.ModelProto = convert_float_to_float16(
-        source, keep_io_types=True, op_block_list=list(FP16_KEEP_FLOAT_OPS)
-    )
-    # The converter appends the Casts it inserts at the end of the node list; onnxruntime sorts
-    # graphs itself, but the ONNX checker (and other runtimes) require topological order.
-    OnnxModel.graph_topological_sort(converted.graph)
-    return converted
 
 
 def calibration_batches(

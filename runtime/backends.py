@@ -2,15 +2,20 @@
 
 - :class:`OnnxRuntimeBackend`: onnxruntime with an explicit provider list (TensorRT, CUDA, CPU,
   ...). ``"auto"`` takes the best this build offers and warns when it falls back to the CPU.
-  On CUDA the model's inputs and outputs go through IO binding.
+  On a GPU (CUDA or TensorRT) it prepares the session so the GPU never waits for Python: a
+  float model is wrapped in uint8 image IO (:func:`runtime.graph_edit.with_uint8_io`), it runs
+  in fp16 unless fp32 is asked for, and batches go through IO binding into device buffers kept
+  per shape (:class:`runtime.gpu.BoundSession`); TensorRT gets an engine cache and a shape
+  profile (:func:`runtime.gpu.tensorrt_options`).
 - :class:`OpenCVBackend`: the same ``.onnx`` through OpenCV DNN.
 - :class:`OpenVINOBackend`: the same ``.onnx`` through OpenVINO on the CPU, at an explicit or
   automatic inference precision (fp32, bf16, fp16).
 
 Every backend takes ``precision`` (``"auto"``, ``"fp32"``, ``"bf16"``, ``"fp16"``: what the
 engine may compute the model's floating-point layers in) and reports, as ``precision``, what
-actually runs. onnxruntime and OpenCV run the file exactly as written, so they accept only
-``"auto"`` and ``"fp32"`` (no reduction by the engine) and report the file's own precision.
+actually runs. On a CPU, onnxruntime and OpenCV run the file exactly as written, so they accept
+only ``"auto"`` and ``"fp32"`` (no reduction by the engine) and report the file's own
+precision; onnxruntime on a GPU takes ``"auto"`` (fp16), ``"fp16"`` or ``"fp32"``.
 
 Backends take and return numpy arrays in the model's own convention (see
 :class:`runtime.metadata.ModelMetadata`); images are :mod:`runtime.translator`'s business.
@@ -20,14 +25,18 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from runtime.metadata import MetadataError, ModelMetadata, read_metadata
+
+if TYPE_CHECKING:
+    from runtime.gpu import BoundSession, GpuOptions
 
 # Short names users type -> onnxruntime provider names.
 PROVIDER_ALIASES = {
@@ -41,8 +50,9 @@ PROVIDER_ALIASES = {
     "directml": "DmlExecutionProvider",
     "rocm": "ROCMExecutionProvider",
 }
-# What "auto" tries, best first.
+# What "auto" tries, best first (TensorRT only where its libraries load: see resolve_providers).
 AUTO_ORDER = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
 # What a backend can be asked to compute in; "auto" leaves it to the engine.
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # What the CPU needs before OpenVINO offers a reduced precision (for messages and skip reasons).
@@ -79,17 +89,27 @@ def available_providers() -> list[str]:
 
 
 def resolve_providers(requested: str | Sequence[str] = "auto",
-                      available: Sequence[str] | None = None) -> list[str]:
+                      available: Sequence[str] | None = None,
+                      tensorrt_present: bool | None = None) -> list[str]:
     """Turn ``"auto"``, ``"cuda"``, ``"cuda,cpu"`` or a list into onnxruntime provider names.
 
     An explicitly requested provider that this onnxruntime build lacks is an error (naming
-    what is available); ``"auto"`` picks TensorRT, then CUDA, then CPU and warns on CPU-only.
+    what is available); ``"auto"`` picks TensorRT (when its libraries load: onnxruntime-gpu
+    lists it either way), then CUDA, then CPU and warns on CPU-only. ``tensorrt_present``:
+    whether TensorRT's libraries load (None: ask :func:`runtime.gpu.tensorrt_library`).
     """
     available = list(available if available is not None else available_providers())
     if isinstance(requested, str):
         requested = [p.strip() for p in requested.split(",") if p.strip()]
     if not requested or list(requested) == ["auto"]:
         chosen = [p for p in AUTO_ORDER if p in available]
+        if "TensorrtExecutionProvider" in chosen:
+            if tensorrt_present is None:
+                from runtime.gpu import tensorrt_library
+
+                tensorrt_present = tensorrt_library() is not None
+            if not tensorrt_present:
+                chosen.remove("TensorrtExecutionProvider")
         if "CPUExecutionProvider" not in chosen and "CPUExecutionProvider" in available:
             chosen.append("CPUExecutionProvider")
         if not any(p in chosen for p in AUTO_ORDER[:2]):
@@ -137,26 +157,54 @@ def _file_precision(model_path: str | Path) -> str:
 
 class OnnxRuntimeBackend:
     """An onnxruntime session; thread-safe (``InferenceSession.run`` may be called
-    concurrently)."""
+    concurrently).
+
+    On a GPU provider (CUDA, TensorRT) the session is prepared for it (see the module
+    docstring); ``gpu`` tunes that preparation (:class:`runtime.gpu.GpuOptions`). ``metadata``
+    describes what the session takes and returns, which on a GPU may differ from the file
+    (uint8 IO, fp16); ``notes`` says what was prepared, e.g. a TensorRT engine being built.
+    """
 
     def __init__(self, model_path: str | Path, providers: str | Sequence[str] = "auto",
                  device_id: int = 0, threads: int | None = None,
-                 precision: str = "auto") -> None:
+                 precision: str = "auto", *, gpu: GpuOptions | None = None) -> None:
         import onnxruntime as ort
 
-        _own_precision_only("onnxruntime", precision)
+        from runtime.gpu import GpuOptions
+
+        _check_precision(precision)
+        gpu = gpu or GpuOptions()
         names = resolve_providers(providers)
+        on_gpu = bool(names) and names[0] in GPU_PROVIDERS
+        if not on_gpu:
+            _own_precision_only("onnxruntime", precision)
+        elif precision == "bf16":
+            raise BackendError("precision bf16: onnxruntime on a GPU runs fp16 or fp32 "
+                               "(use --precision fp16, auto or fp32)")
+        self.notes: list[str] = []
+        self.model_path = Path(model_path)
+        self.device_id = device_id
         options = ort.SessionOptions()
         if threads is not None:
             options.intra_op_num_threads = threads
-        gpu_options = {"device_id": device_id}
-        provider_list: list[Any] = [
-            (name, gpu_options) if name in ("CUDAExecutionProvider", "TensorrtExecutionProvider")
-            else name for name in names
-        ]
+        source: str | bytes = str(model_path)
+        provider_list: list[Any] = list(names)
+        precision_run: str | None = None
+        self._trt_engines: Path | None = None
+        if on_gpu:
+            from runtime.gpu import prepare_for_gpu
+
+            try:
+                prepared = prepare_for_gpu(self.model_path, names, precision, gpu, device_id)
+            except ValueError as exc:  # a model TensorRT cannot be given a profile for
+                raise BackendError(str(exc)) from None
+            except Exception as exc:  # noqa: BLE001 - unreadable file: protobuf, OSError...
+                raise BackendError(f"{model_path}: onnxruntime cannot load it (not a readable "
+                                   f"ONNX model: {_first_line(exc)})") from None
+            source, provider_list = prepared.model, prepared.providers
+            precision_run, self._trt_engines = prepared.precision, prepared.engine_cache
         try:
-            self.session = ort.InferenceSession(str(model_path), options,
-                                                providers=provider_list)
+            self.session = ort.InferenceSession(source, options, providers=provider_list)
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise BackendError(f"{model_path}: onnxruntime cannot load it ({first})") from None
@@ -171,26 +219,64 @@ class OnnxRuntimeBackend:
                 warnings.warn(message, ProviderFallbackWarning, stacklevel=2)
             else:
                 raise BackendError(f"{model_path}: {message}")
-        self.device_id = device_id
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
-        self.use_io_binding = self.providers[0] == "CUDAExecutionProvider"
-        self.precision = _precision_from_props(self.custom_metadata)
+        self.metadata = _session_metadata(self.custom_metadata, self.model_path)
+        self.precision = precision_run or _precision_from_props(self.custom_metadata)
+        self._bound: BoundSession | None = None
+        if self.providers[0] in GPU_PROVIDERS:
+            from runtime.gpu import BoundSession
+
+            self._bound = BoundSession(self.session, "cuda", device_id,
+                                       layout=self.metadata.layout if self.metadata else "NCHW",
+                                       cuda_graph=gpu.cuda_graph)
+            self._note_tensorrt_build(gpu)
+
+    def _note_tensorrt_build(self, gpu: GpuOptions) -> None:
+        """With TensorRT: build its engine now (a first run takes minutes), saying so."""
+        if self.providers[0] != "TensorrtExecutionProvider" or self._trt_engines is None:
+            return
+        from runtime.gpu import cached_engines
+
+        building = not cached_engines(self._trt_engines)
+        started = time.perf_counter()
+        if self.metadata is not None:
+            side = self.metadata.static_size or (self.metadata.crop_size or 256,) * 2
+            shape = ((self.metadata.batch or 1, *side, 3) if self.metadata.io == "uint8"
+                     else (self.metadata.batch or 1, 3, *side))
+            dtype = np.uint8 if self.metadata.io == "uint8" else np.float32
+            self.run(np.zeros(shape, dtype))
+        if building:
+            self.notes.append(f"TensorRT: built an engine for {self.model_path.name} in "
+                              f"{time.perf_counter() - started:.1f} s (first use; cached in "
+                              f"{self._trt_engines})")
+        else:
+            self.notes.append(f"TensorRT: engine from the cache {self._trt_engines}")
+        self.notes.append(f"TensorRT profile: up to {gpu.max_batch} frame(s) of "
+                          f"{gpu.trt_max_side}x{gpu.trt_max_side}; larger frames run at that "
+                          "working size")
 
     @property
     def custom_metadata(self) -> dict[str, str]:
         return dict(self.session.get_modelmeta().custom_metadata_map)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        if self.use_io_binding:
-            # Bind the host array and let onnxruntime place the output on the GPU, then copy
-            # once; avoids the extra staging copies of session.run on CUDA.
-            binding = self.session.io_binding()
-            binding.bind_cpu_input(self.input_name, np.ascontiguousarray(batch))
-            binding.bind_output(self.output_name, "cuda", self.device_id)
-            self.session.run_with_iobinding(binding)
-            return binding.copy_outputs_to_cpu()[0]
+        if self._bound is not None:
+            return self._bound.run(batch)
         return self.session.run([self.output_name], {self.input_name: batch})[0]
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _session_metadata(props: Mapping[str, str], path: Path) -> ModelMetadata | None:
+    """This toolkit's metadata in ``props``, or None for a model without it."""
+    try:
+        return ModelMetadata.from_props(dict(props), str(path))
+    except MetadataError:
+        return None
 
 
 class OpenCVBackend:
@@ -339,10 +425,14 @@ BACKENDS: dict[str, Callable[..., Backend]] = {
 
 def create_backend(name: str, model_path: str | Path, providers: str | Sequence[str] = "auto",
                    device_id: int = 0, threads: int | None = None,
-                   precision: str = "auto") -> Backend:
+                   precision: str = "auto", gpu: GpuOptions | None = None) -> Backend:
     """Backend ``name`` of :data:`BACKENDS` on ``model_path``; ``precision``: one of
-    :data:`PRECISIONS` (what each backend accepts: see the module docstring)."""
+    :data:`PRECISIONS` (what each backend accepts: see the module docstring); ``gpu``: how
+    onnxruntime prepares a GPU session (other backends run on the CPU and take none)."""
     if name not in BACKENDS:
         raise BackendError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
+    if name == "onnxruntime":
+        return OnnxRuntimeBackend(model_path, providers=providers, device_id=device_id,
+                                  threads=threads, precision=precision, gpu=gpu)
     return BACKENDS[name](model_path, providers=providers, device_id=device_id, threads=threads,
                           precision=precision)

@@ -86,9 +86,12 @@ def _batch_size_option(ctx: click.Context, param: click.Parameter, value: str) -
               "--max-side turns it off).")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
               default="auto", show_default=True,
-              help="Compute precision where the backend chooses it (OpenVINO: auto lets it pick "
-              "bf16 on CPUs that have it); onnxruntime runs the model's own precision.")
+              help="Compute precision where the backend chooses it: OpenVINO's auto picks bf16 "
+              "on CPUs that have it; onnxruntime on a GPU runs fp16 unless fp32 is asked for, "
+              "and on a CPU the model's own precision.")
 @click.option("--device-id", type=int, default=0, show_default=True, help="GPU index.")
+@click.option("--cuda-graph", is_flag=True, help="CUDA provider: capture each frame size's run "
+              "as a CUDA graph and replay it (fewer launches for videos and live frames).")
 @click.option("--threads", type=int, help="CPU threads for inference.")
 @click.option("--max-side", type=int, help="Translate at most this resolution (longer side), "
               "then scale back: faster on large frames.")
@@ -116,7 +119,7 @@ def main(model: str | None, inputs: tuple[str, ...], demo: bool, output: Path | 
          webcam: str | None,
          no_display: bool, max_frames: int | None, reconnects: int, side_by_side: bool,
          batch_size: int, providers: str, backend: str | None, target_fps: float,
-         precision: str, device_id: int,
+         precision: str, device_id: int, cuda_graph: bool,
          threads: int | None, max_side: int | None, skip_existing: bool, codec: str | None,
          crf: int | None, temporal: bool, ray_address: str | None, workers: int | None,
          gpus_per_worker: float, quiet: bool, no_progress: bool, debug: bool) -> None:
@@ -165,7 +168,7 @@ def main(model: str | None, inputs: tuple[str, ...], demo: bool, output: Path | 
         # Live mode chooses for real time unless told otherwise: the fastest backend within
         # the quality floor, and a working size that holds --target-fps.
         translator = _load(model_path, providers, device_id, threads, backend or "auto",
-                           precision, max_side, debug)
+                           precision, max_side, debug, cuda_graph=cuda_graph)
         if max_side is None and target_fps > 0:
             click.echo(f"live: backend {translator.providers[0]}, working size adapted to hold "
                        f"{target_fps:g} FPS (--max-side or --target-fps 0 to fix it)", err=True)
@@ -189,7 +192,7 @@ def main(model: str | None, inputs: tuple[str, ...], demo: bool, output: Path | 
                  quiet, debug)
         return
     translator = _load(model_path, providers, device_id, threads, backend, precision, max_side,
-                       debug)
+                       debug, cuda_graph=cuda_graph)
     if batch_size == AUTO_BATCH:
         batch_size = _auto_batch_size(translator, plan)
     _run_files(translator, plan, found, batch_size, side_by_side, quiet, codec=codec, crf=crf,
@@ -229,7 +232,7 @@ def _quiet_opencv() -> None:
 
 
 def _load(model: Path, providers: str, device_id: int, threads: int | None, backend: str,
-          precision: str, max_side: int | None, debug: bool) -> Any:
+          precision: str, max_side: int | None, debug: bool, *, cuda_graph: bool = False) -> Any:
     from runtime.backends import BackendError
     from runtime.metadata import MetadataError
     from runtime.translator import Translator
@@ -237,11 +240,13 @@ def _load(model: Path, providers: str, device_id: int, threads: int | None, back
     try:
         translator = Translator(model, providers=providers, device_id=device_id,
                                 threads=threads, backend=backend, max_side=max_side,
-                                precision=precision)
+                                precision=precision, cuda_graph=cuda_graph)
     except (MetadataError, BackendError, ValueError) as exc:
         _fail(str(exc), debug, exc)
     for line in translator.selection:
         click.echo(f"backend auto: {line}", err=True)
+    for line in translator.notes:
+        click.echo(f"note: {line}", err=True)
     click.echo(f"model: {translator!r}", err=True)
     return translator
 

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from runtime.backends import Backend, BackendError, OnnxRuntimeBackend, create_backend
+from runtime.gpu import TRT_DEFAULT_MAX_SIDE, GpuOptions
 from runtime.memory import HEADROOM, available_bytes, check_fits, frame_bytes
 from runtime.metadata import ModelMetadata, read_metadata
 from runtime.metrics import psnr
@@ -80,7 +81,11 @@ class Translator:
     OpenVINO picks bf16 on CPUs with bf16 units), ``"fp32"``, or ``"bf16"``/``"fp16"``
     (OpenVINO only, where the CPU has them; onnxruntime and OpenCV run the model file's own
     precision); ``backend="auto"`` compares candidates at ``"auto"`` or ``"fp32"``, and
-    ``precision`` (the attribute) tells what runs. ``max_side``: when set, frames
+    ``precision`` (the attribute) tells what runs. On a GPU (onnxruntime with CUDA or
+    TensorRT), ``"auto"`` means fp16 and ``"fp32"`` keeps the file's float32; pre- and
+    post-processing then run on the GPU and batches go through IO binding (see
+    :mod:`runtime.backends`); ``cuda_graph=True`` also replays CUDA graphs per frame size
+    (CUDA provider; opt-in). ``max_side``: when set, frames
     whose longer side exceeds it are translated at that working resolution and scaled back
     (faster on large frames). ``max_batch``: frames per model call at most (None: 1 on a CPU,
     where batches are slower per frame, 8 on a GPU; on a CPU always no more than fit in
@@ -95,7 +100,7 @@ class Translator:
     def __init__(self, model_path: str | Path, *, providers: str | Sequence[str] = "auto",
                  device_id: int = 0, threads: int | None = None, backend: str = "onnxruntime",
                  max_side: int | None = None, precision: str = "auto",
-                 max_batch: int | None = None) -> None:
+                 max_batch: int | None = None, cuda_graph: bool = False) -> None:
         if max_batch is not None and max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         self.max_batch = max_batch
@@ -106,12 +111,19 @@ class Translator:
         if not self.model_path.is_file():
             raise BackendError(f"{self.model_path}: no such file")
         self.selection: list[str] = []  # how backend="auto" chose, one line per candidate
+        # How a GPU session is prepared (see runtime.gpu.GpuOptions); a CPU ignores it.
+        self._gpu = GpuOptions(cuda_graph=cuda_graph, max_batch=max_batch or DEFAULT_MAX_BATCH,
+                               trt_max_side=max_side or TRT_DEFAULT_MAX_SIDE)
         if backend == "auto":
             self.backend = self._choose_backend(providers, device_id, threads, precision)
         else:
             self.backend = create_backend(backend, self.model_path, providers, device_id,
-                                          threads, precision)
+                                          threads, precision, gpu=self._gpu)
+        # What the backend prepared (e.g. a TensorRT engine built, and how long it took).
+        self.notes: list[str] = list(getattr(self.backend, "notes", []))
         if isinstance(self.backend, OnnxRuntimeBackend):
+            # The session's own metadata: on a GPU it may take uint8 frames where the file
+            # takes floats (pre/post-processing moved onto the device), or run in fp16.
             self.metadata = ModelMetadata.from_props(self.backend.custom_metadata,
                                                      str(self.model_path))
         else:
@@ -119,6 +131,9 @@ class Translator:
         if max_side is not None and max_side < self.metadata.size_multiple:
             raise ValueError(f"max_side {max_side} is smaller than the model's size multiple "
                              f"{self.metadata.size_multiple}")
+        if (max_side is None and self.providers[0] == "TensorrtExecutionProvider"
+                and self.metadata.static_size is None):
+            max_side = self._gpu.trt_max_side  # TensorRT's shape profile ends there
         self.max_side = max_side
 
     def _choose_backend(self, providers: str | Sequence[str], device_id: int,
@@ -129,7 +144,7 @@ class Translator:
         # onnxruntime is both the reference and a candidate, so a precision it cannot run
         # (bf16, fp16) is refused here, with the advice to name the backend.
         reference = OnnxRuntimeBackend(self.model_path, providers, device_id, threads,
-                                       precision)
+                                       precision, gpu=self._gpu)
         if reference.providers[0] != "CPUExecutionProvider":
             self.selection = [f"onnxruntime on {reference.providers[0]}: GPU available"]
             return reference
@@ -174,6 +189,12 @@ class Translator:
         return not providers or "CUDA" not in providers[0] and "Tensorrt" not in providers[0]
 
     @property
+    def in_flight(self) -> int:
+        """Batches :meth:`stream` keeps in flight: 2 on a GPU (one is copied and prepared
+        while the other computes), 1 on a CPU (where the model already uses every core)."""
+        return 1 if self._on_cpu else 2
+
+    @property
     def providers(self) -> list[str]:
         """What actually runs, best first (e.g. ``["CUDAExecutionProvider", ...]``)."""
         return list(self.backend.providers)
@@ -187,7 +208,7 @@ class Translator:
     def __repr__(self) -> str:
         meta = self.metadata
         return (f"Translator({self.model_path.name!r}, {meta.architecture}, "
-                f"{meta.source_domain}->{meta.target_domain}, {meta.precision}, "
+                f"{meta.source_domain}->{meta.target_domain}, {self.precision}, "
                 f"{meta.io} IO, providers={self.providers})")
 
     # ---- public API ------------------------------------------------------------------------
@@ -273,14 +294,17 @@ class Translator:
         return best[1], lines
 
     def stream(self, source: Any, *, temporal: bool = False, batch_size: int = 1,
-               queue_size: int = 8) -> Generator[np.ndarray, None, None]:
+               queue_size: int = 8, in_flight: int | None = None,
+               ) -> Generator[np.ndarray, None, None]:
         """Translated frames of ``source``, in order: an iterable of HWC uint8 frames, a video
-        file path, a camera index or a stream URL. Decoding runs in a thread; closing the
-        generator early stops it and closes the source. See :mod:`runtime.media.stream`."""
+        file path, a camera index or a stream URL. Decoding runs in a thread, and
+        ``in_flight`` batches (default :attr:`in_flight`) are translated at once; closing the
+        generator early stops it all and closes the source. See :mod:`runtime.media.stream`.
+        """
         from runtime.media.stream import stream
 
         return stream(self, source, temporal=temporal, batch_size=batch_size,
-                      queue_size=queue_size)
+                      queue_size=queue_size, in_flight=in_flight)
 
     @staticmethod
     def _as_array(image: Any, color_order: str) -> np.ndarray:

@@ -221,7 +221,7 @@ def test_model_without_metadata_is_refused(tmp_path: Path, generator: torch.nn.M
 
 def test_auto_prefers_tensorrt_then_cuda_then_cpu() -> None:
     everything = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
-    assert resolve_providers("auto", everything) == everything
+    assert resolve_providers("auto", everything, tensorrt_present=True) == everything
     assert resolve_providers("auto", everything[1:]) == everything[1:]
 
 

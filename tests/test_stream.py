@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import runtime.translator as translator_module
 from cyclegan_export import export_onnx
 from runtime import Translator
 from runtime.cli import main as run_cli
-from runtime.media.stream import StreamError
+from runtime.media.stream import StreamError, pipelined
 from runtime.media.video import AtomicVideoWriter
 from runtime.synthetic import natural_images
 
@@ -42,16 +43,20 @@ def frames(count: int, height: int = 32, width: int = 32) -> list[np.ndarray]:
 
 
 def decode_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("stream-decode")]
+    """The stream's own threads still alive: its decoder and its model workers."""
+    return [t for t in threading.enumerate()
+            if t.name.startswith(("stream-decode", "stream-model"))]
 
 
 # ---- streaming -------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("batch_size", [1, 3])
-def test_stream_yields_every_frame_in_order(translator: Translator, batch_size: int) -> None:
+@pytest.mark.parametrize(("batch_size", "in_flight"), [(1, None), (3, None), (1, 2), (2, 3)])
+def test_stream_yields_every_frame_in_order(translator: Translator, batch_size: int,
+                                            in_flight: int | None) -> None:
     given = frames(7)
-    got = list(translator.stream(iter(given), batch_size=batch_size))
+    got = list(translator.stream(iter(given), batch_size=batch_size, in_flight=in_flight))
     assert len(got) == 7
+    assert not decode_threads()
     for image, out in zip(given, got, strict=True):
         assert np.abs(out.astype(int) - translator(image).astype(int)).max() <= 1
 
@@ -84,7 +89,41 @@ def test_stream_errors_name_the_source(translator: Translator, tmp_path: Path) -
     assert not decode_threads()
 
 
-def test_early_exit_closes_the_source_and_stops_the_thread(translator: Translator) -> None:
+class SlowTranslator:
+    """Stands for a GPU translator: each batch takes 50 ms and says how many ran at once."""
+
+    in_flight = 2
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.most = 0
+        self.lock = threading.Lock()
+
+    def translate_batch(self, images: list[np.ndarray]) -> list[np.ndarray]:
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        time.sleep(0.05)
+        with self.lock:
+            self.running -= 1
+        return [255 - image for image in images]
+
+
+@pytest.mark.parametrize(("in_flight", "expected"), [(None, 2), (1, 1), (3, 3)])
+def test_batches_in_flight_overlap_and_keep_their_order(in_flight: int | None,
+                                                        expected: int) -> None:
+    slow = SlowTranslator()
+    given = frames(8)
+    got = [out for _, out in pipelined(slow, given, lambda image: image,  # type: ignore[arg-type]
+                                       batch_size=2, in_flight=in_flight)]
+    assert slow.most == expected
+    assert all(np.array_equal(out, 255 - image) for out, image in zip(got, given, strict=True))
+    assert not decode_threads()
+
+
+@pytest.mark.parametrize("in_flight", [1, 2])
+def test_early_exit_closes_the_source_and_stops_the_thread(translator: Translator,
+                                                           in_flight: int) -> None:
     state = {"read": 0, "closed": False}
 
     def endless() -> Iterator[np.ndarray]:
@@ -96,14 +135,15 @@ def test_early_exit_closes_the_source_and_stops_the_thread(translator: Translato
         finally:
             state["closed"] = True
 
-    stream = translator.stream(endless(), queue_size=2)
+    stream = translator.stream(endless(), queue_size=2, in_flight=in_flight)
     for count, _ in enumerate(stream, 1):
         if count == 3:
             break
     stream.close()
     assert state["closed"] is True
     assert not decode_threads()
-    assert state["read"] <= 3 + 2 + 2  # bounded read-ahead: the queue and one in hand
+    # bounded read-ahead: the batches in flight, the queue and one in the reader's hand
+    assert state["read"] <= 3 + in_flight + 2 + 1
 
 
 def test_temporal_stream_smooths_but_keeps_the_first_frame(translator: Translator) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.backends import BACKENDS, create_backend
+from runtime.backends import BACKENDS, OnnxRuntimeBackend, create_backend
 from runtime.bench.report import BenchError
 from runtime.metadata import read_metadata
 from runtime.synthetic import natural_images
@@ -119,9 +119,10 @@ def short_provider(name: str) -> str:
 
 
 def _onnxruntime_engine(spec: RowSpec, threads: int | None) -> EngineSession:
-    meta = read_metadata(spec.model)
-    backend = create_backend("onnxruntime", spec.model, spec.provider or "cpu", threads=threads,
-                             precision=spec.precision)
+    backend = OnnxRuntimeBackend(spec.model, spec.provider or "cpu", threads=threads,
+                                 precision=spec.precision)
+    # What the session takes: on a GPU a float file is given uint8 IO (and fp16) at load time.
+    meta = backend.metadata or read_metadata(spec.model)
     ran = backend.providers[0]
     return EngineSession(backend.run, short_provider(ran), backend.precision, meta.io,
                          meta.color_order, "gpu" if ran in GPU_PROVIDERS else "cpu")

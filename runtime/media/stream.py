@@ -3,8 +3,9 @@
     for out in translator.stream("clip.mp4"):      # or a camera index, a URL, any iterable
         ...
 
-A decode thread reads the source into a bounded queue while the consumer's thread translates
-(the model releases the GIL), so decoding overlaps inference as in ``cyclegan-run``. The
+A decode thread reads the source into a bounded queue while translation runs in worker
+threads (the model releases the GIL), so decoding overlaps inference as in ``cyclegan-run``;
+on a GPU two batches are in flight, so one is copied and prepared while the other computes. The
 generator owns the thread and the source: when the consumer stops iterating (``break``,
 ``close()``, garbage collection) or anything fails, the thread is stopped and the source closed.
 A failure reaches the consumer as a :class:`StreamError` naming the source.
@@ -14,7 +15,9 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -86,14 +89,17 @@ def open_source(source: Any) -> tuple[Iterator[np.ndarray], Callable[[], None], 
 
 def pipelined(translator: Translator, items: Iterable[T], image_of: Callable[[T], np.ndarray],
               *, name: str = "frames", batch_size: int = 1, temporal: bool = False,
-              queue_size: int = 8) -> Generator[tuple[T, np.ndarray], None, None]:
+              queue_size: int = 8, in_flight: int | None = None,
+              ) -> Generator[tuple[T, np.ndarray], None, None]:
     """Yield ``(item, translated image)`` for every item of ``items``, in order.
 
     ``items`` is read in a daemon thread into a queue of ``queue_size``; ``batch_size`` items
-    are translated together (:meth:`Translator.translate_batch`); ``temporal``: each output
-    passes a :class:`TemporalStabilizer`. Errors in reading or translating raise
-    :class:`StreamError` naming ``name``. Closing the generator stops the thread (it is joined
-    before the generator returns), so the caller may close the items' source afterwards.
+    are translated together (:meth:`Translator.translate_batch`), ``in_flight`` batches at a
+    time in worker threads (default: the translator's :attr:`~Translator.in_flight`, 2 on a
+    GPU, 1 on a CPU); ``temporal``: each output passes a :class:`TemporalStabilizer`, in
+    order. Errors in reading or translating raise :class:`StreamError` naming ``name``.
+    Closing the generator stops the threads (they are joined before the generator returns),
+    so the caller may close the items' source afterwards.
     """
     stop = threading.Event()
     buffer: queue.Queue[Any] = queue.Queue(max(1, queue_size))
@@ -125,29 +131,44 @@ def pipelined(translator: Translator, items: Iterable[T], image_of: Callable[[T]
                 if not thread.is_alive() and buffer.empty():
                     return _Ended(RuntimeError("the reader thread ended without a word"))
 
+    def next_batch() -> tuple[list[T], _Ended[T] | None]:
+        batch: list[T] = []
+        while len(batch) < size:
+            item = get()
+            if isinstance(item, _Ended):
+                return batch, item
+            batch.append(item)
+        return batch, None
+
+    def translate(batch: list[T]) -> list[np.ndarray]:
+        return list(translator.translate_batch([image_of(item) for item in batch]))
+
     thread = threading.Thread(target=read, name=f"stream-decode[{name}]", daemon=True)
     stabilizer = TemporalStabilizer() if temporal else None
     size = max(1, batch_size)
+    depth = max(1, in_flight if in_flight is not None else translator.in_flight)
+    workers = ThreadPoolExecutor(depth, thread_name_prefix=f"stream-model[{name}]")
+    pending: deque[tuple[list[T], Future[list[np.ndarray]]]] = deque()
     thread.start()
     try:
         ended: _Ended[T] | None = None
-        while ended is None:
-            batch: list[T] = []
-            while len(batch) < size:
-                item = get()
-                if isinstance(item, _Ended):
-                    ended = item
-                    break
-                batch.append(item)
-            if batch:
-                try:
-                    outputs = translator.translate_batch([image_of(item) for item in batch])
-                except Exception as exc:  # noqa: BLE001 - re-raised naming the source
-                    raise StreamError(name, f"translation failed ({_first_line(exc)})") from exc
-                for item, out in zip(batch, outputs, strict=True):
-                    if stabilizer is not None:
-                        out = stabilizer(image_of(item), out)
-                    yield item, out
+        while True:
+            while ended is None and len(pending) < depth:
+                batch, ended = next_batch()
+                if batch:
+                    pending.append((batch, workers.submit(translate, batch)))
+            if not pending:
+                break
+            batch, future = pending.popleft()
+            try:
+                outputs = future.result()
+            except Exception as exc:  # noqa: BLE001 - re-raised naming the source
+                raise StreamError(name, f"translation failed ({_first_line(exc)})") from exc
+            for item, out in zip(batch, outputs, strict=True):
+                if stabilizer is not None:
+                    out = stabilizer(image_of(item), out)
+                yield item, out
+        assert ended is not None
         if ended.error is not None:
             error = ended.error
             if isinstance(error, InputError):
@@ -155,11 +176,15 @@ def pipelined(translator: Translator, items: Iterable[T], image_of: Callable[[T]
             raise StreamError(name, f"cannot read ({_first_line(error)})") from error
     finally:
         stop.set()
+        for _, future in pending:
+            future.cancel()
+        workers.shutdown(wait=True)  # a batch being translated finishes; none starts
         thread.join()
 
 
 def stream(translator: Translator, source: Any, *, temporal: bool = False, batch_size: int = 1,
-           queue_size: int = 8) -> Generator[np.ndarray, None, None]:
+           queue_size: int = 8, in_flight: int | None = None,
+           ) -> Generator[np.ndarray, None, None]:
     """Translated frames of ``source`` (see :func:`open_source`), in order: HWC uint8 BGR
     (or whatever channel order the source's frames have), each the size of its input.
 
@@ -170,7 +195,7 @@ def stream(translator: Translator, source: Any, *, temporal: bool = False, batch
     try:
         for _, out in pipelined(translator, frames, _identity, name=name,
                                 batch_size=batch_size, temporal=temporal,
-                                queue_size=queue_size):
+                                queue_size=queue_size, in_flight=in_flight):
             yield out
     finally:
         close()
