@@ -184,7 +184,14 @@ class Translator:
         return cls(demo_model_path(), **options)  # type: ignore[arg-type]
 
     @property
-    def _on_cpu(self) -> bool:
+    def on_cpu(self) -> bool:
+        """Whether the model computes on the CPU's cores (which it then owns: batches of one,
+        few codec threads). A backend may say so itself with an ``on_cpu`` attribute (the
+        benchmark's null backend stands for an accelerator); otherwise the provider that runs
+        decides (CUDA, TensorRT: not on the CPU)."""
+        declared = getattr(self.backend, "on_cpu", None)
+        if declared is not None:
+            return bool(declared)
         providers = self.backend.providers
         return not providers or "CUDA" not in providers[0] and "Tensorrt" not in providers[0]
 
@@ -192,7 +199,7 @@ class Translator:
     def in_flight(self) -> int:
         """Batches :meth:`stream` keeps in flight: 2 on a GPU (one is copied and prepared
         while the other computes), 1 on a CPU (where the model already uses every core)."""
-        return 1 if self._on_cpu else 2
+        return 1 if self.on_cpu else 2
 
     @property
     def providers(self) -> list[str]:
@@ -253,7 +260,7 @@ class Translator:
         lowered to what the memory estimate of :mod:`runtime.memory` lets fit), else 1 on a
         CPU and :data:`DEFAULT_MAX_BATCH` on a GPU (whose memory is the provider's to judge).
         """
-        if not self._on_cpu:
+        if not self.on_cpu:
             return self.max_batch or DEFAULT_MAX_BATCH
         if self.max_batch is None:
             return 1
@@ -359,7 +366,7 @@ class Translator:
                                meta.static_size[1] - work.shape[2])
         else:
             padded = pad_to_multiple(work, meta.size_multiple, meta.min_size)
-        if self._on_cpu:
+        if self.on_cpu:
             # Fail now, with a --max-side that fits, rather than in the allocator after
             # seconds of work (GPU memory is the provider's to judge).
             check_fits(meta, padded.shape[1], padded.shape[2], meta.batch or len(padded))

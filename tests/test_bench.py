@@ -471,11 +471,32 @@ def test_pipeline_ceiling_row_times_the_runtime_without_a_model(
     (row,) = rows
     assert (row.height, row.width, row.video_frames) == (24, 32, 4)
     assert row.translate_fps > 0 and row.video_fps > 0
+    assert row.decode_fps > 0 and row.encode_fps > 0 and row.video_cpu_ms > 0
     assert len(calls) == 1 + 2 * (4 + 4)  # warm-up, then each round: 4 translate + 4 video
+    assert not list(tmp_path.glob("ceiling_enc_*"))  # the encode-alone files are removed
     with_ceiling = replace(report, ceiling=rows)
     assert "pipeline ceiling 32x24 (no-op backend)" in with_ceiling.summary()
+    assert "H.264 alone: decode" in with_ceiling.summary()
     assert "pipeline ceiling 32x24" in with_ceiling.markdown()
     assert BenchReport.load_json(with_ceiling.save_json(tmp_path / "c.json")) == with_ceiling
+    older = with_ceiling.to_dict()  # a report written before the codec figures existed
+    for values in older["pipeline_ceiling"]:
+        for key in ("decode_fps", "encode_fps", "video_cpu_ms"):
+            del values[key]
+    (old_row,) = BenchReport.from_dict(older).ceiling
+    assert old_row.encode_fps == 0.0 and "H.264 alone" not in old_row.line()
+
+
+def test_null_backend_stands_for_an_accelerator(models: dict[str, Path]) -> None:
+    """The ceiling's codecs get the threads a GPU model's would, not a CPU model's."""
+    from runtime import Translator
+    from runtime.bench.e2e import NullBackend
+    from runtime.media.video import codec_threads
+    translator = Translator(models["fp32"], providers="cpu")
+    assert translator.on_cpu and translator.in_flight == 1
+    translator.backend = NullBackend()  # type: ignore[assignment]
+    assert not translator.on_cpu and translator.in_flight == 2
+    assert codec_threads(False) >= codec_threads(True) >= 1
 
 
 @pytest.mark.parametrize(("flags", "level"), [

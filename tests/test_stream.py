@@ -17,6 +17,9 @@ import runtime.translator as translator_module
 from cyclegan_export import export_onnx
 from runtime import Translator
 from runtime.cli import main as run_cli
+from runtime.media.outputs import plan_outputs
+from runtime.media.pipeline import translate_files
+from runtime.media.sources import expand_inputs
 from runtime.media.stream import StreamError, pipelined
 from runtime.media.video import AtomicVideoWriter
 from runtime.synthetic import natural_images
@@ -119,6 +122,56 @@ def test_batches_in_flight_overlap_and_keep_their_order(in_flight: int | None,
     assert slow.most == expected
     assert all(np.array_equal(out, 255 - image) for out, image in zip(got, given, strict=True))
     assert not decode_threads()
+
+
+class AcceleratorStandIn:
+    """Wraps a CPU backend as a GPU would look to the pipeline (not on the CPU: two batches in
+    flight): each call takes 50 ms more, records how many overlap, and fails on a 40 px input."""
+
+    on_cpu = False
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+        self.providers = ["AcceleratorStandIn"]
+        self.running = self.most = 0
+        self.lock = threading.Lock()
+
+    def run(self, feed: np.ndarray) -> np.ndarray:
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+        try:
+            time.sleep(0.05)
+            if 40 in feed.shape:
+                raise RuntimeError("the accelerator refused this size")
+            return self.inner.run(feed)  # type: ignore[attr-defined]
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def test_folder_keeps_two_batches_in_flight_off_the_cpu(model: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    given = {f"{i}.png": image for i, image in enumerate(frames(6, 32, 48))}
+    given["odd.png"] = frames(1, 40, 48)[0]  # a batch of its own, which the model refuses
+    for name, image in given.items():
+        cv2.imwrite(str(folder / name), image)
+    plain = Translator(model, providers="cpu")
+    stand_in = Translator(model, providers="cpu")
+    accelerator = AcceleratorStandIn(stand_in.backend)
+    stand_in.backend = accelerator  # type: ignore[assignment]
+    assert stand_in.in_flight == 2
+    plan = plan_outputs(expand_inputs([str(folder)]).files, tmp_path / "out")
+    summary = translate_files(stand_in, plan, batch_size=2)
+    assert accelerator.most == 2
+    assert [err.path.name for err in summary.failed] == ["odd.png"]
+    assert "refused this size" in summary.failed[0].reason
+    assert len(summary.translated) == 6
+    for name, image in given.items():
+        if name != "odd.png":
+            np.testing.assert_array_equal(cv2.imread(str(tmp_path / "out" / name)),
+                                          plain(image))
 
 
 @pytest.mark.parametrize("in_flight", [1, 2])

@@ -433,6 +433,29 @@ def test_reader_keeps_time_bases_and_packets(clips: dict[str, Path]) -> None:
     assert packets == len(stream_facts(clips["audio.mp4"]).audio)
 
 
+@pytest.mark.parametrize("name", ["a.mp4", "a.webm", "a.avi"])
+def test_codecs_with_every_core_keep_every_frame(tmp_path: Path, name: str) -> None:
+    """With the model off the CPU the codecs get every core, in frame threads: the file still
+    holds every frame at its timestamp, and it decodes to the same pixels with one thread."""
+    frames = natural_images(12, 48, 64, seed=9)
+    target = tmp_path / name
+    with AtomicVideoWriter(target, 25.0, (64, 48), time_base=Fraction(1, 25),
+                           model_on_cpu=False) as writer:
+        for index, frame in enumerate(frames):
+            writer.write(frame, pts=2 * index)
+    decoded = {}
+    for on_cpu in (True, False):
+        with VideoReader(target, model_on_cpu=on_cpu) as reader:
+            decoded[on_cpu] = list(reader.frames())
+    assert len(decoded[False]) == 12
+    assert psnr(frames[5], decoded[False][5].image, 255.0) > 30.0
+    if name != "a.avi":  # AVI counts frames: no timestamps to keep
+        assert [frame.pts * frame.time_base for frame in decoded[False]
+                if frame.pts is not None] == [Fraction(2 * i, 25) for i in range(12)]
+    assert all(np.array_equal(one.image, many.image)
+               for one, many in zip(decoded[True], decoded[False], strict=True))
+
+
 def test_unreadable_video_is_one_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"not a video" * 50)

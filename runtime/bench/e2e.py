@@ -20,6 +20,7 @@ written at twice the model-only rate, so a frame is nearly always waiting when t
 from __future__ import annotations
 
 import math
+import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ from runtime.media.pipeline import translate_files
 from runtime.media.sinks import write_image_atomic
 from runtime.media.sources import expand_inputs
 from runtime.media.temporal import TemporalStabilizer, warping_errors
-from runtime.media.video import AtomicVideoWriter
+from runtime.media.video import AtomicVideoWriter, VideoReader
 from runtime.metrics import psnr
 from runtime.synthetic import natural_images
 from runtime.transforms import to_model_input
@@ -270,9 +271,15 @@ def _run(model: Path, size: tuple[int, int], batch: int, images: int, video_fram
 
 class NullBackend:
     """A backend that returns its input at once (a float model's input is a valid output:
-    NCHW in [-1, 1]; a uint8 model's, NHWC uint8), so only the runtime's own work is timed."""
+    NCHW in [-1, 1]; a uint8 model's, NHWC uint8), so only the runtime's own work is timed.
+
+    It stands for an infinitely fast accelerator, and says so (``on_cpu = False``): the video
+    path then gives the codecs every core, as it does for a model on a GPU
+    (:attr:`runtime.translator.Translator.on_cpu`).
+    """
 
     providers = ["NullBackend"]
+    on_cpu = False
 
     def run(self, feed: np.ndarray) -> np.ndarray:
         return feed
@@ -285,8 +292,10 @@ def measure_pipeline_ceiling(model: str | Path, *,
     """The pipeline ceiling at each (H, W) of ``sizes``: :class:`CeilingResult` per size.
 
     ``model`` only supplies the metadata (size rule, IO kind); its backend is replaced by a
-    :class:`NullBackend`. The Translator and video rounds alternate ``rounds`` times and the
-    best of each is kept, so a busy machine lowers both alike rather than one.
+    :class:`NullBackend`. The Translator, video, decode-alone and encode-alone rounds alternate
+    ``rounds`` times and the best of each is kept, so a busy machine lowers all alike rather
+    than one. The clip cycles through 8 unrelated synthetic photos: each frame is a scene cut,
+    a hard case for the encoder.
     """
     if frames < 1 or rounds < 1:
         raise BenchError("frames and rounds must be >= 1")
@@ -303,23 +312,65 @@ def _ceilings(translator: Translator, sizes: tuple[tuple[int, int], ...], frames
     results = []
     for height, width in sizes:
         clip = natural_images(min(frames, 8), height, width, seed=5)[..., ::-1]
-        video = _write_video(workdir / f"ceiling_{width}x{height}.mp4",
-                             np.concatenate([clip] * math.ceil(frames / len(clip)))[:frames],
-                             30.0)
+        long_clip = np.concatenate([clip] * math.ceil(frames / len(clip)))[:frames]
+        video = _write_video(workdir / f"ceiling_{width}x{height}.mp4", long_clip, 30.0)
         frame = np.ascontiguousarray(clip[0])
         translator.translate(frame)  # warm-up
-        best_translate = best_video = 0.0
+        best = {"translate": 0.0, "video": 0.0, "decode": 0.0, "encode": 0.0}
+        least_cpu = math.inf
         for index in range(rounds):
             started = time.perf_counter()
             for _ in range(frames):
                 translator.translate(frame)
-            best_translate = max(best_translate, frames / (time.perf_counter() - started))
-            plan = plan_outputs(expand_inputs([str(video)]).files,
-                                workdir / f"ceiling_out_{index}_{width}x{height}.mp4")
-            summary = translate_files(translator, plan)
-            if summary.failed or summary.frames == 0:
-                reason = summary.failed[0].reason if summary.failed else "no frames"
-                raise BenchError(f"the ceiling's video run failed: {reason}")
-            best_video = max(best_video, summary.frames / summary.seconds)
-        results.append(CeilingResult(height, width, best_translate, frames, best_video))
+            best["translate"] = max(best["translate"],
+                                    frames / (time.perf_counter() - started))
+            video_fps, cpu_ms = _video_round(translator, video, workdir /
+                                             f"ceiling_out_{index}_{width}x{height}.mp4")
+            best["video"] = max(best["video"], video_fps)
+            least_cpu = min(least_cpu, cpu_ms)
+            best["decode"] = max(best["decode"], _decode_rate(video))
+            best["encode"] = max(best["encode"], _encode_rate(
+                long_clip, workdir / f"ceiling_enc_{index}_{width}x{height}.mp4"))
+        results.append(CeilingResult(height, width, best["translate"], frames, best["video"],
+                                     best["decode"], best["encode"], least_cpu))
     return results
+
+
+def _video_round(translator: Translator, video: Path, target: Path) -> tuple[float, float]:
+    """``video`` through ``translate_files``: frames per second and the process's CPU
+    milliseconds per frame (every thread's: decode, translate, encode)."""
+    plan = plan_outputs(expand_inputs([str(video)]).files, target)
+    cpu_before = _cpu_seconds()
+    summary = translate_files(translator, plan)
+    cpu = _cpu_seconds() - cpu_before
+    if summary.failed or summary.frames == 0:
+        reason = summary.failed[0].reason if summary.failed else "no frames"
+        raise BenchError(f"the ceiling's video run failed: {reason}")
+    return summary.frames / summary.seconds, cpu / summary.frames * 1000.0
+
+
+def _cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+def _decode_rate(video: Path) -> float:
+    """Frames per second of reading ``video`` into HWC uint8 BGR frames alone, with the
+    decoder threads the video path gives an accelerator's model."""
+    started = time.perf_counter()
+    with VideoReader(video, model_on_cpu=False) as reader:
+        count = sum(1 for _ in reader.frames())
+    return count / (time.perf_counter() - started)
+
+
+def _encode_rate(frames: np.ndarray, target: Path) -> float:
+    """Frames per second of writing ``(N, H, W, 3)`` uint8 BGR ``frames`` as H.264 alone
+    (conversion, encoding, the checked commit), with the encoder threads the video path gives
+    an accelerator's model."""
+    started = time.perf_counter()
+    with AtomicVideoWriter(target, 30.0, (frames.shape[2], frames.shape[1]),
+                           model_on_cpu=False) as writer:
+        for frame in frames:
+            writer.write(frame)
+    target.unlink()
+    return len(frames) / (time.perf_counter() - started)

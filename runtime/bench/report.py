@@ -268,18 +268,34 @@ class CeilingResult:
     so only pre/post-processing (``translate_fps``: :meth:`Translator.translate`, one frame at a
     time) and the whole video path (``video_fps``: decode, translate, encode an H.264 clip of
     ``video_frames`` frames through ``translate_files``) are timed, frames per second, best of
-    the alternating rounds."""
+    the alternating rounds.
+
+    The codecs apart, with the threads the video path gives them: ``decode_fps`` (the clip read
+    into BGR frames alone) and ``encode_fps`` (its frames written as H.264 alone); and
+    ``video_cpu_ms``, the process's CPU time per frame of the video path (least of the rounds),
+    which a busy machine changes less than the rates. Zero where not measured (older reports).
+    """
 
     height: int
     width: int
     translate_fps: float
     video_frames: int
     video_fps: float
+    decode_fps: float = 0.0
+    encode_fps: float = 0.0
+    video_cpu_ms: float = 0.0
 
     def line(self) -> str:
-        return (f"pipeline ceiling {self.width}x{self.height} (no-op backend): "
+        text = (f"pipeline ceiling {self.width}x{self.height} (no-op backend): "
                 f"{self.translate_fps:.1f} frames/s through Translator, {self.video_fps:.1f} "
-                f"frames/s through the video path ({self.video_frames} frames)")
+                f"frames/s through the video path ({self.video_frames} frames")
+        if self.video_cpu_ms:
+            text += f", {self.video_cpu_ms:.1f} ms CPU a frame"
+        text += ")"
+        if self.decode_fps and self.encode_fps:
+            text += (f"; H.264 alone: decode {self.decode_fps:.1f}, encode "
+                     f"{self.encode_fps:.1f} frames/s")
+        return text
 
 
 @dataclass

@@ -85,7 +85,8 @@ class RunSummary:
 
 
 class ImagePipeline:
-    """Decode (threads) -> translate in batches (caller's thread) -> encode + write (threads)."""
+    """Decode (threads) -> translate in batches (model threads: :attr:`Translator.in_flight`
+    batches at once, 2 on a GPU) -> encode + write (threads)."""
 
     def __init__(self, translator: Translator, plan: OutputPlan, batch_size: int = 1,
                  side: bool = False, io_threads: int = 2) -> None:
@@ -94,12 +95,17 @@ class ImagePipeline:
         self.batch_size = max(1, batch_size)
         self.side = side
         self.io_threads = io_threads
+        self.in_flight = max(1, translator.in_flight)
+        # Batches being translated, oldest first, with the jobs and images they hold.
+        self._translating: deque[tuple[list[tuple[Job, np.ndarray]],
+                                       Future[list[np.ndarray]]]] = deque()
 
     def run(self, jobs: list[Job], summary: RunSummary, progress: Progress) -> None:
         self._progress = progress
-        lookahead = self.batch_size * 2 + self.io_threads
+        lookahead = self.batch_size * (1 + self.in_flight) + self.io_threads
         with ThreadPoolExecutor(self.io_threads, thread_name_prefix="decode") as readers, \
-                ThreadPoolExecutor(self.io_threads, thread_name_prefix="encode") as writers:
+                ThreadPoolExecutor(self.io_threads, thread_name_prefix="encode") as writers, \
+                ThreadPoolExecutor(self.in_flight, thread_name_prefix="model") as self._model:
             pending: deque[tuple[Job, Future[np.ndarray]]] = deque()
             writes: list[tuple[Job, Future[Path]]] = []
             batch: list[tuple[Job, np.ndarray]] = []
@@ -113,10 +119,15 @@ class ImagePipeline:
                 while pending:
                     self._take(pending.popleft(), batch, writes, writers, summary, progress)
                 self._flush(batch, writes, writers, summary)
+                while self._translating:
+                    self._finish_oldest(writes, writers, summary)
             except KeyboardInterrupt:
                 summary.interrupted = True
                 for _, future in pending:
                     future.cancel()
+                for _, translation in self._translating:
+                    translation.cancel()  # started ones finish; their outputs are not written
+                self._translating.clear()
                 for _, write in writes:
                     write.cancel()  # not started: nothing half-written; started: finishes
             finally:
@@ -145,22 +156,35 @@ class ImagePipeline:
 
     def _flush(self, batch: list[tuple[Job, np.ndarray]], writes: list[tuple[Job, Future[Path]]],
                writers: ThreadPoolExecutor, summary: RunSummary) -> None:
+        """Send ``batch`` to the model; with :attr:`in_flight` batches already there, first
+        finish the oldest (its outputs go to the writers)."""
         if not batch:
             return
-        images = [image for _, image in batch]
+        held = list(batch)
+        batch.clear()
+        while len(self._translating) >= self.in_flight:
+            self._finish_oldest(writes, writers, summary)
+        images = [image for _, image in held]
+        self._translating.append((held, self._model.submit(self.translator.translate_batch,
+                                                           images)))
+        if self.in_flight == 1:  # nothing to overlap with: finish it now, as it always did
+            self._finish_oldest(writes, writers, summary)
+
+    def _finish_oldest(self, writes: list[tuple[Job, Future[Path]]],
+                       writers: ThreadPoolExecutor, summary: RunSummary) -> None:
+        """Wait for the oldest batch being translated and hand its outputs to the writers."""
+        held, translation = self._translating.popleft()
         try:
-            outputs = self.translator.translate_batch(images)
+            outputs = translation.result()
         except Exception as exc:  # noqa: BLE001 - e.g. a layout it cannot take, out of memory
-            for job, _ in batch:
+            for job, _ in held:
                 summary.failed.append(InputError(job.source, _first_line(exc)))
                 self._progress(1)
-            batch.clear()
             return
-        for (job, image), out in zip(batch, outputs, strict=True):
+        for (job, image), out in zip(held, outputs, strict=True):
             frame = side_by_side(image, out) if self.side else out
             writes.append((job, writers.submit(self._write, job, frame)))
             summary.frames += 1
-        batch.clear()
         # Bound the frames waiting for the encoders: wait for the oldest write when too many.
         while len(writes) > self.batch_size + 2 * self.io_threads:
             done_job, write = writes.pop(0)
@@ -205,8 +229,9 @@ def translate_video(translator: Translator, job: Job, plan: OutputPlan, batch_si
     that yields fewer frames than its container announces is translated as far as it reads, with
     a warning naming the shortfall.
     """
+    on_cpu = translator.on_cpu
     try:
-        reader = VideoReader(job.source)
+        reader = VideoReader(job.source, model_on_cpu=on_cpu)
     except InputError as err:
         summary.failed.append(err)
         return
@@ -232,7 +257,7 @@ def translate_video(translator: Translator, job: Job, plan: OutputPlan, batch_si
                     writers.append(AtomicVideoWriter(
                         job.target, reader.info.fps, (image.shape[1], image.shape[0]),
                         codec=codec, crf=crf, time_base=reader.info.time_base,
-                        copy_streams=reader.copy_streams))
+                        copy_streams=reader.copy_streams, model_on_cpu=on_cpu))
                 for packet in frame.packets:
                     writers[0].copy(packet)
                 writers[0].write(image, _rescale(frame.pts, frame.time_base,

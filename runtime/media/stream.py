@@ -51,8 +51,11 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
-def open_source(source: Any) -> tuple[Iterator[np.ndarray], Callable[[], None], str]:
+def open_source(source: Any, *, model_on_cpu: bool = True,
+                ) -> tuple[Iterator[np.ndarray], Callable[[], None], str]:
     """``source`` -> (frames, close, name). Frames are HWC uint8 BGR numpy arrays.
+    ``model_on_cpu``: whether the model the frames are for runs on the CPU (a video file's
+    decoder threads: :func:`runtime.media.video.codec_threads`).
 
     A video file path (str or Path) is decoded with PyAV (upright, as ``cyclegan-run``); an
     ``int`` is a camera index and a string with ``://`` a stream URL (OpenCV, as live mode);
@@ -74,7 +77,7 @@ def open_source(source: Any) -> tuple[Iterator[np.ndarray], Callable[[], None], 
         if not path.is_file():
             raise StreamError(path, "no such file")
         try:
-            reader = VideoReader(path)
+            reader = VideoReader(path, model_on_cpu=model_on_cpu)
         except InputError as err:
             raise StreamError(err.path, err.reason) from None
         return _video_images(reader), reader.close, str(path)
@@ -191,7 +194,7 @@ def stream(translator: Translator, source: Any, *, temporal: bool = False, batch
     The source is closed when the frames run out, on an error, or when the consumer closes
     the generator early.
     """
-    frames, close, name = open_source(source)
+    frames, close, name = open_source(source, model_on_cpu=translator.on_cpu)
     try:
         for _, out in pipelined(translator, frames, _identity, name=name,
                                 batch_size=batch_size, temporal=temporal,

@@ -84,19 +84,40 @@ _AVCOL_SMPTE170M = 6  # AVColorSpace BT.601 (525-line), the matrix of OpenCV's I
 _SWS_FLAGS = int(Interpolation.BICUBIC) | int(Interpolation.ACCURATE_RND)
 
 
-def codec_threads() -> int:
-    """Threads for FFmpeg's decoders and encoders: a quarter of the usable cores, at least one.
+def codec_threads(model_on_cpu: bool = True) -> int:
+    """Threads for FFmpeg's decoders and encoders.
 
-    The model owns the cores; FFmpeg's default (all of them, and more for x264) makes its
-    threads preempt the model's mid-layer, where the model's other threads then wait. On this
-    project's 2-core machine, one thread each cut the video path's CPU time from 1.09-1.12x to
-    1.01-1.03x the model's own at 256x256.
+    Model on the CPU: a quarter of the usable cores, at least one. The model owns the cores;
+    FFmpeg's default (all of them, and more for x264) makes its threads preempt the model's
+    mid-layer, where the model's other threads then wait. On this project's 2-core machine, one
+    thread each cut the video path's CPU time from 1.09-1.12x to 1.01-1.03x the model's own at
+    256x256.
+
+    Model elsewhere (a GPU, or the ceiling's null backend that stands for one): every usable
+    core, as the codecs are then what bounds a video. x264 veryfast at 1280x720 takes 22-30 ms a
+    frame on one core of this machine, more than decoding (5-6 ms) and the runtime's own work
+    together (see the README's pipeline ceiling).
     """
     try:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         usable = os.cpu_count() or 1
-    return max(1, usable // 4)
+    return max(1, usable // 4) if model_on_cpu else usable
+
+
+def _set_threads(context: av.codec.context.CodecContext, model_on_cpu: bool) -> None:
+    """Give a decoder or encoder :func:`codec_threads`; with the model off the CPU, frame
+    threads as well as slice threads (FFmpeg's own default; PyAV's is slices alone).
+
+    Slices alone gain little on the one-slice frames x264 writes by default (decoding at
+    1280x720: 6.1 ms a frame with one thread, 5.0 with two slice threads, 2.7 with two frame
+    threads), and x264 encoding in slices made the file 7.5 % bigger at the same CPU time (1.23
+    against 1.15 MB, 60 frames at crf 20). With the model on the CPU, slices stay: frame threads
+    cost more CPU per frame on cores shared with the model (0.96 against 0.79 ms at 256x256).
+    """
+    context.thread_count = codec_threads(model_on_cpu)
+    if not model_on_cpu:
+        context.thread_type = "AUTO"
 
 
 class VideoCodecError(ValueError):
@@ -244,18 +265,17 @@ class VideoReader:
     the last picture are in :attr:`leftover` once it is exhausted. A packet that does not decode
     is skipped and counted (:attr:`corrupt_packets`); a container that breaks off ends the
     frames, with :attr:`error` saying why. Close it (or use ``with``) when done with the
-    packets: they may refer to the container's streams.
+    packets: they may refer to the container's streams. ``model_on_cpu``: whether the model
+    that the frames are for runs on the CPU's cores (see :func:`codec_threads`).
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, model_on_cpu: bool = True) -> None:
         self.path = path
         self.container = _open_input(path)
         stream = _video_stream(self.container)
         assert stream is not None
         self.stream = stream
-        # Slice threads (FFmpeg's default), not frame threads, which cost more CPU per frame on
-        # cores shared with the model (0.96 against 0.79 ms at 256x256), and few of them.
-        self.stream.codec_context.thread_count = codec_threads()
+        _set_threads(self.stream.codec_context, model_on_cpu)
         self.info = _info(stream, self.container)
         self.copy_streams = [s for s in self.container.streams
                              if s.type in _COPIED_KINDS]
@@ -333,6 +353,8 @@ class AtomicVideoWriter:
             ``1 / fps``, one tick per frame.
         copy_streams: input streams whose packets :meth:`copy` may receive; those the container
             cannot hold are left out, with a line in :attr:`notes`.
+        model_on_cpu: whether the model whose frames these are runs on the CPU's cores (the
+            encoder's threads: :func:`codec_threads`).
 
     ``frames`` counts what :meth:`write` took; :meth:`abort` (or leaving a ``with`` block by
     an exception) deletes the temp file.
@@ -341,8 +363,10 @@ class AtomicVideoWriter:
     def __init__(self, path: Path, fps: float, size: tuple[int, int], *,
                  codec: str | None = None, crf: int | None = None,
                  time_base: Fraction | None = None,
-                 copy_streams: Sequence[av.stream.Stream] = ()) -> None:
+                 copy_streams: Sequence[av.stream.Stream] = (),
+                 model_on_cpu: bool = True) -> None:
         self.path = path
+        self._model_on_cpu = model_on_cpu
         self.spec, self.crf = choose_codec(path, codec, crf)
         container_format = VIDEO_CONTAINERS[path.suffix.lower()][0]
         self.size = size
@@ -386,7 +410,7 @@ class AtomicVideoWriter:
         stream.pix_fmt = spec.pix_fmt
         stream.time_base = self._time_base
         stream.codec_context.time_base = self._time_base
-        stream.codec_context.thread_count = codec_threads()
+        _set_threads(stream.codec_context, self._model_on_cpu)
         if spec.codec_tag:
             stream.codec_tag = spec.codec_tag
         options: dict[str, object] = dict(spec.options)
