@@ -23,6 +23,7 @@ Backends take and return numpy arrays in the model's own convention (see
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 import time
@@ -324,15 +325,31 @@ def openvino_precision_name(value: object) -> str:
     return _OPENVINO_SPELLINGS[key]
 
 
+@functools.cache
+def openvino_core() -> Any:
+    """The process's one ``openvino.Core``, created on first use and never freed.
+
+    One, not one per backend: OpenVINO's CPU plugin (2026.4) points the loading thread's
+    alternate signal stack at a buffer of its own and puts back the previous one when its Core
+    goes; two Cores freed in the order they were made (not the reverse) leave the thread on an
+    unmapped buffer, and the next signal a Python handler takes (Ctrl-C, SIGCHLD) kills the
+    process with SIGSEGV, silently (faulthandler cannot run). Seen as a crash of the whole test
+    suite after torch's DataLoader had installed a SIGCHLD handler.
+    """
+    import openvino as ov
+
+    return ov.Core()
+
+
 def openvino_precisions() -> list[str]:
     """Inference precisions OpenVINO's CPU plugin offers on this machine, fp32 first (e.g.
     ``["fp32", "bf16", "fp16"]`` on AMX Xeons, ``["fp32"]`` on AVX2-only CPUs); ``[]`` without
     the openvino package."""
     try:
-        import openvino as ov
+        core = openvino_core()
     except ImportError:
         return []
-    offered = {str(c).upper() for c in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")}
+    offered = {str(c).upper() for c in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")}
     return ["fp32"] + [p for p in ("bf16", "fp16") if p.upper() in offered]
 
 
@@ -379,7 +396,7 @@ class OpenVINOBackend:
             config["INFERENCE_PRECISION_HINT"] = _OPENVINO_HINTS[precision]
         if threads is not None:
             config["INFERENCE_NUM_THREADS"] = threads
-        core = ov.Core()
+        core = openvino_core()
         try:
             self.compiled = core.compile_model(core.read_model(str(model_path)), "CPU", config)
         except RuntimeError as exc:

@@ -1,9 +1,9 @@
 """The Ray tests (tests/ray_cases.py), run in a pytest process of their own.
 
 ``ray.init`` leaves threads (gRPC, the core worker) in the process that called it, also after
-``ray.shutdown``; in the one process that runs the whole suite a later test then crashed with a
-segmentation fault at a random point (seen twice here). A child process keeps the suite's own
-process clean; its report is passed on when it fails.
+``ray.shutdown``; a child process keeps the suite's own process clean, and its report is passed
+on when it fails. (The segmentation faults once blamed on those threads came from OpenVINO: see
+runtime.backends.openvino_core.)
 """
 
 from __future__ import annotations

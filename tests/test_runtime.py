@@ -601,3 +601,29 @@ def test_video_that_cannot_be_written_fails_with_a_reason(models: dict[str, Path
                                           str(blocker / "out.mp4")])
     assert result.exit_code == 1 and "cannot write video" in result.output
     assert "Traceback" not in result.output
+
+
+# Two OpenVINO backends freed in the order they were made, then a child's exit while a Python
+# SIGCHLD handler is installed (torch's DataLoader installs one). With one OpenVINO Core per
+# backend this left the thread's alternate signal stack unmapped and the process died with
+# SIGSEGV at the signal (exit -11, nothing printed).
+_OPENVINO_LIFETIMES = """
+import gc, signal, subprocess, sys
+from runtime.backends import OpenVINOBackend, openvino_precisions
+from runtime.demo import demo_model_path
+openvino_precisions()
+first = OpenVINOBackend(demo_model_path())
+second = OpenVINOBackend(demo_model_path())
+del first; gc.collect()
+del second; gc.collect()
+signal.signal(signal.SIGCHLD, lambda *args: None)
+subprocess.run([sys.executable, "-c", "pass"], check=True, timeout=60)
+print("survived")
+"""
+
+
+def test_openvino_backends_freed_in_any_order_leave_signals_deliverable() -> None:
+    pytest.importorskip("openvino")
+    done = subprocess.run([sys.executable, "-c", _OPENVINO_LIFETIMES], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0 and "survived" in done.stdout, (done.returncode, done.stderr)

@@ -1,10 +1,9 @@
 """The video tests (tests/video_cases.py), run in a pytest process of their own.
 
-Run after the rest of the suite in one process, PyAV's first decode crashed that process with a
-segmentation fault (twice in CI, at the same test; the file passes on its own and after the
-stream and training tests). Until the clash is found (two FFmpeg builds in one process, PyAV's
-and OpenCV's, are the first suspect), a child process keeps it from taking the suite down; its
-report is passed on when it fails.
+They were moved here when the single-process suite crashed with a segmentation fault near
+them; the cause turned out to be elsewhere (OpenVINO Cores freed out of order left the signal
+stack unmapped: see runtime.backends.openvino_core). The child process stays: it costs a few
+seconds and keeps PyAV's and OpenCV's two FFmpeg builds out of the suite's process.
 """
 
 from __future__ import annotations

@@ -29,7 +29,7 @@ from runtime.media.sinks import (
     write_image_atomic,
 )
 from runtime.media.sources import InputError, read_animation, read_image
-from runtime.media.stream import StreamError, pipelined
+from runtime.media.stream import StreamError, pipelined, submit
 from runtime.media.video import AtomicVideoWriter, DecodedFrame, VideoReader, probe_video
 from runtime.translator import Translator
 
@@ -165,8 +165,8 @@ class ImagePipeline:
         while len(self._translating) >= self.in_flight:
             self._finish_oldest(writes, writers, summary)
         images = [image for _, image in held]
-        self._translating.append((held, self._model.submit(self.translator.translate_batch,
-                                                           images)))
+        self._translating.append((held, submit(self._model, self.in_flight,
+                                               self.translator.translate_batch, images)))
         if self.in_flight == 1:  # nothing to overlap with: finish it now, as it always did
             self._finish_oldest(writes, writers, summary)
 

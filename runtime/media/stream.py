@@ -159,7 +159,7 @@ def pipelined(translator: Translator, items: Iterable[T], image_of: Callable[[T]
             while ended is None and len(pending) < depth:
                 batch, ended = next_batch()
                 if batch:
-                    pending.append((batch, workers.submit(translate, batch)))
+                    pending.append((batch, submit(workers, depth, translate, batch)))
             if not pending:
                 break
             batch, future = pending.popleft()
@@ -183,6 +183,20 @@ def pipelined(translator: Translator, items: Iterable[T], image_of: Callable[[T]
             future.cancel()
         workers.shutdown(wait=True)  # a batch being translated finishes; none starts
         thread.join()
+
+
+def submit(pool: ThreadPoolExecutor, depth: int, function: Callable[..., T],
+           *args: Any) -> Future[T]:
+    """``pool.submit(function, *args)``, or with ``depth`` 1 (nothing to overlap: a model on the
+    CPU) a call in this thread, as a finished future: no hop to a worker thread per batch."""
+    if depth > 1:
+        return pool.submit(function, *args)
+    done: Future[T] = Future()
+    try:
+        done.set_result(function(*args))
+    except Exception as exc:  # noqa: BLE001 - delivered through the future, as from a pool
+        done.set_exception(exc)
+    return done
 
 
 def stream(translator: Translator, source: Any, *, temporal: bool = False, batch_size: int = 1,
