@@ -68,10 +68,11 @@ try:
     import runtime  # noqa: F401 - installed with pip install -e .
 except ImportError:  # run from a checkout without the editable install
     sys.path.insert(0, str(HERE.parent))
-if str(HERE) not in sys.path:  # train_throughput, beside this file
+if str(HERE) not in sys.path:  # train_throughput and colour_fit, beside this file
     sys.path.insert(0, str(HERE))
 
 import numpy as np  # noqa: E402
+from colour_fit import fit_colour_transform  # noqa: E402
 
 STARTED = time.perf_counter()
 
@@ -380,7 +381,8 @@ def part_setup(ctx: Context) -> dict[str, Any]:
     init_weights(net, gain=0.02)  # the official init: N(0, 0.02)
     started = time.perf_counter()
     net.to(ctx.device)
-    final_l1 = fit_colour_transform(net, plan.fit_steps, ctx.device) if plan.fit_steps else None
+    final_l1 = (fit_colour_transform(net, plan.fit_steps, device=ctx.device)
+                if plan.fit_steps else None)
     net.cpu()  # the export traces on the CPU
     fit_s = time.perf_counter() - started
     log(f"  fitted {plan.fit_steps} steps in {fit_s:.1f} s (L1 {final_l1})")
@@ -397,32 +399,6 @@ def part_setup(ctx: Context) -> dict[str, Any]:
             "fit_final_l1": None if final_l1 is None else round(final_l1, 4),
             "fit_s": round(fit_s, 1), "export_s": round(report.seconds, 1),
             "model_bytes": report.size_bytes, "export": report.summary().splitlines()}
-
-
-def fit_colour_transform(net: Any, steps: int, device: str, seed: int = 0) -> float:
-    """``run_all.fit_colour_transform`` on ``device``: ``steps`` Adam steps (64x64, batch 2)
-    mapping natural-looking images to a warm colour grade with channel mixing; returns the
-    final L1. Not imported from there: run_all imports the media stack, and with it PyAV, which
-    the GPU host may lack (then only the pipeline part fails)."""
-    import torch
-
-    from runtime.synthetic import natural_images
-
-    torch.set_flush_denormal(True)  # see training/trainer.py: denormals stall x86 CPUs
-    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3, betas=(0.5, 0.999))
-    mix = torch.tensor([[0.9, 0.2, 0.0], [0.1, 0.8, 0.1], [0.0, 0.2, 0.6]], device=device)
-    loss = torch.zeros(())
-    net.train()
-    for step in range(steps):
-        images = natural_images(2, 64, 64, seed=seed * 100_000 + step)
-        x = torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
-        target = torch.clamp(torch.einsum("ij,njhw->nihw", mix, x) + 0.08, -1, 1)
-        loss = torch.nn.functional.l1_loss(net(x), target)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    net.eval()
-    return float(loss.detach())
 
 
 def part_session(ctx: Context) -> dict[str, Any]:

@@ -40,6 +40,9 @@ from runtime.bench.e2e import run_end_to_end  # noqa: E402
 from runtime.bench.report import BenchReport, plot_report  # noqa: E402
 from runtime.synthetic import natural_images  # noqa: E402
 
+sys.path.insert(0, str(HERE))  # colour_fit, beside this file (also when imported, not run)
+from colour_fit import fit_colour_transform  # noqa: E402
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -72,29 +75,6 @@ def cyclegan_export(*args: str) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     print(done.stdout, end="", flush=True)
     return done
-
-
-def fit_colour_transform(net: object, steps: int, seed: int = 0) -> float:
-    """Train ``net`` for ``steps`` Adam steps (64x64, batch 2) to map natural-looking images to
-    a warm colour grade with channel mixing; returns the final L1 (in [-1, 1] units)."""
-    import torch
-
-    torch.set_flush_denormal(True)  # see training/trainer.py: denormals stall x86 CPUs
-    assert isinstance(net, torch.nn.Module)
-    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3, betas=(0.5, 0.999))
-    mix = torch.tensor([[0.9, 0.2, 0.0], [0.1, 0.8, 0.1], [0.0, 0.2, 0.6]])
-    loss = torch.zeros(())
-    net.train()
-    for step in range(steps):
-        images = natural_images(2, 64, 64, seed=seed * 100_000 + step)
-        x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
-        target = torch.clamp(torch.einsum("ij,njhw->nihw", mix, x) + 0.08, -1, 1)
-        loss = torch.nn.functional.l1_loss(net(x), target)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    net.eval()
-    return float(loss.detach())
 
 
 def build_models(workdir: Path, ngf: int, calibration_size: int, calibration_images: int,
