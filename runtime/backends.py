@@ -185,30 +185,11 @@ class OnnxRuntimeBackend:
         self.notes: list[str] = []
         self.model_path = Path(model_path)
         self.device_id = device_id
-        options = ort.SessionOptions()
+        self._options = ort.SessionOptions()
         if threads is not None:
-            options.intra_op_num_threads = threads
-        source: str | bytes = str(model_path)
-        provider_list: list[Any] = list(names)
-        precision_run: str | None = None
+            self._options.intra_op_num_threads = threads
         self._trt_engines: Path | None = None
-        if on_gpu:
-            from runtime.gpu import prepare_for_gpu
-
-            try:
-                prepared = prepare_for_gpu(self.model_path, names, precision, gpu, device_id)
-            except ValueError as exc:  # a model TensorRT cannot be given a profile for
-                raise BackendError(str(exc)) from None
-            except Exception as exc:  # noqa: BLE001 - unreadable file: protobuf, OSError...
-                raise BackendError(f"{model_path}: onnxruntime cannot load it (not a readable "
-                                   f"ONNX model: {_first_line(exc)})") from None
-            source, provider_list = prepared.model, prepared.providers
-            precision_run, self._trt_engines = prepared.precision, prepared.engine_cache
-        try:
-            self.session = ort.InferenceSession(source, options, providers=provider_list)
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise BackendError(f"{model_path}: onnxruntime cannot load it ({first})") from None
+        precision_run = self._open(names, precision, gpu)
         self.providers = list(self.session.get_providers())
         # onnxruntime drops a provider it cannot initialise (e.g. CUDA without its libraries)
         # and carries on, silently, on the CPU: say so.
@@ -220,6 +201,15 @@ class OnnxRuntimeBackend:
                 warnings.warn(message, ProviderFallbackWarning, stacklevel=2)
             else:
                 raise BackendError(f"{model_path}: {message}")
+            if on_gpu:
+                # The model was prepared for the provider that failed (and onnxruntime's own
+                # fallback drops every provider option): prepare it again for what runs, so a
+                # CPU fallback runs the file as a plain CPU session would, and CUDA after a
+                # failed TensorRT gets its fp16 and its options.
+                names = [name for name in names if name in self.providers]
+                self._trt_engines = None
+                precision_run = self._open(names, precision, gpu)
+                self.providers = list(self.session.get_providers())
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
         self.metadata = _session_metadata(self.custom_metadata, self.model_path)
@@ -233,6 +223,34 @@ class OnnxRuntimeBackend:
                                        cuda_graph=gpu.cuda_graph)
             self._note_tensorrt_build(gpu)
 
+    def _open(self, names: list[str], precision: str, gpu: GpuOptions) -> str | None:
+        """Create ``self.session`` for providers ``names``, prepared for a GPU when the first
+        is one; returns the precision that preparation runs (None: the file's own)."""
+        import onnxruntime as ort
+
+        source: str | bytes = str(self.model_path)
+        provider_list: list[Any] = list(names)
+        precision_run: str | None = None
+        if names and names[0] in GPU_PROVIDERS:
+            from runtime.gpu import prepare_for_gpu
+
+            try:
+                prepared = prepare_for_gpu(self.model_path, names, precision, gpu,
+                                           self.device_id)
+            except ValueError as exc:  # a model TensorRT cannot be given a profile for
+                raise BackendError(str(exc)) from None
+            except Exception as exc:  # noqa: BLE001 - unreadable file: protobuf, OSError...
+                raise BackendError(f"{self.model_path}: onnxruntime cannot load it (not a "
+                                   f"readable ONNX model: {_first_line(exc)})") from None
+            source, provider_list = prepared.model, prepared.providers
+            precision_run, self._trt_engines = prepared.precision, prepared.engine_cache
+        try:
+            self.session = ort.InferenceSession(source, self._options, providers=provider_list)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
+            raise BackendError(f"{self.model_path}: onnxruntime cannot load it "
+                               f"({_first_line(exc)})") from None
+        return precision_run
+
     def _note_tensorrt_build(self, gpu: GpuOptions) -> None:
         """With TensorRT: build its engine now (a first run takes minutes), saying so."""
         if self.providers[0] != "TensorrtExecutionProvider" or self._trt_engines is None:
@@ -242,11 +260,19 @@ class OnnxRuntimeBackend:
         building = not cached_engines(self._trt_engines)
         started = time.perf_counter()
         if self.metadata is not None:
-            side = self.metadata.static_size or (self.metadata.crop_size or 256,) * 2
-            shape = ((self.metadata.batch or 1, *side, 3) if self.metadata.io == "uint8"
-                     else (self.metadata.batch or 1, 3, *side))
+            from runtime.gpu import tensorrt_profile
+
+            # One call at the profile's optimal shape builds the engine now, not mid-stream.
+            opt = tensorrt_profile(self.metadata, self.input_name, max_batch=gpu.max_batch,
+                                   max_side=gpu.trt_max_side)["trt_profile_opt_shapes"]
+            shape = tuple(int(n) for n in opt.rsplit(":", 1)[1].split("x"))
             dtype = np.uint8 if self.metadata.io == "uint8" else np.float32
-            self.run(np.zeros(shape, dtype))
+            try:
+                self.run(np.zeros(shape, dtype))
+            except Exception as exc:  # noqa: BLE001 - onnxruntime's own types (Fail, EPFail)
+                raise BackendError(f"{self.model_path}: TensorRT could not build its engine "
+                                   f"({_first_line(exc)}); --providers cuda runs without "
+                                   "it") from None
         if building:
             self.notes.append(f"TensorRT: built an engine for {self.model_path.name} in "
                               f"{time.perf_counter() - started:.1f} s (first use; cached in "

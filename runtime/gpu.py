@@ -124,6 +124,14 @@ def tensorrt_options(meta: ModelMetadata, input_name: str, digest: str, *, devic
     }
 
 
+def make_cache_folders(options: dict[str, Any]) -> None:
+    """Create the engine and timing cache folders of TensorRT ``options``: its provider makes
+    only the last level itself, and fails the session otherwise."""
+    for key in ("trt_engine_cache_path", "trt_timing_cache_path"):
+        if key in options:
+            Path(options[key]).mkdir(parents=True, exist_ok=True)
+
+
 def cached_engines(folder: str | Path) -> list[Path]:
     """TensorRT engine files already in ``folder`` (none: the next session builds them)."""
     path = Path(folder)
@@ -149,6 +157,7 @@ class _Slot:
     input: Any
     output: Any
     run_options: Any
+    graph_id: int
 
 
 class BoundSession:
@@ -162,7 +171,10 @@ class BoundSession:
 
     ``cuda_graph``: each buffer set gets its own graph id, so onnxruntime captures one CUDA
     graph per (shape, set) on its first run and replays it after (the session must have been
-    created with ``enable_cuda_graph``).
+    created with ``enable_cuda_graph``); onnxruntime does not support concurrent runs of a
+    session with CUDA graphs, so calls then take turns, and an evicted shape's graphs are
+    released with its buffers. ``run`` takes the session input's own dtype only (a copy into
+    a device buffer of another type would not be converted).
     """
 
     def __init__(self, session: Any, device: str = "cuda", device_id: int = 0, *,
@@ -173,6 +185,7 @@ class BoundSession:
         self.cuda_graph = cuda_graph
         inputs, outputs = session.get_inputs(), session.get_outputs()
         self.input_name, self.output_name = inputs[0].name, outputs[0].name
+        self.input_dtype = np.dtype(_ORT_TYPES.get(inputs[0].type, np.float32))
         self.output_dtype = _ORT_TYPES.get(outputs[0].type, np.float32)
         self.channel_axis = 1 if layout == "NCHW" else 3
         channels = outputs[0].shape[self.channel_axis] if len(outputs[0].shape) == 4 else None
@@ -180,6 +193,8 @@ class BoundSession:
         self._free: OrderedDict[tuple[int, ...], list[_Slot]] = OrderedDict()
         self._lock = threading.Lock()
         self._graph_ids = 0
+        # With CUDA graphs one run at a time (onnxruntime: no concurrent Run() then).
+        self._turns = threading.Lock() if cuda_graph else None
 
     def output_shape(self, shape: Sequence[int]) -> tuple[int, ...]:
         """The output's shape for an input of ``shape``: a generator keeps batch, height and
@@ -190,15 +205,23 @@ class BoundSession:
         return tuple(out)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
+        if batch.dtype != self.input_dtype:
+            raise ValueError(f"the session takes {self.input_dtype} input, got {batch.dtype}")
         batch = np.ascontiguousarray(batch)
-        slot = self._take(batch.shape, batch.dtype)
+        slot = self._take(batch.shape)
         try:
-            slot.input.update_inplace(batch)
-            self.session.run_with_iobinding(slot.binding, slot.run_options)
-            result: np.ndarray = slot.binding.copy_outputs_to_cpu()[0]
-            return result
+            if self._turns is None:
+                return self._run_slot(slot, batch)
+            with self._turns:
+                return self._run_slot(slot, batch)
         finally:
             self._give(batch.shape, slot)
+
+    def _run_slot(self, slot: _Slot, batch: np.ndarray) -> np.ndarray:
+        slot.input.update_inplace(batch)
+        self.session.run_with_iobinding(slot.binding, slot.run_options)
+        result: np.ndarray = slot.binding.copy_outputs_to_cpu()[0]
+        return result
 
     @property
     def shapes(self) -> list[tuple[int, ...]]:
@@ -206,7 +229,7 @@ class BoundSession:
         with self._lock:
             return list(self._free)
 
-    def _take(self, shape: tuple[int, ...], dtype: np.dtype) -> _Slot:
+    def _take(self, shape: tuple[int, ...]) -> _Slot:
         with self._lock:
             free = self._free.get(shape)
             if free:
@@ -214,20 +237,25 @@ class BoundSession:
                 return free.pop()
             graph_id = self._graph_ids
             self._graph_ids += 1
-        return self._new_slot(shape, dtype, graph_id)
+        return self._new_slot(shape, graph_id)
 
     def _give(self, shape: tuple[int, ...], slot: _Slot) -> None:
         with self._lock:
             self._free.setdefault(shape, []).append(slot)
             self._free.move_to_end(shape)
+            evicted = []
             while len(self._free) > BOUND_SHAPES_KEPT:
-                self._free.popitem(last=False)  # its buffers are freed with the slots
+                evicted += self._free.popitem(last=False)[1]  # buffers freed with the slots
+        release = getattr(self.session, "release_captured_graph", None)
+        if self.cuda_graph and release is not None:
+            for old in evicted:
+                release(old.graph_id)  # a captured graph pins its buffers until released
 
-    def _new_slot(self, shape: tuple[int, ...], dtype: np.dtype, graph_id: int) -> _Slot:
+    def _new_slot(self, shape: tuple[int, ...], graph_id: int) -> _Slot:
         import onnxruntime as ort
 
-        value_in = ort.OrtValue.ortvalue_from_shape_and_type(list(shape), dtype, self.device,
-                                                             self.device_id)
+        value_in = ort.OrtValue.ortvalue_from_shape_and_type(list(shape), self.input_dtype,
+                                                             self.device, self.device_id)
         value_out = ort.OrtValue.ortvalue_from_shape_and_type(
             list(self.output_shape(shape)), self.output_dtype, self.device, self.device_id)
         binding = self.session.io_binding()
@@ -236,7 +264,7 @@ class BoundSession:
         run_options = ort.RunOptions()
         if self.cuda_graph:
             run_options.add_run_config_entry("gpu_graph_id", str(graph_id))
-        return _Slot(binding, value_in, value_out, run_options)
+        return _Slot(binding, value_in, value_out, run_options, graph_id)
 
 
 
@@ -311,11 +339,17 @@ def prepare_for_gpu(model_path: Path, providers: Sequence[str], precision: str,
                                    model_digest(prepared), device_id=device_id,
                                    fp16=want_fp16 or own == "fp16",
                                    max_batch=options.max_batch, max_side=options.trt_max_side)
+            if options.cuda_graph:
+                trt["trt_cuda_graph_enable"] = True  # TensorRT runs the graph: its own option
+            make_cache_folders(trt)
             engines = Path(trt["trt_engine_cache_path"])
             provider_list.append((name, trt))
             ran = "fp16" if want_fp16 else own
         elif name == "CUDAExecutionProvider":
-            provider_list.append((name, cuda_options(device_id, cuda_graph=options.cuda_graph)))
+            # With TensorRT first, CUDA takes only what TensorRT leaves: a CUDA graph there would
+            # fail the session (onnxruntime wants every node on CUDA for one).
+            provider_list.append((name, cuda_options(
+                device_id, cuda_graph=options.cuda_graph and not tensorrt)))
         else:
             provider_list.append(name)
     return GpuModel(prepared, provider_list, ran, engines)

@@ -62,7 +62,7 @@ def with_uint8_io(model: onnx.ModelProto, color_order: str = "BGR") -> onnx.Mode
         :func:`runtime.transforms.to_model_input` and :func:`~runtime.transforms.from_model_output`
         compute: ``x / 127.5 - 1`` in float32, then ``clip(round((y + 1) * 127.5), 0, 255)``
         (ONNX ``Round`` rounds half to even, as ``np.rint``). Its metadata says ``io=uint8``,
-        ``layout=NHWC`` and ``color_order``.
+        ``layout=NHWC``, ``color_order`` and the new input and output names.
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -149,7 +149,8 @@ def with_uint8_io(model: onnx.ModelProto, color_order: str = "BGR") -> onnx.Mode
     del graph.output[:]
     graph.output.append(new_out)
     _update_metadata(wrapped, io="uint8", layout="NHWC", value_range=(0.0, 255.0),
-                     color_order=color_order)
+                     color_order=color_order, input_name=_UINT8_INPUT,
+                     output_name=_UINT8_OUTPUT)
     return wrapped
 
 

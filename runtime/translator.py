@@ -131,9 +131,6 @@ class Translator:
         if max_side is not None and max_side < self.metadata.size_multiple:
             raise ValueError(f"max_side {max_side} is smaller than the model's size multiple "
                              f"{self.metadata.size_multiple}")
-        if (max_side is None and self.providers[0] == "TensorrtExecutionProvider"
-                and self.metadata.static_size is None):
-            max_side = self._gpu.trt_max_side  # TensorRT's shape profile ends there
         self.max_side = max_side
 
     def _choose_backend(self, providers: str | Sequence[str], device_id: int,
@@ -194,6 +191,11 @@ class Translator:
             return bool(declared)
         providers = self.backend.providers
         return not providers or "CUDA" not in providers[0] and "Tensorrt" not in providers[0]
+
+    @property
+    def _tensorrt(self) -> bool:
+        """TensorRT runs: its shape profile (``self._gpu``) bounds frame sides and batches."""
+        return self.providers[0] == "TensorrtExecutionProvider"
 
     @property
     def in_flight(self) -> int:
@@ -261,7 +263,8 @@ class Translator:
         CPU and :data:`DEFAULT_MAX_BATCH` on a GPU (whose memory is the provider's to judge).
         """
         if not self.on_cpu:
-            return self.max_batch or DEFAULT_MAX_BATCH
+            size = self.max_batch or DEFAULT_MAX_BATCH
+            return min(size, self._gpu.max_batch) if self._tensorrt else size
         if self.max_batch is None:
             return 1
         available = available_bytes()
@@ -349,6 +352,9 @@ class Translator:
         meta = self.metadata
         work = batch
         limit = self.max_side
+        if self._tensorrt and meta.static_size is None:
+            # Larger frames than TensorRT's shape profile takes run at its largest side.
+            limit = min(limit or self._gpu.trt_max_side, self._gpu.trt_max_side)
         if meta.static_size is not None:
             # Fit inside the fixed size keeping the aspect ratio; the rest is reflect padding.
             scale = min(meta.static_size[0] / height, meta.static_size[1] / width)

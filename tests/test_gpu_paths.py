@@ -79,6 +79,8 @@ def test_uint8_io_graph_computes_exactly_what_numpy_does(float_model: onnx.Model
     np.testing.assert_array_equal(got, float_reference(float_model, images))
     meta = session_metadata(run)
     assert (meta.io, meta.layout, meta.color_order) == ("uint8", "NHWC", color_order)
+    assert run.run(None, {meta.input_name: feed})[0].shape == images.shape  # names still hold
+    assert meta.output_name == run.get_outputs()[0].name
     assert meta.value_range == (0.0, 255.0)
     # The file's own model is left as it was.
     assert float_model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
@@ -114,6 +116,12 @@ def test_bound_session_matches_a_plain_run_and_reuses_its_buffers(
     np.testing.assert_array_equal(bound.run(images), expected)
     assert bound._free[images.shape] == [slot]  # the same buffers, not new ones
     assert bound.shapes == [images.shape]
+
+
+def test_bound_session_refuses_another_dtype(float_model: onnx.ModelProto) -> None:
+    bound = BoundSession(session(float_model), "cpu", layout="NCHW")
+    with pytest.raises(ValueError, match="takes float32 input, got float64"):
+        bound.run(np.zeros((1, 3, 16, 16)))  # a copy into float32 buffers would be garbage
 
 
 def test_bound_session_keeps_buffers_for_a_few_shapes_only(float_model: onnx.ModelProto) -> None:
@@ -228,8 +236,20 @@ def test_tensorrt_preparation_builds_in_fp16_with_a_cache_per_model(
     assert session_metadata(session(prepared.model)).precision == "fp32"
     assert trt["trt_profile_max_shapes"] == "frames:4x1920x1920x3"
     assert prepared.engine_cache == tmp_path / "tensorrt" / model_digest(prepared.model)
+    assert prepared.engine_cache.is_dir()  # TensorRT makes only the last level itself
+    assert "trt_cuda_graph_enable" not in trt
     exact = prepare_for_gpu(demo_model_path(), TRT_NAMES, "fp32", GpuOptions(), 0)
     assert not exact.providers[0][1]["trt_fp16_enable"] and exact.precision == "fp32"
+
+
+def test_cuda_graphs_with_tensorrt_first_go_to_tensorrt(monkeypatch: pytest.MonkeyPatch,
+                                                        tmp_path: Path) -> None:
+    """onnxruntime fails a session whose CUDA graph does not hold every node, which is the case
+    when TensorRT takes the graph: TensorRT gets its own CUDA-graph option instead."""
+    monkeypatch.setenv("CYCLEGAN_CACHE_DIR", str(tmp_path))
+    prepared = prepare_for_gpu(demo_model_path(), TRT_NAMES, "auto", GpuOptions(cuda_graph=True))
+    (_, trt), (_, cuda), _ = prepared.providers
+    assert trt["trt_cuda_graph_enable"] is True and "enable_cuda_graph" not in cuda
 
 
 def test_tensorrt_needs_the_toolkit_metadata(float_model: onnx.ModelProto,
@@ -249,22 +269,22 @@ def test_onnxruntime_on_a_gpu_refuses_bf16(monkeypatch: pytest.MonkeyPatch) -> N
         OnnxRuntimeBackend(demo_model_path(), "auto", precision="bf16")
 
 
-def test_translator_runs_a_gpu_prepared_model_where_cuda_falls_back(
+def test_a_gpu_start_that_falls_back_runs_the_file_as_the_cpu_does(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """On a machine without CUDA, a session prepared for CUDA runs on the CPU provider: the
-    Translator then feeds the uint8 frames the prepared graph takes, and its output stays
-    within the fp16 floor of the CPU's own."""
-    monkeypatch.setattr(backends, "resolve_providers", lambda *a, **k: list(CUDA_NAMES))
+    """Where CUDA is listed but cannot start, the model prepared for it (fp16, uint8 IO) is not
+    what runs: the session is prepared again for the CPU, so the output, the precision and the
+    IO are a plain CPU run's."""
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("CUDA is present: the gpu-marked tests cover it")
-    with pytest.warns(UserWarning):
-        prepared = Translator(demo_model_path(), providers="auto")
-    assert prepared.metadata.io == "uint8" and prepared.precision == "fp16"
-    assert "fp16, uint8 IO" in repr(prepared)
+    monkeypatch.setattr(backends, "resolve_providers", lambda *a, **k: list(CUDA_NAMES))
+    with pytest.warns(UserWarning, match="CUDAExecutionProvider could not be initialised"):
+        fallen = Translator(demo_model_path(), providers="auto")
+    assert (fallen.providers[0], fallen.precision, fallen.metadata.io) == \
+        ("CPUExecutionProvider", "fp32", "float")
     monkeypatch.undo()
     plain = Translator(demo_model_path(), providers="cpu")
     image = bgr_images(1, 50, 70)[0]
-    assert psnr(plain(image), prepared(image), 255.0) >= 45.0
+    np.testing.assert_array_equal(fallen(image), plain(image))
 
 
 def test_a_corrupt_model_prepared_for_a_gpu_is_one_clear_error(

@@ -174,6 +174,28 @@ def test_folder_keeps_two_batches_in_flight_off_the_cpu(model: Path, tmp_path: P
                                           plain(image))
 
 
+def test_a_source_waiting_for_each_result_is_served_with_batches_in_flight() -> None:
+    """A source whose next frame depends on the last result (a feedback loop, or a camera read
+    only when the display is free) must get each result before it gives another frame."""
+    slow = SlowTranslator()
+    results: list[np.ndarray] = []
+
+    def feedback() -> Iterator[np.ndarray]:
+        frame = frames(1)[0]
+        for _ in range(3):
+            yield frame
+            deadline = time.monotonic() + 10
+            while len(results) < 1 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert results, "no result while the source waited for it"
+            frame = results.pop()
+
+    for _, out in pipelined(slow, feedback(), lambda image: image,  # type: ignore[arg-type]
+                            in_flight=2):
+        results.append(out)
+    assert not decode_threads()
+
+
 @pytest.mark.parametrize("in_flight", [1, 2])
 def test_early_exit_closes_the_source_and_stops_the_thread(translator: Translator,
                                                            in_flight: int) -> None:

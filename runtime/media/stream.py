@@ -32,6 +32,11 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 _POLL_S = 0.1  # blocking queue operations wake this often to check for a stop
+# While a batch is in flight, waiting for input wakes this often to see whether it is done: a
+# finished frame is yielded at once, not after the next batch has been read (a source that
+# waits for a result before giving its next frame would otherwise never get one).
+_IN_FLIGHT_POLL_S = 0.005
+_WAITING = object()  # get(): a result is ready while no input had come
 
 
 class StreamError(InputError):
@@ -126,18 +131,25 @@ def pipelined(translator: Translator, items: Iterable[T], image_of: Callable[[T]
             return
         put(_Ended())
 
-    def get() -> Any:
+    def get(ready: Callable[[], bool] | None = None) -> Any:
+        """The next item; :data:`_WAITING` as soon as ``ready()`` holds while none has come."""
         while True:
             try:
-                return buffer.get(timeout=_POLL_S)
+                return buffer.get(timeout=_POLL_S if ready is None else _IN_FLIGHT_POLL_S)
             except queue.Empty:
+                if ready is not None and ready():
+                    return _WAITING
                 if not thread.is_alive() and buffer.empty():
                     return _Ended(RuntimeError("the reader thread ended without a word"))
 
-    def next_batch() -> tuple[list[T], _Ended[T] | None]:
+    def next_batch(ready: Callable[[], bool] | None) -> tuple[list[T], _Ended[T] | None]:
+        """Up to ``size`` items (fewer when the source ends, or when ``ready()`` holds while
+        waiting for one) and the end marker, if reached."""
         batch: list[T] = []
         while len(batch) < size:
-            item = get()
+            item = get(ready)
+            if item is _WAITING:
+                return batch, None
             if isinstance(item, _Ended):
                 return batch, item
             batch.append(item)
@@ -157,9 +169,12 @@ def pipelined(translator: Translator, items: Iterable[T], image_of: Callable[[T]
         ended: _Ended[T] | None = None
         while True:
             while ended is None and len(pending) < depth:
-                batch, ended = next_batch()
+                oldest_done = pending[0][1].done if pending else None
+                batch, ended = next_batch(oldest_done)
                 if batch:
                     pending.append((batch, submit(workers, depth, translate, batch)))
+                if oldest_done is not None and oldest_done():
+                    break  # yield the finished frames before waiting for more input
             if not pending:
                 break
             batch, future = pending.popleft()

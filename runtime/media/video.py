@@ -102,7 +102,8 @@ def codec_threads(model_on_cpu: bool = True) -> int:
         usable = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         usable = os.cpu_count() or 1
-    return max(1, usable // 4) if model_on_cpu else usable
+    # Off the CPU at most 16: FFmpeg warns above that, and each frame thread holds a frame.
+    return max(1, usable // 4) if model_on_cpu else min(usable, 16)
 
 
 def _set_threads(context: av.codec.context.CodecContext, model_on_cpu: bool) -> None:
