@@ -18,7 +18,7 @@ from cyclegan_export import export_onnx
 from runtime import Translator
 from runtime.cli import main as run_cli
 from runtime.media.outputs import plan_outputs
-from runtime.media.pipeline import translate_files
+from runtime.media.pipeline import image_io_threads, translate_files
 from runtime.media.sources import expand_inputs
 from runtime.media.stream import StreamError, pipelined
 from runtime.media.video import AtomicVideoWriter
@@ -162,6 +162,7 @@ def test_folder_keeps_two_batches_in_flight_off_the_cpu(model: Path, tmp_path: P
     accelerator = AcceleratorStandIn(stand_in.backend)
     stand_in.backend = accelerator  # type: ignore[assignment]
     assert stand_in.in_flight == 2
+    assert image_io_threads(True) == 2 and 2 <= image_io_threads(False) <= 8
     plan = plan_outputs(expand_inputs([str(folder)]).files, tmp_path / "out")
     summary = translate_files(stand_in, plan, batch_size=2)
     assert accelerator.most == 2
