@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from runtime.metadata import MetadataError, ModelMetadata, read_metadata
+from runtime.reasons import first_line
 
 if TYPE_CHECKING:
     from runtime.gpu import BoundSession, GpuOptions
@@ -241,14 +242,14 @@ class OnnxRuntimeBackend:
                 raise BackendError(str(exc)) from None
             except Exception as exc:  # noqa: BLE001 - unreadable file: protobuf, OSError...
                 raise BackendError(f"{self.model_path}: onnxruntime cannot load it (not a "
-                                   f"readable ONNX model: {_first_line(exc)})") from None
+                                   f"readable ONNX model: {first_line(exc)})") from None
             source, provider_list = prepared.model, prepared.providers
             precision_run, self._trt_engines = prepared.precision, prepared.engine_cache
         try:
             self.session = ort.InferenceSession(source, self._options, providers=provider_list)
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
             raise BackendError(f"{self.model_path}: onnxruntime cannot load it "
-                               f"({_first_line(exc)})") from None
+                               f"({first_line(exc)})") from None
         return precision_run
 
     def _note_tensorrt_build(self, gpu: GpuOptions) -> None:
@@ -271,7 +272,7 @@ class OnnxRuntimeBackend:
                 self.run(np.zeros(shape, dtype))
             except Exception as exc:  # noqa: BLE001 - onnxruntime's own types (Fail, EPFail)
                 raise BackendError(f"{self.model_path}: TensorRT could not build its engine "
-                                   f"({_first_line(exc)}); --providers cuda runs without "
+                                   f"({first_line(exc)}); --providers cuda runs without "
                                    "it") from None
         if building:
             self.notes.append(f"TensorRT: built an engine for {self.model_path.name} in "
@@ -292,10 +293,6 @@ class OnnxRuntimeBackend:
             return self._bound.run(batch)
         return self.session.run([self.output_name], {self.input_name: batch})[0]
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _session_metadata(props: Mapping[str, str], path: Path) -> ModelMetadata | None:

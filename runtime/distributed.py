@@ -49,6 +49,7 @@ from runtime.media.pipeline import (
 )
 from runtime.media.sinks import remove_stale_parts
 from runtime.media.sources import InputError, expand_inputs
+from runtime.reasons import typed_first_line
 
 INSTALL_HINT = 'pip install "cyclegan-toolkit[ray]"'
 CHUNK_SIZE = 16       # images per task: amortises a task's round trip (~ms) over ~1 s of work
@@ -155,7 +156,7 @@ class TranslationWorker:
                                          backend=settings.backend, max_side=settings.max_side,
                                          precision=settings.precision)
         except Exception as exc:  # noqa: BLE001 - reported once by the driver, exit 2
-            self.error = _first_line(exc)
+            self.error = typed_first_line(exc)
 
     def ready(self) -> tuple[int, str | None, str]:
         """(pid, the model's load error or None, the translator's description)."""
@@ -175,7 +176,7 @@ class TranslationWorker:
                 raise RuntimeError(self.error or "no model")
             self._translate(jobs, summary, progress)
         except Exception as exc:  # noqa: BLE001 - fails what this task had not finished
-            summary.failed.append(InputError("", f"worker error ({_first_line(exc)})"))
+            summary.failed.append(InputError("", f"worker error ({typed_first_line(exc)})"))
         by_target = {str(job.target): index for index, job in batch}
         by_source: dict[str, list[int]] = defaultdict(list)
         for index, job in batch:
@@ -310,7 +311,7 @@ def _connect(ray: Any, address: str | None, worker_logs: bool) -> bool:
                  logging_level=logging.ERROR, log_to_driver=worker_logs)
     except Exception as exc:  # noqa: BLE001 - connection refused, bad address, ...
         where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
-        raise DistributedError(f"cannot start or reach {where} ({_first_line(exc)})") from None
+        raise DistributedError(f"cannot start or reach {where} ({typed_first_line(exc)})") from None
     return True
 
 
@@ -486,9 +487,5 @@ def _lost(ray: Any, exc: BaseException) -> str:
     if isinstance(exc, ray.exceptions.RayActorError):
         return (f"the worker process died {TASK_RETRIES + 1} times while translating it "
                 "(out of memory, or a crash in a decoder?)")
-    return f"worker error ({_first_line(exc)})"
+    return f"worker error ({typed_first_line(exc)})"
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__

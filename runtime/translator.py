@@ -23,6 +23,7 @@ from runtime.gpu import TRT_DEFAULT_MAX_SIDE, GpuOptions
 from runtime.memory import HEADROOM, available_bytes, check_fits, frame_bytes
 from runtime.metadata import ModelMetadata, read_metadata
 from runtime.metrics import psnr
+from runtime.reasons import first_line
 from runtime.synthetic import natural_images
 from runtime.transforms import (
     crop_to,
@@ -157,7 +158,7 @@ class Translator:
                 got = candidate.run(feed)
                 seconds = _time_backend(candidate, feed)
             except Exception as exc:  # noqa: BLE001 - cv2.error, OpenVINO errors: skip it
-                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc)
+                reason = first_line(exc)
                 self.selection.append(f"{name}: not usable ({reason})")
                 continue
             try:

@@ -19,6 +19,7 @@ import numpy as np
 from runtime.backends import available_providers
 from runtime.bench.engines import run_in_fresh_process
 from runtime.bench.report import MachineInfo
+from runtime.cpu import usable_cores
 
 # The CPU features the engines' kernels dispatch on (x86 vector/matrix units, Arm SIMD).
 CPU_FLAG_PATTERN = re.compile(r"^(avx\w*|fma|f16c|amx\w*|asimd\w*|sve\w*|i8mm|bf16)$")
@@ -65,10 +66,7 @@ def machine_info(gemm_size: int = 2048, isolate: bool = True,
     pool is already sized and ``gemm_threads`` is not applied (then recorded as None).
     """
     cpu, flags = _cpu_description()
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        usable = os.cpu_count() or 1
+    usable = usable_cores()
     rate = None
     if gemm_size > 0 and isolate:
         env = {name: str(gemm_threads) for name in BLAS_THREAD_VARIABLES} if gemm_threads else {}

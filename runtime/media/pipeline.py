@@ -7,7 +7,6 @@ I/O. Failures are collected with their reasons; they never stop the run.
 
 from __future__ import annotations
 
-import os
 import queue
 import threading
 import time
@@ -21,6 +20,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from runtime.cpu import usable_cores
 from runtime.media.outputs import Job, OutputPlan
 from runtime.media.sinks import (
     OutputWriteError,
@@ -32,6 +32,7 @@ from runtime.media.sinks import (
 from runtime.media.sources import InputError, read_animation, read_image
 from runtime.media.stream import StreamError, pipelined, submit
 from runtime.media.video import AtomicVideoWriter, DecodedFrame, VideoReader, probe_video
+from runtime.reasons import typed_first_line
 from runtime.translator import Translator
 
 T = TypeVar("T")
@@ -179,7 +180,7 @@ class ImagePipeline:
             outputs = translation.result()
         except Exception as exc:  # noqa: BLE001 - e.g. a layout it cannot take, out of memory
             for job, _ in held:
-                summary.failed.append(InputError(job.source, _first_line(exc)))
+                summary.failed.append(InputError(job.source, typed_first_line(exc)))
                 self._progress(1)
             return
         for (job, image), out in zip(held, outputs, strict=True):
@@ -204,7 +205,7 @@ class ImagePipeline:
             return
         except Exception as exc:  # noqa: BLE001 - e.g. a format OpenCV cannot encode
             summary.failed.append(InputError(job.source,
-                                             f"cannot write output ({_first_line(exc)})"))
+                                             f"cannot write output ({typed_first_line(exc)})"))
         progress(1)
 
 
@@ -216,16 +217,8 @@ def image_io_threads(model_on_cpu: bool) -> int:
     images/s with 2 threads while the model alone did about 4x that)."""
     if model_on_cpu:
         return 2
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        usable = os.cpu_count() or 2
-    return max(2, min(8, usable // 2))
+    return max(2, min(8, usable_cores() // 2))
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
 def translate_video(translator: Translator, job: Job, plan: OutputPlan, batch_size: int,
@@ -327,7 +320,7 @@ def _write_failure(exc: BaseException) -> str:
     exception class before it)."""
     if isinstance(exc, OutputWriteError):
         return f"cannot write video ({str(exc).strip().splitlines()[0]})"
-    return f"cannot write video ({_first_line(exc)})"
+    return f"cannot write video ({typed_first_line(exc)})"
 
 
 def _rescale(pts: int | None, source: Fraction, target: Fraction) -> int | None:
@@ -398,7 +391,7 @@ def translate_animation(translator: Translator, job: Job, plan: OutputPlan, batc
         summary.failed.append(err)
         return
     except Exception as exc:  # noqa: BLE001 - a model or encoder error fails this input only
-        summary.failed.append(InputError(job.source, _first_line(exc)))
+        summary.failed.append(InputError(job.source, typed_first_line(exc)))
         return
     summary.translated.append(written)
     summary.frames += len(frames)

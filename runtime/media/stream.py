@@ -25,6 +25,7 @@ import numpy as np
 
 from runtime.media.sources import InputError, open_video, video_frames
 from runtime.media.temporal import TemporalStabilizer
+from runtime.reasons import typed_first_line
 
 if TYPE_CHECKING:
     from runtime.translator import Translator
@@ -50,10 +51,6 @@ class _Ended(Generic[T]):
     def __init__(self, error: BaseException | None = None) -> None:
         self.error = error
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
 def open_source(source: Any, *, model_on_cpu: bool = True,
@@ -181,7 +178,7 @@ def pipelined(translator: Translator, items: Iterable[T], image_of: Callable[[T]
             try:
                 outputs = future.result()
             except Exception as exc:  # noqa: BLE001 - re-raised naming the source
-                raise StreamError(name, f"translation failed ({_first_line(exc)})") from exc
+                raise StreamError(name, f"translation failed ({typed_first_line(exc)})") from exc
             for item, out in zip(batch, outputs, strict=True):
                 if stabilizer is not None:
                     out = stabilizer(image_of(item), out)
@@ -191,7 +188,7 @@ def pipelined(translator: Translator, items: Iterable[T], image_of: Callable[[T]
             error = ended.error
             if isinstance(error, InputError):
                 raise StreamError(error.path, error.reason) from error
-            raise StreamError(name, f"cannot read ({_first_line(error)})") from error
+            raise StreamError(name, f"cannot read ({typed_first_line(error)})") from error
     finally:
         stop.set()
         for _, future in pending:

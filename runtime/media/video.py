@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 from av.video.reformatter import ColorRange, Colorspace, Interpolation
 
+from runtime.cpu import usable_cores
 from runtime.media.sinks import (
     VIDEO_CONTAINERS,
     VIDEO_WRITE_EXTENSIONS,
@@ -98,10 +99,7 @@ def codec_threads(model_on_cpu: bool = True) -> int:
     frame on one core of this machine, more than decoding (5-6 ms) and the runtime's own work
     together (see the README's pipeline ceiling).
     """
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        usable = os.cpu_count() or 1
+    usable = usable_cores()
     # Off the CPU at most 16: FFmpeg warns above that, and each frame thread holds a frame.
     return max(1, usable // 4) if model_on_cpu else min(usable, 16)
 
