@@ -347,25 +347,34 @@ class Translator:
         return Image.fromarray(result)  # RGB or RGBA, from the shape
 
     # ---- internals ---------------------------------------------------------------------------
+    def working_size(self, height: int, width: int) -> tuple[int, int]:
+        """``(H, W)`` at which a ``height`` x ``width`` frame goes through the model, before
+        padding: scaled to ``max_side`` (and to TensorRT's shape profile) keeping the aspect
+        ratio, or to fit a fixed-size model; the frame's own size otherwise."""
+        meta = self.metadata
+        if meta.static_size is not None:
+            # Fit inside the fixed size keeping the aspect ratio; the rest is reflect padding.
+            scale = min(meta.static_size[0] / height, meta.static_size[1] / width)
+            return (min(max(1, round(height * scale)), meta.static_size[0]),
+                    min(max(1, round(width * scale)), meta.static_size[1]))
+        limit = self.max_side
+        if self._tensorrt:
+            # Larger frames than TensorRT's shape profile takes run at its largest side.
+            limit = min(limit or self._gpu.trt_max_side, self._gpu.trt_max_side)
+        if not limit or max(height, width) <= limit:
+            return height, width
+        scale = limit / max(height, width)
+        return max(1, round(height * scale)), max(1, round(width * scale))
+
     def _translate_same_size(self, batch: np.ndarray, color_order: str) -> np.ndarray:
         """``(N, H, W, 3)`` uint8 -> same shape, handling working size, padding and batching."""
         height, width = batch.shape[1:3]
         meta = self.metadata
         work = batch
-        limit = self.max_side
-        if self._tensorrt and meta.static_size is None:
-            # Larger frames than TensorRT's shape profile takes run at its largest side.
-            limit = min(limit or self._gpu.trt_max_side, self._gpu.trt_max_side)
-        if meta.static_size is not None:
-            # Fit inside the fixed size keeping the aspect ratio; the rest is reflect padding.
-            scale = min(meta.static_size[0] / height, meta.static_size[1] / width)
-        else:
-            scale = limit / max(height, width) if limit and max(height, width) > limit else 1.0
-        target = (max(1, round(height * scale)), max(1, round(width * scale)))
-        if meta.static_size is not None:
-            target = (min(target[0], meta.static_size[0]), min(target[1], meta.static_size[1]))
+        target = self.working_size(height, width)
         if target != (height, width):
-            interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
+            shrink = target[0] * target[1] < height * width
+            interpolation = cv2.INTER_AREA if shrink else cv2.INTER_CUBIC
             work = np.stack([cv2.resize(img, (target[1], target[0]), interpolation=interpolation)
                              for img in batch])
         if meta.static_size is not None:

@@ -197,7 +197,8 @@ def run_live(translator: Translator, source: str = "0", *, display: bool = True,
                                     max(meta.min_size, meta.size_multiple))
             if sizer is not None:
                 translator.max_side = sizer.max_side
-                stats.working_size = _working_size(frame, sizer.max_side)
+                work_height, work_width = translator.working_size(*frame.shape[:2])
+                stats.working_size = (work_width, work_height)
             t0 = time.perf_counter()
             translated = translator.translate(frame)
             stats.model_seconds += time.perf_counter() - t0
@@ -267,15 +268,6 @@ def run_live(translator: Translator, source: str = "0", *, display: bool = True,
         raise LiveError(grabber.error)
     stats.error = grabber.error
     return stats
-
-
-def _working_size(frame: np.ndarray, max_side: int | None) -> tuple[int, int]:
-    """(W, H) the translator works at for ``frame`` under ``max_side`` (as it rounds)."""
-    height, width = frame.shape[:2]
-    if max_side is None or max(height, width) <= max_side:
-        return width, height
-    scale = max_side / max(height, width)
-    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 RECORD_RATE_FRAMES = 10  # frames measured before the recording's frame rate is fixed
