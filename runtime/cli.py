@@ -8,6 +8,7 @@ and Ctrl-C during them is one line (:class:`runtime.console.InterruptibleCommand
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 import warnings
@@ -30,14 +31,32 @@ def _fail(message: str, debug: bool, exc: BaseException | None = None) -> NoRetu
     sys.exit(EXIT_USAGE)
 
 
-def _rate_label(started: float) -> Any:
-    done = [0]
+class _Progress:
+    """The ``translating`` progress bar on stderr, with items per second since :meth:`start`
+    (count, rate, ETA). ``start`` opens it; ``update`` before that only counts."""
 
-    def show(_: Any) -> str:
-        elapsed = time.perf_counter() - started
-        return f"{done[0] / elapsed:.1f}/s" if elapsed > 0 and done[0] else ""
+    def __init__(self, total: int, quiet: bool) -> None:
+        self.total, self.quiet = total, quiet
+        self.done = 0
+        self.started = time.perf_counter()
+        self.bar: Any = None
 
-    return done, show
+    def rate(self, _: Any) -> str:
+        elapsed = time.perf_counter() - self.started
+        return f"{self.done / elapsed:.1f}/s" if elapsed > 0 and self.done else ""
+
+    def start(self, stack: contextlib.ExitStack, already: int = 0) -> None:
+        """Open the bar in ``stack`` with ``already`` items done (not counted in the rate)."""
+        self.started = time.perf_counter()
+        self.bar = stack.enter_context(click.progressbar(
+            length=self.total, label="translating", show_eta=True, show_pos=True,
+            item_show_func=self.rate, file=sys.stderr, hidden=self.quiet))
+        self.bar.update(already)
+
+    def update(self, count: int) -> None:
+        self.done += count
+        if self.bar is not None:
+            self.bar.update(count)
 
 
 AUTO_BATCH = 0  # --batch-size auto, resolved once the model is loaded (with --ray: 1)
@@ -319,17 +338,12 @@ def _run_files(translator: Any, plan: Any, found: Any, batch_size: int, side: bo
                quiet: bool, codec: str | None, crf: int | None, temporal: bool) -> None:
     from runtime.media.pipeline import count_work, translate_files
 
-    total = count_work(plan.jobs) + len(plan.skipped)
-    started = time.perf_counter()
-    done, rate = _rate_label(started)
-    with click.progressbar(length=total, label="translating", show_eta=True, show_pos=True,
-                           item_show_func=rate, file=sys.stderr, hidden=quiet) as bar:
-        def progress(count: int) -> None:
-            done[0] += count
-            bar.update(count)
-
+    progress = _Progress(count_work(plan.jobs) + len(plan.skipped), quiet)
+    with contextlib.ExitStack() as stack:
+        progress.start(stack)
         summary = translate_files(translator, plan, batch_size=batch_size, side=side,
-                                  progress=progress, codec=codec, crf=crf, temporal=temporal)
+                                  progress=progress.update, codec=codec, crf=crf,
+                                  temporal=temporal)
     _report(summary, found)
 
 
@@ -376,8 +390,6 @@ def _check_ray_options(address: str | None, workers: int | None, gpus_per_worker
 def _run_ray(model: Path, plan: Any, found: Any, settings: Any, address: str,
              workers: int | None, gpus_per_worker: float, quiet: bool, debug: bool) -> None:
     """The files of ``plan`` on a Ray cluster: the local run's progress bar and summary."""
-    import contextlib
-
     from runtime.distributed import DistributedError, translate_plan
     from runtime.media.pipeline import count_work
     from runtime.metadata import MetadataError, read_metadata
@@ -386,34 +398,17 @@ def _run_ray(model: Path, plan: Any, found: Any, settings: Any, address: str,
         read_metadata(model)  # a wrong model is one line here, not one per worker
     except MetadataError as exc:
         _fail(str(exc), debug, exc)
-    total = count_work(plan.jobs) + len(plan.skipped)
-    bars: list[Any] = []
-    done = [0]
-    started = [time.perf_counter()]
-
-    def rate(_: Any) -> str:
-        elapsed = time.perf_counter() - started[0]
-        return f"{done[0] / elapsed:.1f}/s" if elapsed > 0 and done[0] else ""
-
+    progress = _Progress(count_work(plan.jobs) + len(plan.skipped), quiet)
     with contextlib.ExitStack() as stack:
         def ready(line: str) -> None:  # the bar starts once the workers have the model
             click.echo(line, err=True)
-            started[0] = time.perf_counter()
-            bars.append(stack.enter_context(click.progressbar(
-                length=total, label="translating", show_eta=True, show_pos=True,
-                item_show_func=rate, file=sys.stderr, hidden=quiet)))
-            bars[0].update(len(plan.skipped))
-
-        def progress(count: int) -> None:
-            done[0] += count
-            if bars:
-                bars[0].update(count)
+            progress.start(stack, already=len(plan.skipped))
 
         try:
             summary = translate_plan(model, plan, settings,
                                      address=None if address == "local" else address,
                                      workers=workers, gpus_per_worker=gpus_per_worker,
-                                     progress=progress, ready=ready, worker_logs=debug)
+                                     progress=progress.update, ready=ready, worker_logs=debug)
         except DistributedError as exc:
             _fail(str(exc), debug, exc)
     _report(summary, found)
