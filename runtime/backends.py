@@ -261,12 +261,11 @@ class OnnxRuntimeBackend:
         building = not cached_engines(self._trt_engines)
         started = time.perf_counter()
         if self.metadata is not None:
-            from runtime.gpu import tensorrt_profile
+            from runtime.gpu import profile_shapes
 
             # One call at the profile's optimal shape builds the engine now, not mid-stream.
-            opt = tensorrt_profile(self.metadata, self.input_name, max_batch=gpu.max_batch,
-                                   max_side=gpu.trt_max_side)["trt_profile_opt_shapes"]
-            shape = tuple(int(n) for n in opt.rsplit(":", 1)[1].split("x"))
+            shape = profile_shapes(self.metadata, max_batch=gpu.max_batch,
+                                   max_side=gpu.trt_max_side)["opt"]
             dtype = np.uint8 if self.metadata.io == "uint8" else np.float32
             try:
                 self.run(np.zeros(shape, dtype))

@@ -69,15 +69,14 @@ def model_digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
-def _shape(batch: int, height: int, width: int, meta: ModelMetadata) -> str:
-    if meta.io == "uint8":
-        return f"{batch}x{height}x{width}x3"
-    return f"{batch}x3x{height}x{width}"
+def _shape(batch: int, height: int, width: int, meta: ModelMetadata) -> tuple[int, ...]:
+    return (batch, height, width, 3) if meta.io == "uint8" else (batch, 3, height, width)
 
 
-def tensorrt_profile(meta: ModelMetadata, input_name: str, *, max_batch: int,
-                     max_side: int = TRT_DEFAULT_MAX_SIDE) -> dict[str, str]:
-    """The ``trt_profile_{min,opt,max}_shapes`` options for ``meta``'s input.
+def profile_shapes(meta: ModelMetadata, *, max_batch: int,
+                   max_side: int = TRT_DEFAULT_MAX_SIDE) -> dict[str, tuple[int, ...]]:
+    """The smallest, optimal and largest input shapes (``"min"``, ``"opt"``, ``"max"``) of
+    TensorRT's profile for ``meta``'s input, in its layout.
 
     A fixed-size model gets its one shape. Otherwise: smallest: one frame of the model's
     minimum size; optimal: one frame of its training crop (256 when unknown); largest:
@@ -85,11 +84,8 @@ def tensorrt_profile(meta: ModelMetadata, input_name: str, *, max_batch: int,
     """
     fixed_batch = meta.batch
     if meta.static_size is not None:
-        height, width = meta.static_size
-        batch = fixed_batch or 1
-        shape = f"{input_name}:{_shape(batch, height, width, meta)}"
-        return {"trt_profile_min_shapes": shape, "trt_profile_opt_shapes": shape,
-                "trt_profile_max_shapes": shape}
+        shape = _shape(fixed_batch or 1, *meta.static_size, meta)
+        return {"min": shape, "opt": shape, "max": shape}
     step = meta.size_multiple
 
     def rounded(side: int) -> int:
@@ -99,11 +95,17 @@ def tensorrt_profile(meta: ModelMetadata, input_name: str, *, max_batch: int,
     opt = rounded(meta.crop_size or 256)
     high = max(opt, rounded(max_side))
     small, large = (fixed_batch, fixed_batch) if fixed_batch else (1, max(1, max_batch))
-    return {
-        "trt_profile_min_shapes": f"{input_name}:{_shape(small, low, low, meta)}",
-        "trt_profile_opt_shapes": f"{input_name}:{_shape(small, opt, opt, meta)}",
-        "trt_profile_max_shapes": f"{input_name}:{_shape(large, high, high, meta)}",
-    }
+    return {"min": _shape(small, low, low, meta), "opt": _shape(small, opt, opt, meta),
+            "max": _shape(large, high, high, meta)}
+
+
+def tensorrt_profile(meta: ModelMetadata, input_name: str, *, max_batch: int,
+                     max_side: int = TRT_DEFAULT_MAX_SIDE) -> dict[str, str]:
+    """The ``trt_profile_{min,opt,max}_shapes`` options for ``meta``'s input
+    (:func:`profile_shapes`, as ``"input:1x3x256x256"``)."""
+    shapes = profile_shapes(meta, max_batch=max_batch, max_side=max_side)
+    return {f"trt_profile_{kind}_shapes": f"{input_name}:{'x'.join(map(str, shape))}"
+            for kind, shape in shapes.items()}
 
 
 def tensorrt_options(meta: ModelMetadata, input_name: str, digest: str, *, device_id: int,
