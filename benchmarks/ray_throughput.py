@@ -36,7 +36,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import re
 import shutil
 import statistics
@@ -148,17 +147,11 @@ def machine() -> dict[str, Any]:
     import onnxruntime
     import ray
 
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores_usable": len(os.sched_getaffinity(0)),
-            "python": platform.python_version(), "ray": ray.__version__,
-            "onnxruntime": onnxruntime.__version__}
+    from runtime.bench.machine import machine_info
+
+    info = machine_info(gemm_size=0)  # the CPU's name and usable cores, as cyclegan-bench reads
+    return {"cpu": info.cpu, "cores_usable": info.cores_usable, "python": info.python,
+            "ray": ray.__version__, "onnxruntime": onnxruntime.__version__}
 
 
 def spread(values: list[float]) -> dict[str, float]:
