@@ -266,13 +266,9 @@ def _student_arch(name: str) -> tuple[str, int]:
 
 
 def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
+    from runtime.bench.machine import machine_info
+
+    return machine_info(gemm_size=0).cpu
 
 
 def _markdown(result: dict) -> str:

@@ -279,10 +279,10 @@ def _finite(value: Any) -> Any:
 
 
 def _write_atomic(path: Path, text: str) -> None:
+    from runtime.media.sinks import write_bytes_atomic
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 # ---- measuring ------------------------------------------------------------------------------

@@ -288,10 +288,10 @@ def machine_tag(device: torch.device) -> tuple[str, dict[str, Any]]:
 
 
 def save_atomic(data: dict[str, Any], path: Path) -> None:
+    from runtime.media.sinks import write_bytes_atomic
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
+    write_bytes_atomic(path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
 
 
 def main(argv: list[str] | None = None) -> int:
