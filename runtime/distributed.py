@@ -40,13 +40,7 @@ from typing import Any
 
 from runtime.media.manifest import OutputManifest
 from runtime.media.outputs import Job, OutputPlan, names_a_file, plan_outputs
-from runtime.media.pipeline import (
-    ImagePipeline,
-    Progress,
-    RunSummary,
-    translate_animation,
-    translate_video,
-)
+from runtime.media.pipeline import Progress, RunSummary, translate_jobs
 from runtime.media.sinks import remove_stale_parts
 from runtime.media.sources import InputError, expand_inputs
 from runtime.reasons import typed_first_line
@@ -174,7 +168,10 @@ class TranslationWorker:
         try:
             if self.translator is None:
                 raise RuntimeError(self.error or "no model")
-            self._translate(jobs, summary, progress)
+            s = self.settings
+            translate_jobs(self.translator, self.plan, jobs, summary, progress,
+                           batch_size=s.batch_size, side=s.side, codec=s.codec, crf=s.crf,
+                           temporal=s.temporal)
         except Exception as exc:  # noqa: BLE001 - fails what this task had not finished
             summary.failed.append(InputError("", f"worker error ({typed_first_line(exc)})"))
         by_target = {str(job.target): index for index, job in batch}
@@ -201,20 +198,6 @@ class TranslationWorker:
         result.warnings, result.notes = summary.warnings, summary.notes
         return result
 
-    def _translate(self, jobs: list[Job], summary: RunSummary, progress: Progress) -> None:
-        """The local pipeline's functions, dispatched as :func:`translate_files` does."""
-        s = replace(self.settings, batch_size=max(1, self.settings.batch_size))
-        images = [job for job in jobs if job.kind == "image"]
-        if images:
-            ImagePipeline(self.translator, self.plan, s.batch_size, s.side).run(
-                images, summary, progress)
-        for job in jobs:
-            if job.kind == "video":
-                translate_video(self.translator, job, self.plan, s.batch_size, s.side, progress,
-                                summary, codec=s.codec, crf=s.crf, temporal=s.temporal)
-            elif job.kind != "image":
-                translate_animation(self.translator, job, self.plan, s.batch_size, s.side,
-                                    progress, summary)
 
 
 def translate(model: str | Path, inputs: list[str] | str, output: str | Path, *,

@@ -432,19 +432,31 @@ def translate_files(translator: Translator, plan: OutputPlan, *, batch_size: int
     progress = progress or (lambda n: None)
     summary.removed_parts = remove_stale_parts(plan.folders, recursive=not plan.single)
     started = time.perf_counter()
-    images = [job for job in plan.jobs if job.kind == "image"]
-    others = [job for job in plan.jobs if job.kind != "image"]
     try:
-        ImagePipeline(translator, plan, batch_size, side).run(images, summary, progress)
-        if not summary.interrupted:
-            for job in others:
-                if job.kind == "video":
-                    translate_video(translator, job, plan, batch_size, side, progress, summary,
-                                    codec=codec, crf=crf, temporal=temporal)
-                else:
-                    translate_animation(translator, job, plan, batch_size, side, progress,
-                                        summary)
+        translate_jobs(translator, plan, plan.jobs, summary, progress, batch_size=batch_size,
+                       side=side, codec=codec, crf=crf, temporal=temporal)
     except KeyboardInterrupt:
         summary.interrupted = True
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def translate_jobs(translator: Translator, plan: OutputPlan, jobs: list[Job],
+                   summary: RunSummary, progress: Progress, *, batch_size: int = 1,
+                   side: bool = False, codec: str | None = None, crf: int | None = None,
+                   temporal: bool = False) -> None:
+    """Translate ``jobs`` of ``plan`` into ``summary``: the images through one
+    :class:`ImagePipeline`, then each video and animation; stops after the images when they
+    were interrupted. What :func:`translate_files` and a Ray worker's task both run."""
+    batch_size = max(1, batch_size)
+    images = [job for job in jobs if job.kind == "image"]
+    if images:
+        ImagePipeline(translator, plan, batch_size, side).run(images, summary, progress)
+    if summary.interrupted:
+        return
+    for job in jobs:
+        if job.kind == "video":
+            translate_video(translator, job, plan, batch_size, side, progress, summary,
+                            codec=codec, crf=crf, temporal=temporal)
+        elif job.kind != "image":
+            translate_animation(translator, job, plan, batch_size, side, progress, summary)
