@@ -120,6 +120,9 @@ def _batch_size_option(ctx: click.Context, param: click.Parameter, value: str) -
 @click.option("--crf", type=int, help="Video quality (lower is better): CRF for h264/h265 "
               "(0-51, default 20/24), vp9/av1 (0-63, default 32/35); JPEG quantiser for mjpeg "
               "(2-31, default 3).")
+@click.option("--preset", metavar="NAME", help="Video encoder speed: h264/h265 ultrafast, "
+              "superfast, veryfast (default), faster, ... veryslow; av1 13 (fastest) to 0 "
+              "(default 10). Faster presets make bigger files at the same --crf.")
 @click.option("--temporal", is_flag=True, help="Videos and live mode: steady the translation "
               "over time (flow-guided blending of the previous output), against flicker.")
 @click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None,
@@ -140,8 +143,9 @@ def main(model: str | None, inputs: tuple[str, ...], demo: bool, output: Path | 
          batch_size: int, providers: str, backend: str | None, target_fps: float,
          precision: str, device_id: int, cuda_graph: bool,
          threads: int | None, max_side: int | None, skip_existing: bool, codec: str | None,
-         crf: int | None, temporal: bool, ray_address: str | None, workers: int | None,
-         gpus_per_worker: float, quiet: bool, no_progress: bool, debug: bool) -> None:
+         crf: int | None, preset: str | None, temporal: bool, ray_address: str | None,
+         workers: int | None, gpus_per_worker: float, quiet: bool, no_progress: bool,
+         debug: bool) -> None:
     """Translate INPUTS (images, folders, globs, videos) with MODEL (an exported .onnx).
 
     \b
@@ -181,7 +185,7 @@ def main(model: str | None, inputs: tuple[str, ...], demo: bool, output: Path | 
     if webcam is not None:
         _check_recording(output, webcam, debug)
         if output is not None:
-            _check_codec([output], codec, crf, debug)
+            _check_codec([output], codec, crf, preset, debug)
         if target_fps < 0:
             _fail(f"--target-fps must be >= 0, got {target_fps:g}", debug)
         # Live mode chooses for real time unless told otherwise: the fastest backend within
@@ -192,13 +196,14 @@ def main(model: str | None, inputs: tuple[str, ...], demo: bool, output: Path | 
             click.echo(f"live: backend {translator.providers[0]}, working size adapted to hold "
                        f"{target_fps:g} FPS (--max-side or --target-fps 0 to fix it)", err=True)
         _run_live(translator, webcam, output, no_display, max_frames, reconnects, debug,
-                  codec=codec, crf=crf, temporal=temporal,
+                  codec=codec, crf=crf, preset=preset, temporal=temporal,
                   target_fps=target_fps if max_side is None else 0.0)
         return
     backend = backend or "onnxruntime"
     assert output is not None
     plan, found = _plan(list(inputs), output, skip_existing, debug)
-    _check_codec([job.target for job in plan.jobs if job.kind == "video"], codec, crf, debug)
+    _check_codec([job.target for job in plan.jobs if job.kind == "video"], codec, crf, preset,
+                 debug)
     if ray_address is not None:
         from runtime.distributed import WorkerSettings
 
@@ -206,7 +211,8 @@ def main(model: str | None, inputs: tuple[str, ...], demo: bool, output: Path | 
         settings = WorkerSettings(providers=providers, backend=backend, precision=precision,
                                   max_side=max_side, threads=threads,
                                   batch_size=1 if batch_size == AUTO_BATCH else batch_size,
-                                  side=side_by_side, codec=codec, crf=crf, temporal=temporal)
+                                  side=side_by_side, codec=codec, crf=crf, preset=preset,
+                                  temporal=temporal)
         _run_ray(model_path, plan, found, settings, ray_address, workers, gpus_per_worker,
                  quiet, debug)
         return
@@ -215,7 +221,7 @@ def main(model: str | None, inputs: tuple[str, ...], demo: bool, output: Path | 
     if batch_size == AUTO_BATCH:
         batch_size = _auto_batch_size(translator, plan)
     _run_files(translator, plan, found, batch_size, side_by_side, quiet, codec=codec, crf=crf,
-               temporal=temporal)
+               preset=preset, temporal=temporal)
 
 
 def _auto_batch_size(translator: Any, plan: Any) -> int:
@@ -289,13 +295,15 @@ def _check_recording(output: Path | None, source: str, debug: bool) -> None:
         _fail(f"{output}: exists and was not written by cyclegan-run; choose another -o", debug)
 
 
-def _check_codec(targets: list[Path], codec: str | None, crf: int | None, debug: bool) -> None:
-    """--codec / --crf against every video output, before the model is loaded (exit 2)."""
+def _check_codec(targets: list[Path], codec: str | None, crf: int | None, preset: str | None,
+                 debug: bool) -> None:
+    """--codec / --crf / --preset against every video output, before the model is loaded
+    (exit 2)."""
     from runtime.media.video import VideoCodecError, choose_codec
 
     for target in targets:
         try:
-            choose_codec(target, codec, crf)
+            choose_codec(target, codec, crf, preset)
         except VideoCodecError as exc:
             _fail(str(exc), debug, exc)
 
@@ -316,13 +324,14 @@ def _plan(inputs: list[str], output: Path, skip_existing: bool, debug: bool) -> 
 
 def _run_live(translator: Any, source: str, output: Path | None, no_display: bool,
               max_frames: int | None, reconnects: int, debug: bool, codec: str | None,
-              crf: int | None, temporal: bool, target_fps: float = 0.0) -> None:
+              crf: int | None, preset: str | None, temporal: bool,
+              target_fps: float = 0.0) -> None:
     from runtime.media.live import LiveError, run_live
 
     try:
         stats = run_live(translator, source, display=not no_display, record=output,
                          max_frames=max_frames, reconnects=reconnects, codec=codec, crf=crf,
-                         temporal=temporal, target_fps=target_fps)
+                         preset=preset, temporal=temporal, target_fps=target_fps)
     except LiveError as exc:
         _fail(str(exc), debug, exc)
     except (OSError, ValueError, RuntimeError) as exc:  # e.g. cannot record, inference error
@@ -335,7 +344,8 @@ def _run_live(translator: Any, source: str, output: Path | None, no_display: boo
 
 
 def _run_files(translator: Any, plan: Any, found: Any, batch_size: int, side: bool,
-               quiet: bool, codec: str | None, crf: int | None, temporal: bool) -> None:
+               quiet: bool, codec: str | None, crf: int | None, preset: str | None,
+               temporal: bool) -> None:
     from runtime.media.pipeline import count_work, translate_files
 
     progress = _Progress(count_work(plan.jobs) + len(plan.skipped), quiet)
@@ -343,7 +353,7 @@ def _run_files(translator: Any, plan: Any, found: Any, batch_size: int, side: bo
         progress.start(stack)
         summary = translate_files(translator, plan, batch_size=batch_size, side=side,
                                   progress=progress.update, codec=codec, crf=crf,
-                                  temporal=temporal)
+                                  preset=preset, temporal=temporal)
     _report(summary, found)
 
 

@@ -69,6 +69,7 @@ class WorkerSettings:
     side: bool = False
     codec: str | None = None
     crf: int | None = None
+    preset: str | None = None
     temporal: bool = False
 
 
@@ -171,7 +172,7 @@ class TranslationWorker:
             s = self.settings
             translate_jobs(self.translator, self.plan, jobs, summary, progress,
                            batch_size=s.batch_size, side=s.side, codec=s.codec, crf=s.crf,
-                           temporal=s.temporal)
+                           preset=s.preset, temporal=s.temporal)
         except Exception as exc:  # noqa: BLE001 - fails what this task had not finished
             summary.failed.append(InputError("", f"worker error ({typed_first_line(exc)})"))
         by_target = {str(job.target): index for index, job in batch}
@@ -205,8 +206,9 @@ def translate(model: str | Path, inputs: list[str] | str, output: str | Path, *,
               gpus_per_worker: float = 0.0, batch_size: int = 1, skip_existing: bool = False,
               side: bool = False, providers: str = "auto", backend: str = "onnxruntime",
               precision: str = "auto", max_side: int | None = None, threads: int | None = None,
-              codec: str | None = None, crf: int | None = None, temporal: bool = False,
-              chunk_size: int = CHUNK_SIZE, progress: Progress | None = None) -> RunSummary:
+              codec: str | None = None, crf: int | None = None, preset: str | None = None,
+              temporal: bool = False, chunk_size: int = CHUNK_SIZE,
+              progress: Progress | None = None) -> RunSummary:
     """Translate ``inputs`` (files, folders, globs) into ``output`` on a Ray cluster.
 
     The same inputs, outputs and rules as a local ``cyclegan-run``; raises
@@ -225,7 +227,8 @@ def translate(model: str | Path, inputs: list[str] | str, output: str | Path, *,
     plan.failed = found.errors + plan.failed
     settings = WorkerSettings(providers=providers, backend=backend, precision=precision,
                               max_side=max_side, threads=threads, batch_size=batch_size,
-                              side=side, codec=codec, crf=crf, temporal=temporal)
+                              side=side, codec=codec, crf=crf, preset=preset,
+                              temporal=temporal)
     summary = translate_plan(model, plan, settings, address=address, workers=workers,
                              gpus_per_worker=gpus_per_worker, chunk_size=chunk_size,
                              progress=progress)

@@ -467,7 +467,7 @@ def test_pipeline_ceiling_row_times_the_runtime_without_a_model(
 
     monkeypatch.setattr(NullBackend, "run", counted)
     rows = measure_pipeline_ceiling(models["fp32"], sizes=((24, 32),), frames=4, rounds=2,
-                                    workdir=tmp_path)
+                                    preset="ultrafast", workdir=tmp_path)
     (row,) = rows
     assert (row.height, row.width, row.video_frames) == (24, 32, 4)
     assert row.translate_fps > 0 and row.video_fps > 0
@@ -476,15 +476,27 @@ def test_pipeline_ceiling_row_times_the_runtime_without_a_model(
     assert not list(tmp_path.glob("ceiling_enc_*"))  # the encode-alone files are removed
     with_ceiling = replace(report, ceiling=rows)
     assert "pipeline ceiling 32x24 (no-op backend)" in with_ceiling.summary()
-    assert "H.264 alone: decode" in with_ceiling.summary()
+    assert "H.264 (ultrafast) alone: decode" in with_ceiling.summary()
     assert "pipeline ceiling 32x24" in with_ceiling.markdown()
     assert BenchReport.load_json(with_ceiling.save_json(tmp_path / "c.json")) == with_ceiling
     older = with_ceiling.to_dict()  # a report written before the codec figures existed
     for values in older["pipeline_ceiling"]:
-        for key in ("decode_fps", "encode_fps", "video_cpu_ms"):
+        for key in ("decode_fps", "encode_fps", "video_cpu_ms", "preset"):
             del values[key]
     (old_row,) = BenchReport.from_dict(older).ceiling
-    assert old_row.encode_fps == 0.0 and "H.264 alone" not in old_row.line()
+    assert old_row.encode_fps == 0.0 and "H.264" not in old_row.line()
+    assert old_row.preset == "veryfast"
+
+
+def test_ceiling_preset_is_checked_before_benchmarking(models: dict[str, Path]) -> None:
+    result = CliRunner().invoke(bench_cli, [str(models["fp32"]), "--ceiling", "--preset",
+                                            "warp9"])
+    assert result.exit_code == 2, result.output
+    assert "--preset warp9: h264 takes ultrafast" in result.output
+    assert "Traceback" not in result.output and "onnxruntime" not in result.output
+    result = CliRunner().invoke(bench_cli, [str(models["fp32"]), "--preset", "ultrafast"])
+    assert result.exit_code == 2 and "--preset is for the video rows of --ceiling" in \
+        result.output
 
 
 def test_null_backend_stands_for_an_accelerator(models: dict[str, Path]) -> None:

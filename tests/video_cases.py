@@ -231,10 +231,26 @@ def test_codec_and_crf_options(clips: dict[str, Path], tmp_path: Path) -> None:
     assert stream_facts(tmp_path / "vp9.mp4").codec == "vp9"
 
 
+def test_preset_reaches_the_encoder(clips: dict[str, Path], tmp_path: Path) -> None:
+    # x264 writes its settings into the stream: ultrafast is the preset without CABAC.
+    settings = {}
+    for preset in ("ultrafast", "veryfast"):
+        target = tmp_path / f"{preset}.mp4"
+        result = run(clips["audio.mp4"], "-o", target, "--preset", preset.upper())
+        assert result.exit_code == 0, result.output
+        settings[preset] = target.read_bytes()
+    assert b"cabac=0" in settings["ultrafast"] and b"cabac=1" not in settings["ultrafast"]
+    assert b"cabac=1" in settings["veryfast"]
+    assert choose_codec(Path("x.mkv"), "av1", preset="12")[0].options["preset"] == "12"
+    assert choose_codec(Path("x.mp4"))[0].options["preset"] == "veryfast"
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--codec", "h264"], "a .webm file cannot hold h264 video"),
     (["--codec", "divx"], "--codec divx: unknown"),
     (["--crf", "70"], "--crf 70: vp9 takes 0 (best) to 63"),
+    (["--preset", "fast"], "--preset fast: vp9 has no speed presets (those of av1, h264, h265"),
+    (["--codec", "av1", "--preset", "14"], "--preset 14: av1 takes 13, 12,"),
 ])
 def test_a_codec_the_output_cannot_take_is_refused_up_front(
         clips: dict[str, Path], tmp_path: Path, args: list[str], message: str) -> None:

@@ -93,6 +93,8 @@ def _parse_batches(values: tuple[str, ...]) -> list[int]:
               "peak memory then means nothing).")
 @click.option("--ceiling", is_flag=True, help="Add the pipeline-ceiling rows: the runtime with "
               "a no-op backend at 640x480 and 1280x720 (the CPU side's own frames/s limit).")
+@click.option("--preset", metavar="NAME", help="With --ceiling: the H.264 encoder's speed "
+              "preset for the video rows, as cyclegan-run's --preset (default veryfast).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @click.version_option(package_version(), "--version", prog_name="cyclegan-bench")
@@ -101,8 +103,8 @@ def main(models: tuple[Path, ...], int8_models: tuple[Path, ...], fp16_models: t
          sizes: tuple[str, ...], engines: tuple[str, ...], providers: str | None, warmup: int,
          iterations: int | None, seconds: float | None, threads: int | None, psnr_images: int,
          gemm_size: int, json_path: Path | None, plot_path: Path | None, plot_metric: str,
-         markdown_path: Path | None, no_isolate: bool, ceiling: bool, quiet: bool,
-         debug: bool) -> None:
+         markdown_path: Path | None, no_isolate: bool, ceiling: bool, preset: str | None,
+         quiet: bool, debug: bool) -> None:
     """Benchmark exported MODELS (.onnx) on every engine this machine has.
 
     Latency p50/p90, throughput, effective GFLOP/s (also as a share of the machine's GEMM
@@ -136,6 +138,15 @@ def main(models: tuple[Path, ...], int8_models: tuple[Path, ...], fp16_models: t
         if found != expected:
             click.echo(f"warning: {path} was given as --{expected} but its metadata says "
                        f"{found}; benchmarking it as {found}", err=True)
+    if preset is not None:
+        if not ceiling:
+            raise click.UsageError("--preset is for the video rows of --ceiling")
+        from runtime.media.video import VideoCodecError, choose_codec
+
+        try:  # before minutes of benchmarking, not after
+            choose_codec(Path("ceiling.mp4"), preset=preset)
+        except VideoCodecError as exc:
+            _fail(str(exc), debug, exc)
     if plot_path is not None and importlib.util.find_spec("matplotlib") is None:
         _fail("--plot needs matplotlib (pip install matplotlib)", debug)
     size_pairs = [parse_size(s) for s in _split(sizes) or ["256"]]
@@ -158,7 +169,7 @@ def main(models: tuple[Path, ...], int8_models: tuple[Path, ...], fp16_models: t
             from runtime.bench.e2e import measure_pipeline_ceiling
 
             progress("pipeline ceiling (no-op backend)")
-            report.ceiling = measure_pipeline_ceiling(all_models[0])
+            report.ceiling = measure_pipeline_ceiling(all_models[0], preset=preset)
     except BenchError as exc:
         _fail(str(exc), debug, exc)
     except KeyboardInterrupt:

@@ -284,6 +284,7 @@ class CeilingResult:
     decode_fps: float = 0.0
     encode_fps: float = 0.0
     video_cpu_ms: float = 0.0
+    preset: str = "veryfast"  # the H.264 encoder's (older reports: the default, veryfast)
 
     def line(self) -> str:
         text = (f"pipeline ceiling {self.width}x{self.height} (no-op backend): "
@@ -293,7 +294,7 @@ class CeilingResult:
             text += f", {self.video_cpu_ms:.1f} ms CPU a frame"
         text += ")"
         if self.decode_fps and self.encode_fps:
-            text += (f"; H.264 alone: decode {self.decode_fps:.1f}, encode "
+            text += (f"; H.264 ({self.preset}) alone: decode {self.decode_fps:.1f}, encode "
                      f"{self.encode_fps:.1f} frames/s")
         return text
 

@@ -145,11 +145,12 @@ def run_live(translator: Translator, source: str = "0", *, display: bool = True,
              record: Path | None = None, max_frames: int | None = None,
              snapshot_dir: Path = Path("."), reconnects: int = 5,
              retry_delay: float = 0.5, codec: str | None = None, crf: int | None = None,
-             temporal: bool = False, target_fps: float = 0.0) -> LiveStats:
+             preset: str | None = None, temporal: bool = False,
+             target_fps: float = 0.0) -> LiveStats:
     """Translate a live source until it ends, the user quits, or ``max_frames`` frames.
 
     A dropped stream is reopened up to ``reconnects`` times, waiting ``retry_delay`` seconds
-    times the attempt number before each. ``codec`` / ``crf``: of the recording
+    times the attempt number before each. ``codec`` / ``crf`` / ``preset``: of the recording
     (:func:`runtime.media.video.choose_codec`); ``temporal``: steady the translation over time.
     ``target_fps`` > 0: the working size is chosen and adapted (:class:`WorkingSize`) to hold
     that rate; the translator's ``max_side`` is restored at the end. 0: as ``translator`` is.
@@ -224,7 +225,7 @@ def run_live(translator: Translator, source: str = "0", *, display: bool = True,
                 made_at.append(now)
                 if writer is None and (len(pending) >= RECORD_RATE_FRAMES):
                     writer = _open_recording(record, pending, made_at, grabber.info.fps,
-                                             codec, crf)
+                                             codec, crf, preset)
                 if writer is not None:
                     for kept in pending:
                         writer.write(kept)
@@ -253,7 +254,8 @@ def run_live(translator: Translator, source: str = "0", *, display: bool = True,
         stats.frames_captured = grabber.frames_read
         grabber.stop()
         if writer is None and pending and record is not None:
-            writer = _open_recording(record, pending, made_at, grabber.info.fps, codec, crf)
+            writer = _open_recording(record, pending, made_at, grabber.info.fps, codec, crf,
+                                     preset)
         if writer is not None:
             for kept in pending:
                 writer.write(kept)
@@ -274,8 +276,8 @@ RECORD_RATE_FRAMES = 10  # frames measured before the recording's frame rate is 
 
 
 def _open_recording(path: Path, frames: list[np.ndarray], made_at: list[float],
-                    source_fps: float, codec: str | None = None,
-                    crf: int | None = None) -> AtomicVideoWriter:
+                    source_fps: float, codec: str | None = None, crf: int | None = None,
+                    preset: str | None = None) -> AtomicVideoWriter:
     """A writer at the rate the frames were made (from their timestamps), never faster than
     the source; with a single frame, the source's rate (or 30 when the source has none)."""
     if len(made_at) >= 2 and made_at[-1] > made_at[0]:
@@ -285,7 +287,7 @@ def _open_recording(path: Path, frames: list[np.ndarray], made_at: list[float],
         fps = source_fps if source_fps > 0 else 30.0
     height, width = frames[0].shape[:2]
     return AtomicVideoWriter(path, max(0.5, round(fps, 2)), (width, height), codec=codec,
-                             crf=crf)
+                             crf=crf, preset=preset)
 
 
 def _compose(frame: np.ndarray, translated: np.ndarray, view: str) -> np.ndarray:

@@ -224,14 +224,14 @@ def image_io_threads(model_on_cpu: bool) -> int:
 def translate_video(translator: Translator, job: Job, plan: OutputPlan, batch_size: int,
                     side: bool, progress: Progress, summary: RunSummary,
                     queue_size: int = 8, *, codec: str | None = None, crf: int | None = None,
-                    temporal: bool = False) -> None:
+                    preset: str | None = None, temporal: bool = False) -> None:
     """Same size, timestamps and frame count out, the audio copied; decoding (PyAV) and
     encoding in their own threads.
 
     A rotated source is translated upright and written upright (a note says so). Audio and
     subtitle packets travel with the frame they precede, so the writer interleaves them as the
-    source did. ``codec`` / ``crf``: see :func:`runtime.media.video.choose_codec`; ``temporal``:
-    each output passes through a :class:`TemporalStabilizer` before it is written.
+    source did. ``codec`` / ``crf`` / ``preset``: see :func:`runtime.media.video.choose_codec`;
+    ``temporal``: each output passes through a :class:`TemporalStabilizer` before it is written.
 
     Every blocking queue operation wakes up regularly to check ``stop``, so a failing encoder,
     a failing model or Ctrl-C ends all three threads; the partial file is then deleted. A video
@@ -265,7 +265,7 @@ def translate_video(translator: Translator, job: Job, plan: OutputPlan, batch_si
                 if not writers:  # sized from the first real frame, not container metadata
                     writers.append(AtomicVideoWriter(
                         job.target, reader.info.fps, (image.shape[1], image.shape[0]),
-                        codec=codec, crf=crf, time_base=reader.info.time_base,
+                        codec=codec, crf=crf, preset=preset, time_base=reader.info.time_base,
                         copy_streams=reader.copy_streams, model_on_cpu=on_cpu))
                 for packet in frame.packets:
                     writers[0].copy(packet)
@@ -418,12 +418,12 @@ def count_work(jobs: list[Job]) -> int:
 def translate_files(translator: Translator, plan: OutputPlan, *, batch_size: int = 1,
                     side: bool = False, progress: Progress | None = None,
                     codec: str | None = None, crf: int | None = None,
-                    temporal: bool = False) -> RunSummary:
+                    preset: str | None = None, temporal: bool = False) -> RunSummary:
     """Translate the jobs of ``plan`` (see :func:`runtime.media.outputs.plan_outputs`);
     returns what was written, what was skipped and what failed, and why.
 
-    ``codec`` / ``crf``: for the videos (:func:`runtime.media.video.choose_codec`; None: by
-    extension). ``temporal``: stabilise videos over time (:mod:`runtime.media.temporal`).
+    ``codec`` / ``crf`` / ``preset``: for the videos (:func:`runtime.media.video.choose_codec`;
+    None: by extension). ``temporal``: stabilise videos over time (:mod:`runtime.media.temporal`).
 
     Stale temp files of an earlier, killed run in the output folders are removed first.
     """
@@ -434,7 +434,7 @@ def translate_files(translator: Translator, plan: OutputPlan, *, batch_size: int
     started = time.perf_counter()
     try:
         translate_jobs(translator, plan, plan.jobs, summary, progress, batch_size=batch_size,
-                       side=side, codec=codec, crf=crf, temporal=temporal)
+                       side=side, codec=codec, crf=crf, preset=preset, temporal=temporal)
     except KeyboardInterrupt:
         summary.interrupted = True
     summary.seconds = time.perf_counter() - started
@@ -444,7 +444,7 @@ def translate_files(translator: Translator, plan: OutputPlan, *, batch_size: int
 def translate_jobs(translator: Translator, plan: OutputPlan, jobs: list[Job],
                    summary: RunSummary, progress: Progress, *, batch_size: int = 1,
                    side: bool = False, codec: str | None = None, crf: int | None = None,
-                   temporal: bool = False) -> None:
+                   preset: str | None = None, temporal: bool = False) -> None:
     """Translate ``jobs`` of ``plan`` into ``summary``: the images through one
     :class:`ImagePipeline`, then each video and animation; stops after the images when they
     were interrupted. What :func:`translate_files` and a Ray worker's task both run."""
@@ -457,6 +457,6 @@ def translate_jobs(translator: Translator, plan: OutputPlan, jobs: list[Job],
     for job in jobs:
         if job.kind == "video":
             translate_video(translator, job, plan, batch_size, side, progress, summary,
-                            codec=codec, crf=crf, temporal=temporal)
+                            codec=codec, crf=crf, preset=preset, temporal=temporal)
         elif job.kind != "image":
             translate_animation(translator, job, plan, batch_size, side, progress, summary)

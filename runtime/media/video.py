@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from functools import cache
 from pathlib import Path
@@ -56,20 +56,29 @@ class VideoCodec:
     options: dict[str, str] = field(default_factory=dict)
     even_size: bool = True          # 4:2:0 encoders that refuse odd widths and heights
     codec_tag: str | None = None    # e.g. hvc1: the tag Apple players want for HEVC in MP4
+    presets: tuple[str, ...] = ()   # the encoder's speed presets, fastest first (--preset)
 
 
 # Speed presets are chosen so that encoding stays a few percent of a CPU model's time (x264
 # veryfast at 640x480: ~11 ms/frame on one core here); CRF 20 / 32 look clean on translated
-# video. MJPEG (AVI) takes a JPEG quantiser (2 best .. 31) in place of a CRF.
+# video. MJPEG (AVI) takes a JPEG quantiser (2 best .. 31) in place of a CRF. --preset trades
+# size for speed where the encoder bounds a run (a fast accelerator on few cores): x264
+# ultrafast at 1280x720 took a third of veryfast's CPU here, for files 2-4.6x bigger at the
+# same CRF (README, "Video speed").
+_X26X_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
+                 "slower", "veryslow", "placebo")
 VIDEO_CODECS: dict[str, VideoCodec] = {
-    "h264": VideoCodec("libx264", "h264", "yuv420p", (0, 51), 20, {"preset": "veryfast"}),
+    "h264": VideoCodec("libx264", "h264", "yuv420p", (0, 51), 20, {"preset": "veryfast"},
+                       presets=_X26X_PRESETS),
     "h265": VideoCodec("libx265", "hevc", "yuv420p", (0, 51), 24,
                        {"preset": "veryfast", "x265-params": "log-level=error"},
-                       codec_tag="hvc1"),
+                       codec_tag="hvc1", presets=_X26X_PRESETS),
     "vp9": VideoCodec("libvpx-vp9", "vp9", "yuv420p", (0, 63), 32,
                       {"b": "0", "deadline": "good", "cpu-used": "5", "row-mt": "1"},
                       even_size=False),
-    "av1": VideoCodec("libsvtav1", "av1", "yuv420p", (0, 63), 35, {"preset": "10"}),
+    # SVT-AV1's presets are numbers, 13 the fastest.
+    "av1": VideoCodec("libsvtav1", "av1", "yuv420p", (0, 63), 35, {"preset": "10"},
+                      presets=tuple(str(n) for n in range(13, -1, -1))),
     "mjpeg": VideoCodec("mjpeg", "mjpeg", "yuvj420p", (2, 31), 3, even_size=False),
 }
 _FASTSTART_FORMATS = frozenset({"mp4", "mov"})
@@ -120,15 +129,18 @@ def _set_threads(context: av.codec.context.CodecContext, model_on_cpu: bool) -> 
 
 
 class VideoCodecError(ValueError):
-    """A --codec / --crf that the output cannot take; the message names the path (exit 2)."""
+    """A --codec / --crf / --preset that the output cannot take; the message names the path
+    or the option (exit 2)."""
 
 
-def choose_codec(path: Path, codec: str | None = None, crf: int | None = None) -> tuple[
-        VideoCodec, int]:
-    """The encoder and CRF for a video written to ``path`` (by extension, unless ``codec``).
+def choose_codec(path: Path, codec: str | None = None, crf: int | None = None,
+                 preset: str | None = None) -> tuple[VideoCodec, int]:
+    """The encoder and CRF for a video written to ``path`` (by extension, unless ``codec``);
+    the returned codec carries ``preset`` (None: its default, e.g. x264's veryfast).
 
     Raises :class:`VideoCodecError` for an extension that cannot be written, an unknown codec,
-    one this PyAV build lacks, one the container cannot hold, or a CRF outside its scale.
+    one this PyAV build lacks, one the container cannot hold, a CRF outside its scale, or a
+    preset the encoder does not have.
     """
     suffix = path.suffix.lower()
     if suffix not in VIDEO_CONTAINERS:
@@ -149,6 +161,15 @@ def choose_codec(path: Path, codec: str | None = None, crf: int | None = None) -
     chosen = spec.default_crf if crf is None else crf
     if not low <= chosen <= high:
         raise VideoCodecError(f"--crf {crf}: {name} takes {low} (best) to {high}")
+    if preset is not None:
+        if not spec.presets:
+            takes = ", ".join(sorted(n for n, c in VIDEO_CODECS.items() if c.presets))
+            raise VideoCodecError(f"--preset {preset}: {name} has no speed presets (those "
+                                  f"of {takes} do)")
+        if preset.lower() not in spec.presets:
+            raise VideoCodecError(f"--preset {preset}: {name} takes {', '.join(spec.presets)} "
+                                  "(fastest first)")
+        spec = replace(spec, options={**spec.options, "preset": preset.lower()})
     return spec, chosen
 
 
@@ -347,7 +368,7 @@ class AtomicVideoWriter:
         fps: nominal frame rate (the encoder's rate control; the timestamps when ``write``
             gets none).
         size: ``(width, height)`` of every frame.
-        codec, crf: see :func:`choose_codec` (None: the container's default).
+        codec, crf, preset: see :func:`choose_codec` (None: the container's default).
         time_base: unit of the timestamps given to :meth:`write` (the source stream's); None:
             ``1 / fps``, one tick per frame.
         copy_streams: input streams whose packets :meth:`copy` may receive; those the container
@@ -361,12 +382,12 @@ class AtomicVideoWriter:
 
     def __init__(self, path: Path, fps: float, size: tuple[int, int], *,
                  codec: str | None = None, crf: int | None = None,
-                 time_base: Fraction | None = None,
+                 preset: str | None = None, time_base: Fraction | None = None,
                  copy_streams: Sequence[av.stream.Stream] = (),
                  model_on_cpu: bool = True) -> None:
         self.path = path
         self._model_on_cpu = model_on_cpu
-        self.spec, self.crf = choose_codec(path, codec, crf)
+        self.spec, self.crf = choose_codec(path, codec, crf, preset)
         container_format = VIDEO_CONTAINERS[path.suffix.lower()][0]
         self.size = size
         self.notes: list[str] = []
