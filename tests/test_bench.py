@@ -472,7 +472,11 @@ def test_pipeline_ceiling_row_times_the_runtime_without_a_model(
     assert (row.height, row.width, row.video_frames) == (24, 32, 4)
     assert row.translate_fps > 0 and row.video_fps > 0
     assert row.decode_fps > 0 and row.encode_fps > 0 and row.video_cpu_ms > 0
-    assert len(calls) == 1 + 2 * (4 + 4)  # warm-up, then each round: 4 translate + 4 video
+    assert row.folder_fps > 0 and row.device_io
+    # warm-up, then each round: 4 translate (float NCHW), 4 images and 4 frames (uint8 NHWC,
+    # as the model's GPU session takes them)
+    assert len(calls) == 1 + 2 * (4 + 4 + 4)
+    assert calls.count((1, 3, 24, 32)) == 1 + 2 * 4 and calls.count((1, 24, 32, 3)) == 2 * 8
     assert not list(tmp_path.glob("ceiling_enc_*"))  # the encode-alone files are removed
     with_ceiling = replace(report, ceiling=rows)
     assert "pipeline ceiling 32x24 (no-op backend)" in with_ceiling.summary()
@@ -481,11 +485,13 @@ def test_pipeline_ceiling_row_times_the_runtime_without_a_model(
     assert BenchReport.load_json(with_ceiling.save_json(tmp_path / "c.json")) == with_ceiling
     older = with_ceiling.to_dict()  # a report written before the codec figures existed
     for values in older["pipeline_ceiling"]:
-        for key in ("decode_fps", "encode_fps", "video_cpu_ms", "preset"):
+        for key in ("decode_fps", "encode_fps", "video_cpu_ms", "preset", "folder_fps",
+                    "device_io"):
             del values[key]
     (old_row,) = BenchReport.from_dict(older).ceiling
     assert old_row.encode_fps == 0.0 and "H.264" not in old_row.line()
-    assert old_row.preset == "veryfast"
+    assert old_row.preset == "veryfast" and not old_row.device_io
+    assert "folder" not in old_row.line() and "folder path (JPEG)" in row.line()
 
 
 def test_ceiling_preset_is_checked_before_benchmarking(models: dict[str, Path]) -> None:

@@ -265,15 +265,19 @@ def isa_level(flags: Sequence[str]) -> str:
 @dataclass
 class CeilingResult:
     """The CPU side's own limit: the runtime with a backend that returns at once (its input),
-    so only pre/post-processing (``translate_fps``: :meth:`Translator.translate`, one frame at a
-    time) and the whole video path (``video_fps``: decode, translate, encode an H.264 clip of
-    ``video_frames`` frames through ``translate_files``) are timed, frames per second, best of
-    the alternating rounds.
+    frames per second, best of the alternating rounds.
+
+    ``translate_fps``: :meth:`Translator.translate` one frame at a time on the model as it is
+    (for a float model, the numpy pre/post-processing a CPU provider pays). ``folder_fps`` and
+    ``video_fps``: the whole folder path (``video_frames`` JPEGs) and video path (an H.264 clip
+    of ``video_frames`` frames) through ``translate_files``; with ``device_io`` they ran as on a
+    GPU, the model in uint8 BGR IO so that its conversion is the device's (reports before it
+    existed ran the video path in float IO and had no folder figure).
 
     The codecs apart, with the threads the video path gives them: ``decode_fps`` (the clip read
-    into BGR frames alone) and ``encode_fps`` (its frames written as H.264 alone); and
-    ``video_cpu_ms``, the process's CPU time per frame of the video path (least of the rounds),
-    which a busy machine changes less than the rates. Zero where not measured (older reports).
+    into BGR frames alone) and ``encode_fps`` (its frames written as H.264 at ``preset`` alone);
+    and ``video_cpu_ms``, the process's CPU time per frame of the video path (least of the
+    rounds), which a busy machine changes less than the rates. Zero where not measured.
     """
 
     height: int
@@ -285,11 +289,19 @@ class CeilingResult:
     encode_fps: float = 0.0
     video_cpu_ms: float = 0.0
     preset: str = "veryfast"  # the H.264 encoder's (older reports: the default, veryfast)
+    folder_fps: float = 0.0
+    device_io: bool = False
 
     def line(self) -> str:
         text = (f"pipeline ceiling {self.width}x{self.height} (no-op backend): "
-                f"{self.translate_fps:.1f} frames/s through Translator, {self.video_fps:.1f} "
-                f"frames/s through the video path ({self.video_frames} frames")
+                f"{self.translate_fps:.1f} frames/s through Translator")
+        if self.device_io:
+            text += (f"; in the device's IO as on a GPU: {self.folder_fps:.1f} images/s through "
+                     "the folder path (JPEG),")
+        else:
+            text += ","
+        text += (f" {self.video_fps:.1f} frames/s through the video path ({self.video_frames} "
+                 "frames")
         if self.video_cpu_ms:
             text += f", {self.video_cpu_ms:.1f} ms CPU a frame"
         text += ")"
