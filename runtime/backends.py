@@ -6,7 +6,8 @@
   float model is wrapped in uint8 image IO (:func:`runtime.graph_edit.with_uint8_io`), it runs
   in fp16 unless fp32 is asked for, and batches go through IO binding into device buffers kept
   per shape (:class:`runtime.gpu.BoundSession`); TensorRT gets an engine cache and a shape
-  profile (:func:`runtime.gpu.tensorrt_options`).
+  profile (:func:`runtime.gpu.tensorrt_options`). Under ``"auto"``, an engine TensorRT cannot
+  build falls back to CUDA (with a warning), and an int8 file skips TensorRT (a note says why).
 - :class:`OpenCVBackend`: the same ``.onnx`` through OpenCV DNN.
 - :class:`OpenVINOBackend`: the same ``.onnx`` through OpenVINO on the CPU, at an explicit or
   automatic inference precision (fp32, bf16, fp16).
@@ -73,8 +74,13 @@ class BackendError(RuntimeError):
     """A backend or provider that cannot be used; the message says why and what exists."""
 
 
+class TensorRTBuildError(BackendError):
+    """TensorRT's engine could not be built for the model (``auto`` then runs on CUDA)."""
+
+
 class ProviderFallbackWarning(UserWarning):
-    """``providers="auto"`` found no GPU provider and runs on the CPU."""
+    """``providers="auto"`` runs on less than it looked for: the CPU where no GPU provider
+    works, or CUDA where TensorRT's engine could not be built."""
 
 
 class Backend(Protocol):
@@ -186,6 +192,15 @@ class OnnxRuntimeBackend:
         self.notes: list[str] = []
         self.model_path = Path(model_path)
         self.device_id = device_id
+        auto = isinstance(providers, str) and providers == "auto"
+        if auto and names[:1] == ["TensorrtExecutionProvider"] and \
+                _file_precision(model_path) == "int8":
+            # The exporter's int8 is uint8 asymmetric Q/DQ, made for CPUs; TensorRT takes only
+            # symmetric int8 (zero point 0). CUDA runs the file's own Q/DQ nodes.
+            names.remove("TensorrtExecutionProvider")
+            self.notes.append(f"{self.model_path.name}: TensorRT skipped, it takes only "
+                              "symmetric int8 and this int8 model (uint8 asymmetric) is made for "
+                              "CPUs; on a GPU the fp32 model, in fp16, is the fast one")
         self._options = ort.SessionOptions()
         if threads is not None:
             self._options.intra_op_num_threads = threads
@@ -198,7 +213,7 @@ class OnnxRuntimeBackend:
         if dropped:
             message = (f"{', '.join(dropped)} could not be initialised (missing CUDA/cuDNN or "
                        f"TensorRT libraries?); running on {self.providers[0]}")
-            if isinstance(providers, str) and providers == "auto":
+            if auto:
                 warnings.warn(message, ProviderFallbackWarning, stacklevel=2)
             else:
                 raise BackendError(f"{model_path}: {message}")
@@ -211,18 +226,36 @@ class OnnxRuntimeBackend:
                 self._trt_engines = None
                 precision_run = self._open(names, precision, gpu)
                 self.providers = list(self.session.get_providers())
+        self._bound: BoundSession | None = None
+        self._describe(precision_run, gpu)
+        if self.providers[0] == "TensorrtExecutionProvider":
+            try:
+                self._note_tensorrt_build(gpu)
+            except TensorRTBuildError as exc:
+                if not auto:
+                    raise TensorRTBuildError(f"{exc}; --providers cuda runs without it") from None
+                # "auto" promised the best that runs: CUDA, prepared afresh for it.
+                warnings.warn(f"{exc}; running on CUDA", ProviderFallbackWarning, stacklevel=2)
+                names = [name for name in names if name != "TensorrtExecutionProvider"]
+                self._trt_engines = None
+                precision_run = self._open(names, precision, gpu)
+                self.providers = list(self.session.get_providers())
+                self._describe(precision_run, gpu)
+
+    def _describe(self, precision_run: str | None, gpu: GpuOptions) -> None:
+        """What the open session takes and runs; IO binding when it runs on a GPU
+        (:class:`runtime.gpu.BoundSession`)."""
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
         self.metadata = _session_metadata(self.custom_metadata, self.model_path)
         self.precision = precision_run or _precision_from_props(self.custom_metadata)
-        self._bound: BoundSession | None = None
+        self._bound = None
         if self.providers[0] in GPU_PROVIDERS:
             from runtime.gpu import BoundSession
 
-            self._bound = BoundSession(self.session, "cuda", device_id,
+            self._bound = BoundSession(self.session, "cuda", self.device_id,
                                        layout=self.metadata.layout if self.metadata else "NCHW",
                                        cuda_graph=gpu.cuda_graph)
-            self._note_tensorrt_build(gpu)
 
     def _open(self, names: list[str], precision: str, gpu: GpuOptions) -> str | None:
         """Create ``self.session`` for providers ``names``, prepared for a GPU when the first
@@ -253,7 +286,8 @@ class OnnxRuntimeBackend:
         return precision_run
 
     def _note_tensorrt_build(self, gpu: GpuOptions) -> None:
-        """With TensorRT: build its engine now (a first run takes minutes), saying so."""
+        """With TensorRT: build its engine now (a first run takes minutes), saying so;
+        :class:`TensorRTBuildError` when it cannot."""
         if self.providers[0] != "TensorrtExecutionProvider" or self._trt_engines is None:
             return
         from runtime.gpu import cached_engines
@@ -270,9 +304,8 @@ class OnnxRuntimeBackend:
             try:
                 self.run(np.zeros(shape, dtype))
             except Exception as exc:  # noqa: BLE001 - onnxruntime's own types (Fail, EPFail)
-                raise BackendError(f"{self.model_path}: TensorRT could not build its engine "
-                                   f"({first_line(exc)}); --providers cuda runs without "
-                                   "it") from None
+                raise TensorRTBuildError(f"{self.model_path}: TensorRT could not build its "
+                                         f"engine ({first_line(exc)})") from None
         if building:
             self.notes.append(f"TensorRT: built an engine for {self.model_path.name} in "
                               f"{time.perf_counter() - started:.1f} s (first use; cached in "

@@ -287,6 +287,87 @@ def test_a_gpu_start_that_falls_back_runs_the_file_as_the_cpu_does(
     np.testing.assert_array_equal(fallen(image), plain(image))
 
 
+def test_auto_leaves_tensorrt_out_for_an_int8_model(monkeypatch: pytest.MonkeyPatch,
+                                                    tmp_path: Path) -> None:
+    model = onnx.load(str(demo_model_path()))
+    for prop in model.metadata_props:
+        if prop.key == "cyclegan.precision":
+            prop.value = '"int8"'  # JSON, as the exporter writes it; all the rule reads
+    int8 = tmp_path / "int8.onnx"
+    onnx.save(model, str(int8))
+    opened: list[list[str]] = []
+    original = OnnxRuntimeBackend._open
+
+    def record(self: OnnxRuntimeBackend, names: list[str], *args: object) -> str | None:
+        opened.append(list(names))
+        return original(self, list(CPU), *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(OnnxRuntimeBackend, "_open", record)
+    monkeypatch.setattr(backends, "resolve_providers", lambda *a, **k: list(TRT_NAMES))
+    with pytest.warns(UserWarning):  # CUDA cannot start here either
+        backend = OnnxRuntimeBackend(int8, "auto")
+    assert opened[0] == CUDA_NAMES
+    assert any("TensorRT skipped" in note for note in backend.notes)
+    opened.clear()
+    with pytest.raises(BackendError):  # asked for by name: tried, and its failure reported
+        OnnxRuntimeBackend(int8, "tensorrt")
+    assert opened[0] == TRT_NAMES
+
+
+class _SessionOn:
+    """A CPU session of the demo model that reports ``providers`` as the ones it runs on,
+    and fails every run while TensorRT is first (an engine that cannot be built)."""
+
+    def __init__(self, providers: list[str]) -> None:
+        self.providers = providers
+        self.real = ort.InferenceSession(str(demo_model_path()), providers=CPU)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.real, name)
+
+    def get_providers(self) -> list[str]:
+        return self.providers
+
+    def run(self, *args: object, **kwargs: object) -> object:
+        if self.providers[0] == "TensorrtExecutionProvider":
+            raise RuntimeError("TensorRT EP failed to create engine from network")
+        return self.real.run(*args, **kwargs)
+
+
+def test_a_tensorrt_engine_that_cannot_be_built_falls_back_to_cuda_under_auto(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    opened: list[list[str]] = []
+
+    def fake_open(self: OnnxRuntimeBackend, names: list[str], precision: str,
+                  gpu: GpuOptions) -> str:
+        opened.append(list(names))
+        self.session = _SessionOn(list(names))  # type: ignore[assignment]
+        self._trt_engines = tmp_path if names[0] == "TensorrtExecutionProvider" else None
+        return "fp16"
+
+    class PlainRun:  # IO binding needs a device: the plain session's run stands in
+        def __init__(self, session: _SessionOn, *args: object, **kwargs: object) -> None:
+            self.session = session
+
+        def run(self, batch: np.ndarray) -> np.ndarray:
+            return self.session.run(None, {self.session.get_inputs()[0].name: batch})[0]
+
+    monkeypatch.setattr(OnnxRuntimeBackend, "_open", fake_open)
+    monkeypatch.setattr("runtime.gpu.BoundSession", PlainRun)
+    monkeypatch.setattr(backends, "resolve_providers", lambda *a, **k: list(TRT_NAMES))
+    with pytest.warns(UserWarning, match="TensorRT could not build its engine .*; running on "
+                                         "CUDA"):
+        backend = OnnxRuntimeBackend(demo_model_path(), "auto")
+    assert opened == [TRT_NAMES, CUDA_NAMES]
+    assert backend.providers[0] == "CUDAExecutionProvider" and backend._trt_engines is None
+    assert backend.run(to_model_input(bgr_images(1, 32, 32), "BGR")).shape == (1, 3, 32, 32)
+    opened.clear()
+    with pytest.raises(BackendError, match="TensorRT could not build its engine .*--providers "
+                                           "cuda runs without it"):
+        OnnxRuntimeBackend(demo_model_path(), "tensorrt")
+    assert opened == [TRT_NAMES]
+
+
 def test_a_corrupt_model_prepared_for_a_gpu_is_one_clear_error(
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(backends, "resolve_providers", lambda *a, **k: list(CUDA_NAMES))
