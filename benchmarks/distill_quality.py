@@ -2,6 +2,7 @@
 
     python benchmarks/distill_quality.py                 # the full table (about an hour on 2 cores)
     python benchmarks/distill_quality.py --steps 300     # a quick look
+    python benchmarks/distill_quality.py --speed-only    # re-time the committed table's models
 
 Teacher: the bundled demo model (``runtime/demo/demo.onnx``: resnet_6blocks ngf 16, 2.42 GMAC at
 256x256, photo -> blue hour), the strongest generator trained on this 2-core machine. Its
@@ -198,8 +199,15 @@ def main() -> None:
                         "gan (adds the LSGAN term); empty for none")
     parser.add_argument("--train-only", action="store_true",
                         help="distil and export, measure nothing (measure on a quiet machine)")
+    parser.add_argument("--speed-only", action="store_true",
+                        help="re-measure the latency and live columns of the committed results "
+                        "on this machine, keeping their quality columns (an architecture's speed "
+                        "does not depend on its weights: students distilled for one step)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    if args.speed_only:
+        remeasure_speed(args.out / "distill_quality.json", args.data, args.work / "speed_only")
+        return
     if not (args.data / "test" / "A").is_dir():
         from training.demo_data import build
 
@@ -250,6 +258,46 @@ def main() -> None:
     print(_markdown(result))
 
 
+def remeasure_speed(results: Path, data: Path, work: Path) -> None:
+    """The latency and live figures of every row of ``results`` measured again on this
+    machine, one model per architecture (the demo model for the teacher, students distilled for
+    one step); the quality figures and the rest of the file are kept."""
+    from training.distill.students import STUDENTS
+
+    if not (data / "test" / "A").is_dir():
+        from training.demo_data import build
+
+        build(data)
+    result = json.loads(results.read_text())
+    work.mkdir(parents=True, exist_ok=True)
+    teacher_pth, _ = recover_teacher(demo_model_path(), work / "teacher_demo.pth")
+    clip = make_clip(work / "camera_640x480.mp4")
+    load_before = list(os.getloadavg())
+    measured: dict[str, dict[str, float | str]] = {}
+    for row in result["rows"]:
+        architecture = row["architecture"]
+        if architecture not in measured:
+            if row["model"].startswith("teacher"):
+                model = demo_model_path()
+            else:
+                student = next(name for name in STUDENTS
+                               if " ngf ".join(map(str, _student_arch(name))) == architecture)
+                model, _ = distill_student(teacher_pth, data, work, Run(student, student), 1, 0)
+            measured[architecture] = {**speed(model),
+                                      "live_fps_640x480_max_side_320": live_fps(model, clip)}
+            print(architecture, json.dumps(measured[architecture]), flush=True)
+        row.update(measured[architecture])
+    result["speed_measured"] = {
+        "when": time.strftime("%Y-%m-%d"), "cpu": _cpu_name(),
+        "load_average_1_5_15_min_before": load_before,
+        "load_average_1_5_15_min_after": list(os.getloadavg()),
+        "how": "benchmarks/distill_quality.py --speed-only: one model per architecture (students "
+               "distilled for one step; speed does not depend on the weights)"}
+    results.write_text(json.dumps(result, indent=2) + "\n")
+    results.with_suffix(".md").write_text(_markdown(result))
+    print(_markdown(result))
+
+
 def _gan_partial(work: Path) -> list[dict]:
     """The loss records of a GAN-term run stopped early, when one was kept (see the README)."""
     path = work / "gan_partial_log.jsonl"
@@ -274,7 +322,14 @@ def _cpu_name() -> str:
 def _markdown(result: dict) -> str:
     load = ", ".join(f"{x:.1f}" for x in result.get("load_average_1_5_15_min_at_end", []))
     lines = [f"Teacher: {result['teacher']}; {result['steps']} distillation steps; "
-             f"{result['cpu']}; load average at the end {load}.", "",
+             f"{result['cpu']}; load average at the end {load}."]
+    speed = result.get("speed_measured")
+    if speed:
+        before, after = (", ".join(f"{x:.1f}" for x in speed[key]) for key in (
+            "load_average_1_5_15_min_before", "load_average_1_5_15_min_after"))
+        lines.append(f"Latency and live columns measured again on {speed['when']} ({speed['cpu']}; "
+                     f"load average {before} before, {after} after): {speed['how']}.")
+    lines += ["",
              "| model | architecture | GMAC @256 | ms @256 | ms @640x480 | live FPS (640x480, "
              "--max-side 320) | PSNR vs teacher | SSIM vs teacher | PSNR vs truth | "
              "identity vs truth |",
