@@ -64,6 +64,16 @@ def test_stream_yields_every_frame_in_order(translator: Translator, batch_size: 
         assert np.abs(out.astype(int) - translator(image).astype(int)).max() <= 1
 
 
+def test_stream_takes_an_array_of_frames_but_not_one_image(translator: Translator) -> None:
+    given = np.stack(frames(3))
+    got = list(translator.stream(given))
+    assert len(got) == 3
+    for image, out in zip(given, got, strict=True):
+        assert np.array_equal(out, translator(image))
+    with pytest.raises(StreamError, match=r"shape \(32, 32, 3\) is not a sequence of frames"):
+        next(translator.stream(given[0]))
+
+
 def test_stream_reads_a_video_path(translator: Translator, tmp_path: Path) -> None:
     clip = tmp_path / "clip.mp4"
     with AtomicVideoWriter(clip, 10.0, (32, 24)) as writer:

@@ -61,11 +61,15 @@ def open_source(source: Any, *, model_on_cpu: bool = True,
 
     A video file path (str or Path) is decoded with PyAV (upright, as ``cyclegan-run``); an
     ``int`` is a camera index and a string with ``://`` a stream URL (OpenCV, as live mode);
-    anything else iterable is taken as it is (its items given to the model unchanged).
-    Raises :class:`StreamError` when the source cannot be opened.
+    an ``(N, H, W, 3)`` array gives its N frames; anything else iterable is taken as it is (its
+    items given to the model unchanged). Raises :class:`StreamError` when the source cannot be
+    opened, or is one image (an array of another rank: iterating it would give rows).
     """
     if isinstance(source, np.ndarray):
-        raise StreamError("frames", "give an iterable of frames, not one array (use translate)")
+        if source.ndim != 4:
+            raise StreamError("frames", f"an array of shape {source.shape} is not a sequence of "
+                              "frames; give (N, H, W, 3) frames, or translate one image")
+        return iter(source), (lambda: None), "frames"
     if isinstance(source, int) or (isinstance(source, str) and "://" in source):
         try:
             capture, _ = open_video(source)
