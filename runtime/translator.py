@@ -124,9 +124,10 @@ class Translator:
         self.notes: list[str] = list(getattr(self.backend, "notes", []))
         if isinstance(self.backend, OnnxRuntimeBackend):
             # The session's own metadata: on a GPU it may take uint8 frames where the file
-            # takes floats (pre/post-processing moved onto the device), or run in fp16.
-            self.metadata = ModelMetadata.from_props(self.backend.custom_metadata,
-                                                     str(self.model_path))
+            # takes floats (pre/post-processing moved onto the device), or run in fp16. The
+            # backend parsed it already; a file without it is parsed again for the reason.
+            self.metadata = self.backend.metadata or ModelMetadata.from_props(
+                self.backend.custom_metadata, str(self.model_path))
         else:
             self.metadata = read_metadata(self.model_path)
         if max_side is not None and max_side < self.metadata.size_multiple:
