@@ -127,7 +127,7 @@ def check_opencv_dnn(path: Path, meta: ModelMetadata, size: tuple[int, int]) -> 
     import cv2
 
     name = f"OpenCV DNN {cv2.__version__} vs onnxruntime"
-    images = natural_images(1, *size, seed=300)
+    images = natural_images(meta.batch or 1, *size, seed=300)  # a fixed batch takes only its own
     feed = _feed(meta, images)
     try:
         net = cv2.dnn.readNetFromONNX(str(path))

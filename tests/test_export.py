@@ -153,6 +153,15 @@ def test_static_shape_and_fixed_batch(tiny_checkpoint: Path, tmp_path: Path) -> 
     assert meta.static_size == (32, 48) and meta.batch == 1
 
 
+def test_a_fixed_batch_above_one_exports_and_verifies(tiny_checkpoint: Path,
+                                                       tmp_path: Path) -> None:
+    out = tmp_path / "b2.onnx"
+    report = export_onnx(tiny_checkpoint, out, batch=2)
+    assert report.ok, report.summary()
+    assert all(check.passed for check in report.checks), report.summary()  # OpenCV's too
+    assert read_metadata(out).batch == 2
+
+
 def test_static_size_must_follow_the_size_rule(tiny_checkpoint: Path, tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="multiples of 4"):
         export_onnx(tiny_checkpoint, tmp_path / "x.onnx", static_size=(30, 32))
