@@ -122,6 +122,31 @@ def test_output_inside_the_input_folder_is_never_read_back(tmp_path: Path) -> No
     assert "translated 2 of 2" in other.output and "skipped 2 earlier output(s)" in other.output
 
 
+def test_an_earlier_output_folders_subfolders_are_not_read_back(tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    first, second = natural_images(2, 24, 32, seed=6)
+    write_image(photos / "a.png", first)
+    write_image(photos / "sub" / "b.png", second)
+    assert run(MODEL, photos, "-o", photos / "out").exit_code == 0
+    assert (photos / "out" / "sub" / "b.png").is_file()  # its record sits in photos/out
+    other = run(MODEL, photos, "-o", tmp_path / "elsewhere")
+    assert other.exit_code == 0, other.output
+    assert "translated 2 of 2" in other.output and "skipped 2 earlier output(s)" in other.output
+    assert visible(tmp_path / "elsewhere") == ["a.png", "sub/b.png"]
+
+
+def test_a_torn_record_line_does_not_swallow_the_next_record(tmp_path: Path) -> None:
+    """A killed write (or a full disk) can leave half a line; the next record starts afresh."""
+    src = write_image(tmp_path / "in" / "a.png", natural_images(1, 24, 32, seed=7)[0])
+    out = tmp_path / "out"
+    assert run(MODEL, src.parent, "-o", out).exit_code == 0
+    with (out / MANIFEST_NAME).open("a") as record:
+        record.write('{"kind": "ima')
+    for _ in range(2):  # each rerun must still know a.png as its own
+        result = run(MODEL, src.parent, "-o", out)
+        assert result.exit_code == 0, result.output
+
+
 def test_collision_is_judged_on_the_final_name(tmp_path: Path) -> None:
     """x.pgm is written as x.pgm.png (no colour PGM): the input x.pgm.png claims that name too."""
     gray, colour = natural_images(2, 24, 32, seed=5)

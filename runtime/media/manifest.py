@@ -6,7 +6,8 @@ Each output folder (a folder output's root, or a single output file's folder) ho
 the file's size and modification time. A file is ours only while it still has that size and
 time, so a user's file that took an output's name since, or an output the user edited, is not
 ours any more. Appending one short line is atomic on local file systems, so concurrent runs and
-a killed run leave a readable record (a torn last line is ignored).
+a killed run leave a readable record (a torn last line is ignored, and the next record starts on
+a line of its own).
 
 The same record keeps outputs from becoming inputs: a folder walk skips the files it lists.
 """
@@ -51,8 +52,11 @@ class OutputManifest:
         with self._lock:
             self.folder.mkdir(parents=True, exist_ok=True)
             # One write() of one line with O_APPEND: never interleaved with another writer's.
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
             try:
+                end = os.fstat(fd).st_size
+                if end and os.pread(fd, 1, end - 1) != b"\n":
+                    line = "\n" + line  # end a torn line (a killed run's) so ours stays whole
                 os.write(fd, line.encode())
             finally:
                 os.close(fd)

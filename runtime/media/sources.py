@@ -178,13 +178,16 @@ def _filter(paths: list[Path], excluded: Path | None, found: InputSet) -> list[P
         if any(part.startswith(".") for part in path.parts[-1:]) or not is_media(path):
             found.skipped.append(path)
             continue
-        folder = path.parent
-        if folder not in listed:
-            listed[folder] = listed_outputs(folder)
-        if Path(os.path.abspath(path)) in listed[folder]:
-            found.earlier_outputs.append(path)
-            continue
-        kept.append(path)
+        absolute = Path(os.path.abspath(path))
+        # A folder output's record sits at its root and lists its subfolders' files too.
+        for folder in absolute.parents:
+            if folder not in listed:
+                listed[folder] = listed_outputs(folder)
+            if absolute in listed[folder]:
+                found.earlier_outputs.append(path)
+                break
+        else:
+            kept.append(path)
     return kept
 
 
