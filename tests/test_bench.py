@@ -402,6 +402,27 @@ def test_cli_prints_the_table_and_writes_outputs(models: dict[str, Path], tmp_pa
     assert loaded.machine.gemm_threads == 1  # the yardstick ran on the engines' thread count
     assert (tmp_path / "b.md").read_text().startswith("**")
     assert not HAS_MATPLOTLIB or (tmp_path / "b.png").stat().st_size > 0
+    again = CliRunner().invoke(bench_cli, args)  # its own earlier reports: replaced
+    assert again.exit_code == 0, again.output
+
+
+def test_cli_never_writes_over_a_model_or_a_foreign_file(models: dict[str, Path],
+                                                         tmp_path: Path) -> None:
+    model = tmp_path / "m.onnx"
+    model.write_bytes(models["fp32"].read_bytes())
+    photo = tmp_path / "photo.json"
+    photo.write_text("the user's own file")
+    fast = ["--engine", "onnxruntime", "--size", "32", "--iterations", "1", "--warmup", "0",
+            "--gemm-size", "0", "--psnr-images", "0", "-q"]
+    for option, target, reason in [("--json", model, "would replace a model being benchmarked"),
+                                   ("--markdown", photo, "exists and was not written by "
+                                                         "cyclegan-bench"),
+                                   ("--json", tmp_path, "is a folder")]:
+        result = CliRunner().invoke(bench_cli, [str(model), *fast, option, str(target)])
+        assert result.exit_code == 2, result.output
+        assert reason in result.output and "p50 ms" not in result.output  # before any work
+    assert model.read_bytes() == models["fp32"].read_bytes()
+    assert photo.read_text() == "the user's own file"
 
 
 def test_cli_missing_model_is_one_clear_line(tmp_path: Path) -> None:

@@ -138,6 +138,8 @@ def main(models: tuple[Path, ...], int8_models: tuple[Path, ...], fp16_models: t
         if found != expected:
             click.echo(f"warning: {path} was given as --{expected} but its metadata says "
                        f"{found}; benchmarking it as {found}", err=True)
+    _check_report_targets([p for p in (json_path, markdown_path, plot_path) if p is not None],
+                          all_models, debug)
     if preset is not None:
         if not ceiling:
             raise click.UsageError("--preset is for the video rows of --ceiling")
@@ -176,21 +178,51 @@ def main(models: tuple[Path, ...], int8_models: tuple[Path, ...], fp16_models: t
         click.echo("interrupted", err=True)
         sys.exit(130)
     click.echo(report.summary())
+    from runtime.media.manifest import OutputManifest
+    from runtime.media.sinks import OutputWriteError, write_bytes_atomic
+
     try:
+        written = []
         if json_path is not None:
-            click.echo(f"wrote {report.save_json(json_path)}")
+            written.append(report.save_json(json_path))
         if markdown_path is not None:
             markdown_path.parent.mkdir(parents=True, exist_ok=True)
-            markdown_path.write_text(report.markdown())
-            click.echo(f"wrote {markdown_path}")
+            written.append(write_bytes_atomic(markdown_path, report.markdown().encode()))
         if plot_path is not None:
-            click.echo(f"wrote {plot_report(report, plot_path, plot_metric)}")
-    except BenchError as exc:
+            written.append(plot_report(report, plot_path, plot_metric))
+        for path in written:
+            OutputManifest(path.parent).record(path, "report")  # ours to replace next time
+            click.echo(f"wrote {path}")
+    except (BenchError, OutputWriteError) as exc:
         _fail(str(exc), debug, exc)
     except OSError as exc:
         _fail(f"cannot write output ({exc})", debug, exc)
     if not any(row.ok for row in report.rows):
         sys.exit(EXIT_FAILED_ROWS)
+
+
+def _check_report_targets(targets: list[Path], models: list[Path], debug: bool) -> None:
+    """--json / --markdown / --plot, before any work: each a new file or an earlier report of
+    ours (the output record, :mod:`runtime.media.manifest`), never a model, a folder or a file
+    the toolkit did not write (exit 2)."""
+    from runtime.media.manifest import OutputManifest
+
+    seen: set[Path] = set()
+    for target in targets:
+        resolved = target.resolve()
+        if resolved in seen:
+            _fail(f"{target}: named for two outputs; give each its own name", debug)
+        seen.add(resolved)
+        if target.is_dir():
+            _fail(f"{target}: is a folder; give a file name", debug)
+        if not target.exists():
+            continue
+        if any(model.exists() and target.samefile(model) for model in models):
+            _fail(f"{target}: would replace a model being benchmarked; choose another name",
+                  debug)
+        if not OutputManifest(target.parent).owns(target):
+            _fail(f"{target}: exists and was not written by cyclegan-bench; choose another "
+                  "name", debug)
 
 
 if __name__ == "__main__":  # python -m runtime.bench.cli, before the console script exists

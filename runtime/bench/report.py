@@ -9,6 +9,7 @@ arithmetic rates (1 multiply-accumulate = 2 FLOPs), MiB for memory, dB for PSNR.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import re
@@ -16,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from runtime.media.sinks import write_bytes_atomic
 
 SCHEMA_NAME = "cyclegan-toolkit/bench"
 SCHEMA_VERSION = 1
@@ -364,10 +367,11 @@ class BenchReport:
                     for v in data.get("pipeline_ceiling", [])])
 
     def save_json(self, path: str | Path) -> Path:
+        """Write the report to ``path`` atomically (temp file, then rename)."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
-        return path
+        text = json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
+        return write_bytes_atomic(path, text.encode())
 
     @classmethod
     def load_json(cls, path: str | Path) -> BenchReport:
@@ -479,8 +483,9 @@ def plot_report(report: BenchReport, path: str | Path, metric: str = "throughput
     axes.set_title(f"{m.cpu}, {m.cores_usable} core(s){gemm}", fontsize=9)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    return path
+    png = io.BytesIO()
+    figure.savefig(png, format="png", dpi=120)
+    return write_bytes_atomic(path, png.getvalue())
 
 
 # metric -> (BenchRow attribute, axis label)
