@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import copy
+import struct
 import subprocess
 import sys
 import threading
@@ -23,6 +24,7 @@ from runtime.backends import (
     resolve_providers,
 )
 from runtime.cli import main as run_cli
+from runtime.media.sources import exif_orientation, read_image
 from runtime.metadata import MetadataError
 from runtime.metrics import psnr
 from runtime.synthetic import natural_images
@@ -255,6 +257,42 @@ def test_import_runtime_leaves_torch_unimported() -> None:
 def write_image(path: Path, image: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     assert cv2.imwrite(str(path), image)
+
+
+def exif_block(orientation: int, byte_order: str) -> bytes:
+    """A minimal EXIF block (TIFF header, one IFD entry: Orientation) in ``byte_order``."""
+    head = (b"II*\0" if byte_order == "<" else b"MM\0*") + struct.pack(f"{byte_order}I", 8)
+    entry = struct.pack(f"{byte_order}HHIH2x", 0x0112, 3, 1, orientation)
+    return head + struct.pack(f"{byte_order}H", 1) + entry + struct.pack(f"{byte_order}I", 0)
+
+
+@pytest.mark.parametrize("byte_order", ["<", ">"])
+def test_photos_are_read_upright_as_their_exif_orientation_says(tmp_path: Path,
+                                                               byte_order: str) -> None:
+    image = natural_images(1, 30, 50, seed=8)[0]
+    for orientation in range(1, 9):
+        ok, data = cv2.imencodeWithMetadata(
+            ".jpg", image, [cv2.IMAGE_METADATA_EXIF],
+            [np.frombuffer(exif_block(orientation, byte_order), np.uint8)])
+        path = tmp_path / f"orientation_{orientation}.jpg"
+        data.tofile(str(path))
+        upright = read_image(path)
+        # OpenCV's colour decoding applies the orientation itself: the same pixels, turned
+        assert np.array_equal(upright, cv2.imread(str(path), cv2.IMREAD_COLOR)), orientation
+        assert upright.shape[:2] == ((30, 50) if orientation <= 4 else (50, 30))
+    assert exif_orientation(b"Exif\0\0II*\0") == 1  # truncated: as stored
+
+
+def test_a_sideways_phone_photo_is_written_upright(models: dict[str, Path],
+                                                   tmp_path: Path) -> None:
+    image = natural_images(1, 32, 48, seed=9)[0]
+    ok, data = cv2.imencodeWithMetadata(".jpg", image, [cv2.IMAGE_METADATA_EXIF],
+                                        [np.frombuffer(exif_block(6, "<"), np.uint8)])
+    data.tofile(str(tmp_path / "phone.jpg"))
+    result = CliRunner().invoke(run_cli, [str(models["float"]), str(tmp_path / "phone.jpg"), "-o",
+                                          str(tmp_path / "out.jpg"), "-q"])
+    assert result.exit_code == 0, result.output
+    assert cv2.imread(str(tmp_path / "out.jpg"), cv2.IMREAD_UNCHANGED).shape[:2] == (48, 32)
 
 
 def test_folder_tree_with_broken_files(models: dict[str, Path], tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import glob
 import os
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -75,20 +76,69 @@ def read_animation(path: Path) -> tuple[list[np.ndarray], list[int]]:
 
 
 def read_image(path: Path) -> np.ndarray:
-    """Decode ``path`` keeping depth and alpha; raises :class:`InputError` with the reason."""
+    """Decode ``path`` keeping depth and alpha, upright (its EXIF orientation applied, as a
+    photo viewer shows it); raises :class:`InputError` with the reason."""
     try:
         data = np.fromfile(str(path), dtype=np.uint8)
     except OSError as exc:
         raise InputError(path, f"unreadable ({exc.strerror or exc})") from None
     if data.size == 0:
         raise InputError(path, "empty file")
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    # IMREAD_UNCHANGED keeps alpha and 16 bits but, alone among OpenCV's modes, ignores the
+    # EXIF orientation of phone photos: the metadata comes along and is applied below.
+    image, kinds, chunks = cv2.imdecodeWithMetadata(data, cv2.IMREAD_UNCHANGED)
     if image is None or image.size == 0:
         known = path.suffix.lower() in IMAGE_EXTENSIONS
         raise InputError(path, "corrupt or truncated image" if known else "not an image")
     if image.dtype not in (np.uint8, np.uint16):
         # e.g. float EXR/HDR: map [0, 1] to 8 bits
         image = np.clip(np.nan_to_num(image.astype(np.float32)) * 255.0, 0, 255).astype(np.uint8)
+    for kind, chunk in zip(kinds, chunks, strict=False):
+        if kind == cv2.IMAGE_METADATA_EXIF:
+            image = upright(image, exif_orientation(np.asarray(chunk, np.uint8).tobytes()))
+    return image
+
+
+def exif_orientation(exif: bytes) -> int:
+    """The Orientation tag (1-8) of an EXIF block (a TIFF header and its first IFD, with or
+    without the ``Exif\\0\\0`` prefix); 1 (as stored) when absent or unreadable."""
+    start = exif.find(b"II*\0")
+    if start < 0:
+        start = exif.find(b"MM\0*")
+    if start < 0:
+        return 1
+    tiff = exif[start:]
+    order = "<" if tiff[:2] == b"II" else ">"
+    try:
+        (ifd,) = struct.unpack_from(f"{order}I", tiff, 4)
+        (count,) = struct.unpack_from(f"{order}H", tiff, ifd)
+        for index in range(count):
+            tag, kind, _, value = struct.unpack_from(f"{order}HHI4s", tiff, ifd + 2 + 12 * index)
+            if tag == 0x0112 and kind == 3:  # Orientation, a SHORT
+                (orientation,) = struct.unpack_from(f"{order}H", value)
+                return orientation if 1 <= orientation <= 8 else 1
+    except struct.error:
+        pass  # a truncated block: as stored
+    return 1
+
+
+def upright(image: np.ndarray, orientation: int) -> np.ndarray:
+    """``image`` turned and mirrored as EXIF ``orientation`` (1-8) says to show it (the mapping
+    of OpenCV's own ``IMREAD_COLOR`` decoding, which a test checks it against)."""
+    if orientation == 2:
+        return cv2.flip(image, 1)
+    if orientation == 3:
+        return cv2.rotate(image, cv2.ROTATE_180)
+    if orientation == 4:
+        return cv2.flip(image, 0)
+    if orientation == 5:
+        return cv2.transpose(image)
+    if orientation == 6:
+        return cv2.rotate(image, cv2.ROTATE_90_CLOCKWISE)
+    if orientation == 7:
+        return cv2.flip(cv2.transpose(image), -1)
+    if orientation == 8:
+        return cv2.rotate(image, cv2.ROTATE_90_COUNTERCLOCKWISE)
     return image
 
 
