@@ -329,6 +329,12 @@ class Translator:
                 array = np.ascontiguousarray(array[..., [2, 1, 0, *range(3, array.shape[2])]])
             return array
         if _is_pil(image):
+            if image.mode == "F":  # 32-bit float gray, taken as [0, 1] (as read_image does)
+                gray = np.nan_to_num(np.asarray(image, np.float32))
+                return np.clip(np.rint(gray * 255.0), 0, 255).astype(np.uint8)
+            if image.mode == "I" or image.mode.startswith("I;16"):
+                # 16-bit gray (a 16-bit PNG opens so): convert("RGB") would clip it at 255
+                return np.clip(np.asarray(image), 0, 65535).astype(np.uint16)
             mode = "RGBA" if image.mode in ("RGBA", "LA", "PA") else "RGB"
             array = np.asarray(image.convert(mode))
             if color_order == "BGR":

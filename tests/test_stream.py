@@ -257,6 +257,19 @@ def test_pil_in_pil_out(translator: Translator) -> None:
     assert out_rgba.mode == "RGBA" and (np.asarray(out_rgba)[..., 3] == 77).all()
 
 
+def test_pil_16_bit_gray_is_scaled_not_clipped(translator: Translator) -> None:
+    image_module = pytest.importorskip("PIL.Image")
+    gray8 = cv2.cvtColor(frames(1)[0], cv2.COLOR_BGR2GRAY)
+    gray16 = gray8.astype(np.uint16) * 257  # the same picture in 16 bits
+    opened = image_module.fromarray(gray16)
+    if not opened.mode.startswith("I"):
+        pytest.skip(f"this Pillow makes mode {opened.mode} from uint16")
+    expected = translator(gray8, color_order="RGB")
+    assert np.array_equal(np.asarray(translator(opened)), expected)
+    as_float = image_module.fromarray(gray8.astype(np.float32) / 255.0)  # mode F, in [0, 1]
+    assert np.array_equal(np.asarray(translator(as_float)), expected)
+
+
 def test_image_path_in_numpy_bgr_out(translator: Translator, tmp_path: Path) -> None:
     bgr = frames(1)[0]
     path = tmp_path / "photo.png"
