@@ -341,6 +341,8 @@ def _run_live(translator: Any, source: str, output: Path | None, no_display: boo
     if stats.error:
         click.echo(f"error: {stats.error}", err=True)
         sys.exit(EXIT_FAILED_INPUTS)
+    if stats.ended_by == "interrupted":  # Ctrl-C: the recording is kept, the status says so
+        sys.exit(EXIT_INTERRUPTED)
 
 
 def _run_files(translator: Any, plan: Any, found: Any, batch_size: int, side: bool,

@@ -244,6 +244,32 @@ def test_cli_webcam_video_file(model: Path, video: Path, tmp_path: Path, record:
         assert not list(tmp_path.iterdir())
 
 
+def test_ctrl_c_ends_live_mode_with_130_and_keeps_the_recording(model: Path,
+                                                                 tmp_path: Path) -> None:
+    clip = tmp_path / "long.mp4"  # 10 s at 15 fps: Ctrl-C comes long before its end
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter.fourcc(*"mp4v"), FPS, (WIDTH, HEIGHT))
+    for i in range(150):
+        writer.write(np.full((HEIGHT, WIDTH, 3), i, np.uint8))
+    writer.release()
+    output = tmp_path / "rec.mp4"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "runtime", str(model), "--webcam", str(clip), "--no-display",
+         "-o", str(output), "--backend", "onnxruntime", "--providers", "cpu"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    for line in process.stderr:  # the model is loaded and the loop starts
+        if line.startswith("live:"):
+            break
+    time.sleep(1.5)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, (out, err)
+    assert "; interrupted; recorded" in out and "Traceback" not in err
+    frames = video_summary(output)[2]
+    assert 1 <= frames < 150
+    assert not [p.name for p in tmp_path.iterdir() if ".part" in p.name]
+
+
 # ---- a live stream served by ffmpeg -----------------------------------------------------------
 
 @pytest.mark.slow
