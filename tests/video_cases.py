@@ -201,6 +201,15 @@ def test_variable_frame_rate_keeps_its_timestamps(clips: dict[str, Path], tmp_pa
     assert np.allclose(stream_facts(tmp_path / target).times, before, atol=1e-3)
 
 
+def test_a_container_without_timestamps_says_it_evens_out_a_variable_rate(
+        clips: dict[str, Path], tmp_path: Path) -> None:
+    result = run(clips["vfr.mkv"], "-o", tmp_path / "vfr.avi")
+    assert result.exit_code == 0, result.output
+    assert "unevenly timed" in result.output and ".avi file has no timestamps" in result.output
+    steady = run(clips["plain.mp4"], "-o", tmp_path / "plain.avi")
+    assert steady.exit_code == 0 and "unevenly timed" not in steady.output, steady.output
+
+
 def test_a_rotated_clip_is_translated_and_written_upright(clips: dict[str, Path],
                                                           tmp_path: Path) -> None:
     source = clips["rotated.mp4"]
@@ -259,6 +268,15 @@ def test_a_codec_the_output_cannot_take_is_refused_up_front(
     assert message in result.output and "Traceback" not in result.output
     assert "model:" not in result.output  # before the model is loaded
     assert not (tmp_path / "out.webm").exists()
+
+
+@pytest.mark.parametrize("codec", ["vp9", "av1"])
+def test_a_mov_file_refuses_what_its_muxer_cannot_write(clips: dict[str, Path], tmp_path: Path,
+                                                       codec: str) -> None:
+    result = run(clips["audio.mp4"], "-o", tmp_path / "out.mov", "--codec", codec)
+    assert result.exit_code == 2, result.output
+    assert f"a .mov file cannot hold {codec} video" in result.output
+    assert "model:" not in result.output  # before the model is loaded
 
 
 def test_webm_is_a_writable_output_now(clips: dict[str, Path], tmp_path: Path) -> None:

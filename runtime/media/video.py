@@ -173,10 +173,15 @@ def choose_codec(path: Path, codec: str | None = None, crf: int | None = None,
     return spec, chosen
 
 
+# FFmpeg's mov muxer lists VP9 and AV1 among its codecs but refuses to write them ("Invalid
+# argument", found by writing every container with every codec); MP4 and MKV take them.
+_UNWRITABLE = {"mov": frozenset({"vp9", "av1"})}
+
+
 @cache
 def _container_codecs(container: str) -> frozenset[str]:
     with av.open(os.devnull, "w", format=container) as probe:
-        return frozenset(probe.supported_codecs)
+        return frozenset(probe.supported_codecs) - _UNWRITABLE.get(container, frozenset())
 
 
 # ---- reading ----------------------------------------------------------------------------------
@@ -398,6 +403,11 @@ class AtomicVideoWriter:
         self._time_base = Fraction(1, 1) / self._rate if time_base is None or self._cfr \
             else Fraction(time_base)
         self._last_pts: int | None = None
+        # Where the container drops the source's timestamps, how far apart they should be (in
+        # the source's ticks), to say so when they are not: a variable frame rate is lost.
+        self._nominal_step = (None if time_base is None or not self._cfr
+                              else 1 / (self._rate * Fraction(time_base)))
+        self._given_pts: int | None = None
         width, height = size
         if self.spec.even_size and (width % 2 or height % 2):
             self._pad = (height % 2, width % 2)
@@ -475,6 +485,8 @@ class AtomicVideoWriter:
             frame = cv2.copyMakeBorder(frame, 0, self._pad[0], 0, self._pad[1],
                                        cv2.BORDER_REPLICATE)
         video_frame = self._to_yuv(np.ascontiguousarray(frame))
+        if self._nominal_step is not None and pts is not None:
+            self._note_uneven(pts)
         video_frame.pts = self._next_pts(None if self._cfr else pts)
         video_frame.time_base = self._time_base
         self._mux(self.stream.encode(video_frame))
@@ -493,6 +505,19 @@ class AtomicVideoWriter:
             format=self.spec.pix_fmt, dst_colorspace=Colorspace.ITU601,
             dst_color_range=ColorRange.JPEG if jpeg else ColorRange.MPEG,
             interpolation=_SWS_FLAGS)
+
+    def _note_uneven(self, pts: int) -> None:
+        """Note once that source timestamps more than a quarter of a frame off the even
+        spacing (a variable frame rate, a gap) are evened out by a container without them."""
+        assert self._nominal_step is not None
+        if self._given_pts is not None and \
+                abs((pts - self._given_pts) - self._nominal_step) > self._nominal_step / 4:
+            self.notes.append(f"{self.path}: the source's frames are unevenly timed (a variable "
+                              f"frame rate); a {self.path.suffix.lower()} file has no "
+                              f"timestamps, so they play evenly at {float(self._rate):g} fps "
+                              "(.mp4, .mkv or .webm keep the timing)")
+            self._nominal_step = None  # said once
+        self._given_pts = pts
 
     def _next_pts(self, pts: int | None) -> int:
         """The given timestamp, kept strictly increasing (encoders refuse repeats); the next
