@@ -317,6 +317,11 @@ def _plan(inputs: list[str], output: Path, skip_existing: bool, debug: bool) -> 
     try:
         plan = plan_outputs(found.files, output, skip_existing=skip_existing)
     except OutputPlanError as exc:
+        if not found.files and found.errors:
+            # -o refused for want of inputs: the inputs are what is wrong, name them
+            for error in found.errors:
+                click.echo(f"error: {error}", err=True)
+            sys.exit(EXIT_FAILED_INPUTS)
         _fail(str(exc), debug, exc)
     plan.failed = found.errors + plan.failed
     return plan, found

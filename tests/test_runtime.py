@@ -390,6 +390,11 @@ def test_missing_input_is_counted_as_failure(models: dict[str, Path], tmp_path: 
     result = CliRunner().invoke(run_cli, [str(models["float"]), str(tmp_path / "nope.png"),
                                           "-o", str(tmp_path / "o")])
     assert result.exit_code == 1 and "nope.png: no such file or folder" in result.output
+    # a single output file named for a missing input: the input is named, not -o
+    result = CliRunner().invoke(run_cli, [str(models["float"]), str(tmp_path / "nope.png"),
+                                          "-o", str(tmp_path / "out.png")])
+    assert result.exit_code == 1, result.output
+    assert result.output.strip() == f"error: {tmp_path / 'nope.png'}: no such file or folder"
 
 
 # ---- OpenVINO and backend="auto" ---------------------------------------------------------------
