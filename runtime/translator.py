@@ -312,9 +312,15 @@ class Translator:
         file path, a camera index or a stream URL. Decoding runs in a thread, and
         ``in_flight`` batches (default :attr:`in_flight`) are translated at once; closing the
         generator early stops it all and closes the source. See :mod:`runtime.media.stream`.
+        Raises ``ValueError`` at once for a ``batch_size``, ``queue_size`` or ``in_flight``
+        that is not a whole number >= 1.
         """
         from runtime.media.stream import stream
 
+        for name, value in (("batch_size", batch_size), ("queue_size", queue_size),
+                            ("in_flight", 1 if in_flight is None else in_flight)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
         return stream(self, source, temporal=temporal, batch_size=batch_size,
                       queue_size=queue_size, in_flight=in_flight)
 

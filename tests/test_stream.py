@@ -74,6 +74,14 @@ def test_stream_takes_an_array_of_frames_but_not_one_image(translator: Translato
         next(translator.stream(given[0]))
 
 
+@pytest.mark.parametrize("options", [{"batch_size": 0}, {"batch_size": -1},
+                                     {"batch_size": "auto"}, {"in_flight": 0},
+                                     {"queue_size": 0}])
+def test_stream_refuses_bad_sizes_at_once(translator: Translator, options: dict) -> None:
+    with pytest.raises(ValueError, match="must be a whole number >= 1"):
+        translator.stream(frames(1), **options)  # before any frame is asked for
+
+
 def test_stream_reads_a_video_path(translator: Translator, tmp_path: Path) -> None:
     clip = tmp_path / "clip.mp4"
     with AtomicVideoWriter(clip, 10.0, (32, 24)) as writer:
