@@ -122,7 +122,8 @@ def _batch_size_option(ctx: click.Context, param: click.Parameter, value: str) -
               "(2-31, default 3).")
 @click.option("--preset", metavar="NAME", help="Video encoder speed: h264/h265 ultrafast, "
               "superfast, veryfast (default), faster, ... veryslow; av1 13 (fastest) to 0 "
-              "(default 10). Faster presets make bigger files at the same --crf.")
+              "(default 10; SVT-AV1 4 runs 12 and 13 as 11). Faster presets make bigger files "
+              "at the same --crf.")
 @click.option("--temporal", is_flag=True, help="Videos and live mode: steady the translation "
               "over time (flow-guided blending of the previous output), against flicker.")
 @click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None,

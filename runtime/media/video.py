@@ -76,7 +76,8 @@ VIDEO_CODECS: dict[str, VideoCodec] = {
     "vp9": VideoCodec("libvpx-vp9", "vp9", "yuv420p", (0, 63), 32,
                       {"b": "0", "deadline": "good", "cpu-used": "5", "row-mt": "1"},
                       even_size=False),
-    # SVT-AV1's presets are numbers, 13 the fastest.
+    # SVT-AV1's presets are numbers, 13 the fastest (SVT-AV1 4, in PyAV 18's wheel, runs 12
+    # and 13 as 11; older versions do not).
     "av1": VideoCodec("libsvtav1", "av1", "yuv420p", (0, 63), 35, {"preset": "10"},
                       presets=tuple(str(n) for n in range(13, -1, -1))),
     "mjpeg": VideoCodec("mjpeg", "mjpeg", "yuvj420p", (2, 31), 3, even_size=False),
@@ -434,6 +435,10 @@ class AtomicVideoWriter:
 
     def _add_video_stream(self, width: int, height: int) -> av.video.stream.VideoStream:
         spec = self.spec
+        if spec.encoder == "libsvtav1":
+            # SVT-AV1 prints a 20-line banner per encoder at its default "info" level: errors
+            # only (it reads SVT_LOG when an encoder opens), unless the user chose a level.
+            os.environ.setdefault("SVT_LOG", "1")
         stream = self.container.add_stream(spec.encoder, rate=self._rate)
         assert isinstance(stream, av.video.stream.VideoStream)
         stream.width, stream.height = width, height
