@@ -441,3 +441,12 @@ def test_bench_checkpoint_without_the_pytorch_peer_is_an_error(
     (tmp_path / "c.pt").write_bytes(b"x")
     result = CliRunner().invoke(bench_cli, [MODEL, "--checkpoint", str(tmp_path / "c.pt")])
     assert result.exit_code == 2 and 'pip install "cyclegan-toolkit[export]"' in result.output
+
+
+def test_an_interrupted_run_counts_what_it_set_out_to_do() -> None:
+    from runtime.media.pipeline import RunSummary
+
+    summary = RunSummary(translated=[Path(f"{i}.png") for i in range(6)], planned=40,
+                         interrupted=True)
+    assert summary.lines()[0].startswith("translated 6 of 40 input(s)")
+    assert "interrupted" in summary.lines()[0]

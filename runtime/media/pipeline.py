@@ -54,9 +54,10 @@ class RunSummary:
     frames: int = 0
     seconds: float = 0.0
     interrupted: bool = False
+    planned: int = 0  # inputs the run set out to translate (an interrupted run did fewer)
 
     def lines(self) -> list[str]:
-        total = len(self.translated) + len(self.failed)
+        total = max(len(self.translated) + len(self.failed), self.planned)
         rate = f", {self.frames / self.seconds:.1f} frames/s" if self.seconds > 0 else ""
         head = (f"translated {len(self.translated)} of {total} input(s) "
                 f"({self.frames} frame(s) in {self.seconds:.1f} s{rate})")
@@ -428,7 +429,7 @@ def translate_files(translator: Translator, plan: OutputPlan, *, batch_size: int
     Stale temp files of an earlier, killed run in the output folders are removed first.
     """
     summary = RunSummary(destination=plan.destination, failed=list(plan.failed),
-                         skipped=list(plan.skipped))
+                         skipped=list(plan.skipped), planned=len(plan.jobs) + len(plan.failed))
     progress = progress or (lambda n: None)
     summary.removed_parts = remove_stale_parts(plan.folders, recursive=not plan.single)
     started = time.perf_counter()
