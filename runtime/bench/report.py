@@ -18,8 +18,6 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from runtime.media.sinks import write_bytes_atomic
-
 SCHEMA_NAME = "cyclegan-toolkit/bench"
 SCHEMA_VERSION = 1
 
@@ -368,6 +366,8 @@ class BenchReport:
 
     def save_json(self, path: str | Path) -> Path:
         """Write the report to ``path`` atomically (temp file, then rename)."""
+        from runtime.media.sinks import write_bytes_atomic  # cv2 and numpy: not at import
+
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         text = json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
@@ -481,6 +481,8 @@ def plot_report(report: BenchReport, path: str | Path, metric: str = "throughput
     m = report.machine
     gemm = f", GEMM {m.gemm_gflops:.0f} GFLOP/s" if m.gemm_gflops else ""
     axes.set_title(f"{m.cpu}, {m.cores_usable} core(s){gemm}", fontsize=9)
+    from runtime.media.sinks import write_bytes_atomic
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     png = io.BytesIO()
