@@ -137,7 +137,8 @@ def _batch_size_option(ctx: click.Context, param: click.Parameter, value: str) -
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
 @click.option("--no-progress", "no_progress", is_flag=True, hidden=True)  # old spelling of -q
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-@click.version_option(package_version(), "--version", prog_name="cyclegan-run")
+@click.version_option(package_version(), "--version", prog_name="cyclegan-run",
+                      message="%(prog)s %(version)s")
 def main(model: str | None, inputs: tuple[str, ...], demo: bool, output: Path | None,
          webcam: str | None,
          no_display: bool, max_frames: int | None, reconnects: int, side_by_side: bool,

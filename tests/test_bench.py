@@ -387,7 +387,7 @@ def test_missing_model_is_refused(tmp_path: Path) -> None:
 # ---- command line ----------------------------------------------------------------------------
 
 def test_cli_prints_the_table_and_writes_outputs(models: dict[str, Path], tmp_path: Path) -> None:
-    args = [str(models["fp32"]), "--engine", "onnxruntime", "--size", "32", "--batch", "1",
+    args = [str(models["fp32"]), "--engine", "onnxruntime", "--size", "32", "--batch-size", "1",
             "--iterations", "3", "--warmup", "1", "--gemm-size", "128", "--psnr-images", "1",
             "--threads", "1", "-q", "--json", str(tmp_path / "b.json"), "--markdown",
             str(tmp_path / "b.md")]
@@ -404,6 +404,20 @@ def test_cli_prints_the_table_and_writes_outputs(models: dict[str, Path], tmp_pa
     assert not HAS_MATPLOTLIB or (tmp_path / "b.png").stat().st_size > 0
     again = CliRunner().invoke(bench_cli, args)  # its own earlier reports: replaced
     assert again.exit_code == 0, again.output
+
+
+def test_cli_speaks_the_shared_vocabulary(models: dict[str, Path], tmp_path: Path) -> None:
+    fast = [str(models["fp32"]), "--engine", "onnxruntime", "--size", "32", "--iterations", "1",
+            "--warmup", "0", "--gemm-size", "0", "--psnr-images", "0", "-q"]
+    result = CliRunner().invoke(bench_cli, [*fast, "--batch", "2", "-o", str(tmp_path / "r.md")])
+    assert result.exit_code == 0, result.output  # --batch: the old spelling of --batch-size
+    assert "| fp32.onnx |     2 | 32x32 |" in (tmp_path / "r.md").read_text()
+    for extra, message in [(["-o", str(tmp_path / "r.txt")], "give a .json, .md or .png file"),
+                           (["-o", str(tmp_path / "a.json"), "--json", str(tmp_path / "b.json")],
+                            "both name the .json report")]:
+        refused = CliRunner().invoke(bench_cli, [*fast, *extra])
+        assert refused.exit_code == 2 and message in refused.output, refused.output
+    assert "--batch " not in CliRunner().invoke(bench_cli, ["--help"]).output
 
 
 def test_cli_never_writes_over_a_model_or_a_foreign_file(models: dict[str, Path],

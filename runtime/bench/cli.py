@@ -46,7 +46,7 @@ def _parse_batches(values: tuple[str, ...]) -> list[int]:
     batches = _split(values) or ["1"]
     if not all(b.isdigit() and int(b) > 0 for b in batches):
         raise click.BadParameter(f"{','.join(batches)}: batch sizes are positive integers",
-                                 param_hint="--batch")
+                                 param_hint="--batch-size")
     return [int(b) for b in batches]
 
 
@@ -62,8 +62,9 @@ def _parse_batches(values: tuple[str, ...]) -> list[int]:
               "(needs torch and the training package).")
 @click.option("--direction", type=click.Choice(["AtoB", "BtoA"]), default="AtoB",
               show_default=True, help="Which generator of --checkpoint.")
-@click.option("--batch", "batches", multiple=True, metavar="N[,N...]",
+@click.option("--batch-size", "batches", multiple=True, metavar="N[,N...]",
               help="Batch size(s); repeatable or comma-separated.  [default: 1]")
+@click.option("--batch", "old_batches", multiple=True, hidden=True)  # old spelling
 @click.option("--size", "sizes", multiple=True, metavar="N|HxW",
               help="Resolution(s); repeatable or comma-separated; must suit the model's size "
               "multiple.  [default: 256]")
@@ -81,6 +82,9 @@ def _parse_batches(values: tuple[str, ...]) -> list[int]:
               help="Images each row translates for the PSNR column (0: skip).")
 @click.option("--gemm-size", type=int, default=2048, show_default=True,
               help="Square size of the numpy fp32 GEMM yardstick (0: skip).")
+@click.option("-o", "--output", type=click.Path(path_type=Path),
+              help="Write the report to this file: JSON, markdown or a PNG chart, by its "
+              "extension (.json, .md, .png).")
 @click.option("--json", "json_path", type=click.Path(path_type=Path),
               help="Write the full report as JSON.")
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path),
@@ -97,12 +101,14 @@ def _parse_batches(values: tuple[str, ...]) -> list[int]:
               "preset for the video rows, as cyclegan-run's --preset (default veryfast).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-@click.version_option(package_version(), "--version", prog_name="cyclegan-bench")
+@click.version_option(package_version(), "--version", prog_name="cyclegan-bench",
+                      message="%(prog)s %(version)s")
 def main(models: tuple[Path, ...], int8_models: tuple[Path, ...], fp16_models: tuple[Path, ...],
          checkpoint: Path | None, direction: str, batches: tuple[str, ...],
-         sizes: tuple[str, ...], engines: tuple[str, ...], providers: str | None, warmup: int,
-         iterations: int | None, seconds: float | None, threads: int | None, psnr_images: int,
-         gemm_size: int, json_path: Path | None, plot_path: Path | None, plot_metric: str,
+         old_batches: tuple[str, ...], sizes: tuple[str, ...], engines: tuple[str, ...],
+         providers: str | None, warmup: int, iterations: int | None, seconds: float | None,
+         threads: int | None, psnr_images: int, gemm_size: int, output: Path | None,
+         json_path: Path | None, plot_path: Path | None, plot_metric: str,
          markdown_path: Path | None, no_isolate: bool, ceiling: bool, preset: str | None,
          quiet: bool, debug: bool) -> None:
     """Benchmark exported MODELS (.onnx) on every engine this machine has.
@@ -113,8 +119,8 @@ def main(models: tuple[Path, ...], int8_models: tuple[Path, ...], fp16_models: t
 
     \b
     cyclegan-bench g.onnx
-    cyclegan-bench g.onnx --int8 g_int8.onnx --checkpoint latest.pt --json bench.json
-    cyclegan-bench g.onnx --batch 1,4 --size 256,512x512 --plot bench.png
+    cyclegan-bench g.onnx --int8 g_int8.onnx --checkpoint latest.pt -o bench.json
+    cyclegan-bench g.onnx --batch-size 1,4 --size 256,512x512 --plot bench.png
     """
     from runtime.bench.benchmark import Timing, available_engines, run_benchmark
     from runtime.bench.report import plot_report
@@ -123,6 +129,20 @@ def main(models: tuple[Path, ...], int8_models: tuple[Path, ...], fp16_models: t
     if checkpoint is not None and "pytorch" not in available_engines(checkpoint):
         _fail(f"--checkpoint {checkpoint}: the PyTorch peer needs torch and the training "
               'packages: pip install "cyclegan-toolkit[export]"', debug)
+    batches = batches + old_batches
+    if output is not None:
+        # -o/--output as the other commands have it: one report file, its kind by extension
+        kinds = {".json": "json_path", ".md": "markdown_path", ".png": "plot_path"}
+        kind = kinds.get(output.suffix.lower())
+        if kind is None:
+            raise click.UsageError(f"-o {output}: give a .json, .md or .png file")
+        if {"json_path": json_path, "markdown_path": markdown_path,
+                "plot_path": plot_path}[kind] is not None:
+            raise click.UsageError(f"-o {output} and --{kind.split('_')[0]} both name the "
+                                   f"{output.suffix.lower()} report; give one")
+        json_path = output if kind == "json_path" else json_path
+        markdown_path = output if kind == "markdown_path" else markdown_path
+        plot_path = output if kind == "plot_path" else plot_path
     all_models = [*models, *int8_models, *fp16_models]
     if not all_models:
         raise click.UsageError("give at least one MODEL (.onnx)")
