@@ -6,12 +6,28 @@ an interrupt during the heavy imports (which happen inside the commands) is caug
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 from typing import Any
 
 import click
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
+EXIT_TERMINATED = 143  # 128 + SIGTERM
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``docker stop``, systemd, ``kill``), raised where Ctrl-C would be, so that it
+    ends a run as Ctrl-C does: finished outputs kept, the unfinished one's temp file removed."""
+
+
+_TERMINATED = threading.Event()  # a SIGTERM arrived (a run may catch the exception itself)
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    _TERMINATED.set()
+    raise Terminated()
 
 
 def package_version() -> str:
@@ -33,12 +49,16 @@ def show_warning(message: Any, category: type[Warning], filename: str, lineno: i
 class InterruptibleCommand(click.Command):
     """A click command whose Ctrl-C, wherever it lands (the heavy imports inside the command
     included), is one line and exit status 130, instead of a traceback or click's "Aborted!"
-    with status 1. Use as ``@click.command(cls=InterruptibleCommand)``."""
+    with status 1; SIGTERM is handled the same way, with status 143. Use as
+    ``@click.command(cls=InterruptibleCommand)``."""
 
     def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
         run = super().main
         if not standalone_mode:
             return run(*args, standalone_mode=False, **kwargs)  # type: ignore[call-overload]
+        in_main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _terminate) if in_main else None
+        terminated = False
         try:
             return run(*args, standalone_mode=False, **kwargs)  # type: ignore[call-overload]
         except click.exceptions.Exit as exc:  # --help, --version
@@ -46,6 +66,22 @@ class InterruptibleCommand(click.Command):
         except click.ClickException as exc:
             exc.show()
             sys.exit(exc.exit_code)
+        except Terminated:
+            terminated = True
         except (KeyboardInterrupt, click.Abort):
             click.echo("interrupted", err=True)
             sys.exit(EXIT_INTERRUPTED)
+        except SystemExit as exc:
+            # A run that caught the signal itself (to finish its summary) exits 130: say 143
+            # when it was SIGTERM, as the shell would.
+            if exc.code == EXIT_INTERRUPTED and _TERMINATED.is_set():
+                sys.exit(EXIT_TERMINATED)
+            raise
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+        if terminated:
+            click.echo("terminated", err=True)
+            sys.exit(EXIT_TERMINATED)
+        return None
+

@@ -309,6 +309,26 @@ def test_sigkill_mid_video_leaves_no_output_and_the_rerun_cleans_up(tmp_path: Pa
     assert not list(out.glob(".*.part*")) and visible(out) == ["clip.mp4"]
 
 
+def test_sigterm_mid_video_is_handled_as_ctrl_c_with_status_143(tmp_path: Path) -> None:
+    """docker stop and systemd send SIGTERM: the run ends as Ctrl-C ends it (the unfinished
+    video's temp file removed, one line), with the status a shell gives SIGTERM."""
+    clip = write_video(tmp_path / "clip.mp4", 400, size=(256, 192), fps=25.0)
+    out = tmp_path / "out"
+    process = subprocess.Popen([sys.executable, "-m", "runtime", MODEL, str(clip), "-o",
+                                str(out / "clip.mp4"), "-q"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(out.glob(".clip.mp4.*.part.mp4")):
+        assert time.monotonic() < deadline and process.poll() is None, "no temp file appeared"
+        time.sleep(0.05)
+    time.sleep(0.3)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 143, (stdout, stderr)
+    assert "interrupted" in stdout and "Traceback" not in stderr
+    assert not list(out.glob(".*.part*")) and visible(out) == []
+
+
 # ---- live recordings ---------------------------------------------------------------------------
 
 def test_a_short_recording_keeps_the_source_rate(tmp_path: Path) -> None:
