@@ -190,6 +190,11 @@ def main(model: str | None, inputs: tuple[str, ...], demo: bool, output: Path | 
             _check_codec([output], codec, crf, preset, debug)
         if target_fps < 0:
             _fail(f"--target-fps must be >= 0, got {target_fps:g}", debug)
+        if not no_display:
+            from runtime.media.live import NO_DISPLAY, display_available
+
+            if not display_available():  # before minutes of choosing a backend, not after
+                _fail(NO_DISPLAY, debug)
         # Live mode chooses for real time unless told otherwise: the fastest backend within
         # the quality floor, and a working size that holds --target-fps.
         translator = _load(model_path, providers, device_id, threads, backend or "auto",

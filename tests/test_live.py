@@ -411,8 +411,17 @@ def test_no_display_is_one_clear_error(model: Path, translator: Translator, vide
     lines = error_lines(result)
     assert len(lines) == 1 and "no display available" in lines[0]
     assert "use --no-display" in lines[0]
+    assert "live: backend" not in result.output  # said before a backend was chosen
     with pytest.raises(LiveError, match="no display available"):
         run_live(translator, "0", display=True)
+
+
+def test_a_live_source_that_is_neither_file_nor_camera_is_named(translator: Translator,
+                                                                tmp_path: Path) -> None:
+    with pytest.raises(LiveError, match=r"nope\.mp4: no such file \(give a camera index"):
+        run_live(translator, str(tmp_path / "nope.mp4"), display=False)
+    with pytest.raises(LiveError, match="camera 97: cannot open it"):
+        run_live(translator, "97", display=False, reconnects=0)
 
 
 def test_display_that_does_not_answer_is_one_clear_error(model: Path, video: Path,

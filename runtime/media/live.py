@@ -141,6 +141,10 @@ def display_available() -> bool:
     return True
 
 
+NO_DISPLAY = ("no display available (DISPLAY is not set or does not answer); use --no-display, "
+              "optionally with -o FILE.mp4 to record")
+
+
 def run_live(translator: Translator, source: str = "0", *, display: bool = True,
              record: Path | None = None, max_frames: int | None = None,
              snapshot_dir: Path = Path("."), reconnects: int = 5,
@@ -156,12 +160,17 @@ def run_live(translator: Translator, source: str = "0", *, display: bool = True,
     that rate; the translator's ``max_side`` is restored at the end. 0: as ``translator`` is.
     """
     if display and not display_available():
-        raise LiveError("no display available (DISPLAY is not set or does not answer); "
-                        "use --no-display, optionally with -o FILE.mp4 to record")
+        raise LiveError(NO_DISPLAY)
+    parsed = parse_live_source(source)
+    if isinstance(parsed, str) and "://" not in parsed and not Path(parsed).exists():
+        raise LiveError(f"{parsed}: no such file (give a camera index, a video file or a "
+                        "stream URL)")
     try:
-        grabber = LatestFrameGrabber(parse_live_source(source), reconnects=reconnects,
-                                     retry_delay=retry_delay)
+        grabber = LatestFrameGrabber(parsed, reconnects=reconnects, retry_delay=retry_delay)
     except Exception as exc:  # noqa: BLE001 - OpenCV/InputError: one line for the user
+        if isinstance(parsed, int):
+            raise LiveError(f"camera {parsed}: cannot open it (no such camera, or another "
+                            "program is using it)") from None
         raise LiveError(f"cannot open {source!r} ({exc})") from None
     stats = LiveStats()
     stabilizer = TemporalStabilizer() if temporal else None
