@@ -472,3 +472,10 @@ def test_an_interrupted_run_counts_what_it_set_out_to_do() -> None:
                          interrupted=True)
     assert summary.lines()[0].startswith("translated 6 of 40 input(s)")
     assert "interrupted" in summary.lines()[0]
+
+
+def test_the_same_input_named_twice_is_one_input(tmp_path: Path) -> None:
+    src = write_image(tmp_path / "a.png", natural_images(1, 24, 32, seed=8)[0])
+    result = run(MODEL, src, src, str(tmp_path / "*.png"), "-o", tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert "translated 1 of 1" in result.output and visible(tmp_path / "out") == ["a.png"]

@@ -203,6 +203,12 @@ def expand_inputs(inputs: list[str], exclude: Path | None = None) -> InputSet:
                                       Path(p.name)) for p in kept]
         else:
             found.errors.append(InputError(path, "no such file or folder"))
+    # The same file named twice for the same output (a.jpg a.jpg, or overlapping globs) is
+    # one input, not a collision with itself.
+    unique: dict[tuple[Path, Path], FileInput] = {}
+    for item in found.files:
+        unique.setdefault((item.path.resolve(), item.relative), item)
+    found.files = list(unique.values())
     return found
 
 
