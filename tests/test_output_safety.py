@@ -479,3 +479,13 @@ def test_the_same_input_named_twice_is_one_input(tmp_path: Path) -> None:
     result = run(MODEL, src, src, str(tmp_path / "*.png"), "-o", tmp_path / "out")
     assert result.exit_code == 0, result.output
     assert "translated 1 of 1" in result.output and visible(tmp_path / "out") == ["a.png"]
+
+
+@pytest.mark.parametrize("target", ["blocker/x.png", "blocker/sub/"])
+def test_an_output_under_a_file_is_refused_before_any_work(tmp_path: Path, target: str) -> None:
+    src = write_image(tmp_path / "a.png", natural_images(1, 24, 32, seed=9)[0])
+    (tmp_path / "blocker").write_bytes(b"a file, not a folder")
+    result = run(MODEL, src, "-o", str(tmp_path / target))
+    assert result.exit_code == 2, result.output
+    assert f"{tmp_path / 'blocker'} is a file, not a folder" in result.output
+    assert "model:" not in result.output

@@ -96,6 +96,12 @@ def plan_outputs(inputs: list[FileInput], output: Path, *,
         raise OutputPlanError(f"{output}: is a file; give a folder for -o (several inputs or "
                               "a folder of them), or a file name with an image or video "
                               "extension for one input")
+    folder = (output.parent if single else output).absolute()
+    for parent in (folder, *folder.parents):
+        if parent.exists():
+            if not parent.is_dir():  # found before any work, not by the first write
+                raise OutputPlanError(f"{output}: {parent} is a file, not a folder")
+            break
     claimed: dict[str, Path] = {}
     for item in inputs:
         kind, frames = input_kind(item.path)
