@@ -210,6 +210,19 @@ def test_a_container_without_timestamps_says_it_evens_out_a_variable_rate(
     assert steady.exit_code == 0 and "unevenly timed" not in steady.output, steady.output
 
 
+def test_a_second_video_stream_left_out_is_named(clips: dict[str, Path],
+                                                 tmp_path: Path) -> None:
+    two = tmp_path / "two.mkv"
+    ffmpeg("-i", clips["plain.mp4"], "-i", clips["plain.mp4"], "-map", "0:v", "-map", "1:v",
+           "-c", "copy", two)
+    result = run(two, "-o", tmp_path / "out.mkv")
+    assert result.exit_code == 0, result.output
+    assert "only its first video stream is translated; video stream(s) #1 left out" in \
+        result.output
+    plain = run(clips["plain.mp4"], "-o", tmp_path / "plain.mkv")
+    assert "first video stream" not in plain.output
+
+
 def test_a_rotated_clip_is_translated_and_written_upright(clips: dict[str, Path],
                                                           tmp_path: Path) -> None:
     source = clips["rotated.mp4"]

@@ -356,6 +356,10 @@ def _finish_video(job: Job, plan: OutputPlan, summary: RunSummary, reader: Video
     if reader.rotation:
         summary.notes.append(f"{job.source}: turned {reader.rotation} degrees as its rotation "
                              "flag asks; translated and written upright (no flag)")
+    if reader.other_video:
+        streams = ", ".join(f"#{index}" for index in reader.other_video)
+        summary.notes.append(f"{job.source}: only its first video stream is translated; video "
+                             f"stream(s) {streams} left out")
     if reader.info.frame_count > count:
         summary.warnings.append(f"{job.source}: read {count} of the {reader.info.frame_count} "
                                 "frames its container announces (truncated?)")

@@ -305,6 +305,10 @@ class VideoReader:
         self.info = _info(stream, self.container)
         self.copy_streams = [s for s in self.container.streams
                              if s.type in _COPIED_KINDS]
+        # Other picture streams (a second camera angle): neither translated nor copied.
+        self.other_video = [s.index for s in self.container.streams.video
+                            if s is not stream and not
+                            s.disposition & av.stream.Disposition.attached_pic]
         self.rotation = 0
         self.corrupt_packets = 0
         self.leftover: list[av.Packet] = []
