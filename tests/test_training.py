@@ -386,6 +386,11 @@ def test_cli_bad_input_is_one_line_and_exit_2(dataroot: Path, tmp_path: Path, ar
 def test_cli_missing_dataroot(tmp_path: Path) -> None:
     result = CliRunner().invoke(train_cli, [str(tmp_path / "nope"), "--out", str(tmp_path / "r")])
     assert result.exit_code == 2 and "nope: no such data folder" in result.output
+    (tmp_path / "photo.jpg").write_bytes(b"\xff\xd8")
+    result = CliRunner().invoke(train_cli, [str(tmp_path / "photo.jpg"), "--out",
+                                            str(tmp_path / "r")])
+    assert result.exit_code == 2 and "photo.jpg: is a file; give the data folder" in \
+        result.output
 
 
 def test_config_file_unknown_option_is_named(tmp_path: Path) -> None:

@@ -239,6 +239,9 @@ class UnpairedDataset(Dataset):
 
     def __init__(self, root: str | Path, preprocess: Preprocess, max_files: int = 0) -> None:
         self.root = Path(root)
+        if self.root.exists() and not self.root.is_dir():
+            raise DataError(f"{self.root}: is a file; give the data folder that holds trainA/ "
+                            "and trainB/")
         if not self.root.is_dir():
             raise DataError(f"{self.root}: no such data folder")
         self.files_a = scan_images(self.root / "trainA", max_files)
