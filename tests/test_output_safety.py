@@ -289,29 +289,9 @@ def test_stale_temp_files_of_a_dead_process_are_removed(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_sigkill_mid_video_leaves_no_output_and_the_rerun_cleans_up(tmp_path: Path) -> None:
-    clip = write_video(tmp_path / "clip.mp4", 400, size=(256, 192), fps=25.0)
-    out = tmp_path / "out"
-    process = subprocess.Popen([sys.executable, "-m", "runtime", MODEL, str(clip), "-o",
-                                str(out / "clip.mp4"), "-q"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while not list(out.glob(".clip.mp4.*.part.mp4")):
-        assert time.monotonic() < deadline and process.poll() is None, "no temp file appeared"
-        time.sleep(0.05)
-    time.sleep(0.3)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert visible(out) == []  # only a temp file: no half-written clip.mp4
-    rerun = run(MODEL, clip, "-o", out / "clip.mp4", "--max-side", "64")
-    assert rerun.exit_code == 0, rerun.output
-    assert "removed 1 stale temp file(s)" in rerun.output
-    assert not list(out.glob(".*.part*")) and visible(out) == ["clip.mp4"]
-
-
-def test_sigterm_mid_video_is_handled_as_ctrl_c_with_status_143(tmp_path: Path) -> None:
-    """docker stop and systemd send SIGTERM: the run ends as Ctrl-C ends it (the unfinished
-    video's temp file removed, one line), with the status a shell gives SIGTERM."""
+def start_long_video_run(tmp_path: Path) -> tuple[subprocess.Popen[str], Path, Path]:
+    """``cyclegan-run`` on a 400-frame clip in a child process, returned once it is writing
+    (its temp file exists): (process, clip, output folder)."""
     clip = write_video(tmp_path / "clip.mp4", 400, size=(256, 192), fps=25.0)
     out = tmp_path / "out"
     process = subprocess.Popen([sys.executable, "-m", "runtime", MODEL, str(clip), "-o",
@@ -322,6 +302,24 @@ def test_sigterm_mid_video_is_handled_as_ctrl_c_with_status_143(tmp_path: Path) 
         assert time.monotonic() < deadline and process.poll() is None, "no temp file appeared"
         time.sleep(0.05)
     time.sleep(0.3)
+    return process, clip, out
+
+
+def test_sigkill_mid_video_leaves_no_output_and_the_rerun_cleans_up(tmp_path: Path) -> None:
+    process, clip, out = start_long_video_run(tmp_path)
+    process.send_signal(signal.SIGKILL)
+    process.communicate()
+    assert visible(out) == []  # only a temp file: no half-written clip.mp4
+    rerun = run(MODEL, clip, "-o", out / "clip.mp4", "--max-side", "64")
+    assert rerun.exit_code == 0, rerun.output
+    assert "removed 1 stale temp file(s)" in rerun.output
+    assert not list(out.glob(".*.part*")) and visible(out) == ["clip.mp4"]
+
+
+def test_sigterm_mid_video_is_handled_as_ctrl_c_with_status_143(tmp_path: Path) -> None:
+    """docker stop and systemd send SIGTERM: the run ends as Ctrl-C ends it (the unfinished
+    video's temp file removed, one line), with the status a shell gives SIGTERM."""
+    process, _, out = start_long_video_run(tmp_path)
     process.send_signal(signal.SIGTERM)
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 143, (stdout, stderr)
