@@ -63,8 +63,8 @@ class VideoCodec:
 # veryfast at 640x480: ~11 ms/frame on one core here); CRF 20 / 32 look clean on translated
 # video. MJPEG (AVI) takes a JPEG quantiser (2 best .. 31) in place of a CRF. --preset trades
 # size for speed where the encoder bounds a run (a fast accelerator on few cores): x264
-# ultrafast at 1280x720 took a third of veryfast's CPU here, for files 2-4.6x bigger at the
-# same CRF (README, "Video speed").
+# ultrafast at 1280x720 took a third of veryfast's CPU here, for files 3.7-4.6x bigger at the
+# same CRF (the README's pipeline ceiling).
 _X26X_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow",
                  "slower", "veryslow", "placebo")
 VIDEO_CODECS: dict[str, VideoCodec] = {
