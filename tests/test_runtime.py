@@ -24,6 +24,7 @@ from runtime.backends import (
     resolve_providers,
 )
 from runtime.cli import main as run_cli
+from runtime.media.sinks import OutputWriteError
 from runtime.media.sources import exif_orientation, read_image
 from runtime.metadata import MetadataError
 from runtime.metrics import psnr
@@ -632,7 +633,8 @@ def test_two_inputs_that_map_to_one_output_are_not_overwritten(models: dict[str,
 
 
 def test_video_that_cannot_be_written_fails_with_a_reason(models: dict[str, Path],
-                                                         tmp_path: Path) -> None:
+                                                         tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     src = tmp_path / "clip.mp4"
     writer = cv2.VideoWriter(str(src), cv2.VideoWriter.fourcc(*"mp4v"), 10.0, (32, 24))
     for frame in natural_images(5, 24, 32, seed=14):
@@ -642,8 +644,17 @@ def test_video_that_cannot_be_written_fails_with_a_reason(models: dict[str, Path
     blocker.write_text("not a folder")
     result = CliRunner().invoke(run_cli, [str(models["float"]), str(src), "-o",
                                           str(blocker / "out.mp4")])
-    assert result.exit_code == 1 and "cannot write video" in result.output
-    assert "Traceback" not in result.output
+    assert result.exit_code == 2 and "is a file, not a folder" in result.output  # up front
+
+    class Unwritable:  # a writer that cannot open its file (as root, chmod would not stop it)
+        def __init__(self, path: Path, *args: object, **kwargs: object) -> None:
+            raise OutputWriteError(f"{path}: cannot open a h264 writer (Permission denied)")
+
+    monkeypatch.setattr("runtime.media.pipeline.AtomicVideoWriter", Unwritable)
+    result = CliRunner().invoke(run_cli, [str(models["float"]), str(src), "-o",
+                                          str(tmp_path / "out.mp4")])
+    assert result.exit_code == 1 and "cannot write video" in result.output, result.output
+    assert "Permission denied" in result.output and "Traceback" not in result.output
 
 
 # Two OpenVINO backends freed in the order they were made, then a child's exit while a Python
