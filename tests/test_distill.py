@@ -261,3 +261,10 @@ def test_a_raw_mobile_student_file_is_read_from_its_keys(tmp_path: Path) -> None
     assert (spec.name, spec.ngf) == ("mobile_resnet_6blocks", 4)
     x = torch.rand(1, 3, 32, 32) * 2 - 1
     assert torch.equal(loaded(x), net.eval()(x))
+
+
+def test_a_crop_larger_than_the_load_size_is_refused_as_training_refuses_it() -> None:
+    from training.distill.config import DistillConfigError, validate
+
+    with pytest.raises(DistillConfigError, match="crop_size 64 is larger than load_size 32"):
+        validate(DistillConfig(crop_size=64, load_size=32))

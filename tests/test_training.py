@@ -4,6 +4,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -337,6 +338,37 @@ def test_bf16_on_a_cpu_without_bf16_units_warns(dataroot: Path, tmp_path: Path, 
                                progress=False)
     said = [str(w.message) for w in caught if "bfloat16 units" in str(w.message)]
     assert len(said) == (0 if units else 1)
+
+
+@pytest.mark.parametrize(("name", "layers"), [("basic", 3), ("n_layers", 2), ("pixel", 3)])
+def test_discriminator_min_size_is_the_smallest_side_that_trains(name: str, layers: int) -> None:
+    from training.networks import build_discriminator, discriminator_min_size
+
+    net = build_discriminator(name, 3, 4, layers).train()
+    smallest = discriminator_min_size(name, layers)
+    net(torch.randn(1, 3, smallest, smallest))
+    with pytest.raises((RuntimeError, ValueError)):
+        net(torch.randn(1, 3, smallest - 1, smallest - 1))
+
+
+@pytest.mark.parametrize("preprocess", ["none", "scale_width"])
+def test_images_smaller_than_the_networks_train_in_uncropped_modes(tmp_path: Path,
+                                                                   preprocess: str) -> None:
+    """--preprocess none / scale_width keep an image's size: an 8x8 or a 1x200 image is scaled
+    up to what the discriminator takes instead of failing deep inside it."""
+    root = tmp_path / "data"
+    rng = np.random.default_rng(3)
+    for domain, sizes in (("trainA", [(8, 8), (1, 200)]), ("trainB", [(48, 40)])):
+        (root / domain).mkdir(parents=True)
+        for index, (height, width) in enumerate(sizes):
+            image = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
+            Image.fromarray(image).save(root / domain / f"{index}.png")
+    result = CliRunner().invoke(train_cli, [
+        str(root), "-o", str(tmp_path / "run"), "--generator", "resnet_6blocks", "--ngf", "4",
+        "--ndf", "4", "--preprocess", preprocess, "--load-size", "32", "--crop-size", "32",
+        "--workers", "0", "--max-steps", "2", "--sample-every", "0", "--device", "cpu", "-q"])
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")["step"] == 2
 
 
 # ---- the command line ------------------------------------------------------------------

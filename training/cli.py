@@ -87,7 +87,8 @@ def _check_not_a_data_folder(run_dir: Path, dataroot: Path) -> None:
 @click.option("--batch-size", type=int, help="Images per step per process (1).")
 @click.option("--epochs", type=int, help="Epochs at the initial learning rate (100).")
 @click.option("--epochs-decay", type=int, help="Epochs of linear learning-rate decay (100).")
-@click.option("--max-steps", type=int, help="Stop after this many steps in total.")
+@click.option("--max-steps", type=int, help="Stop after this many steps in total (0: no cap, "
+              "the epochs decide).")
 @click.option("--lr", type=float, help="Adam learning rate (2e-4).")
 @click.option("--gan-mode", help="lsgan | vanilla")
 @click.option("--device", help="auto | cpu | cuda | cuda:N")

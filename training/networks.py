@@ -396,6 +396,16 @@ DISCRIMINATORS: dict[str, Callable[[int, int, int, str], nn.Module]] = {
 }
 
 
+def discriminator_min_size(name: str = "basic", n_layers: int = 3) -> int:
+    """The smallest image side a discriminator trains on: a PatchGAN halves its input once per
+    strided layer (3 for ``basic``), then two 4x4 convolutions take a pixel each, and instance
+    norm needs more than one value per map, so 3 * 2**layers (24 for the 70x70); ``pixel``: 2.
+    Checked against the networks themselves in the tests."""
+    if name == "pixel":
+        return 2
+    return 3 * 2 ** (3 if name == "basic" else n_layers)
+
+
 def build_discriminator(
     name: str = "basic", input_nc: int = 3, ndf: int = 64, n_layers: int = 3,
     norm: str = "instance",

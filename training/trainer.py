@@ -40,6 +40,7 @@ from training.data import Preprocess, UnpairedDataset, UnpairedSampler
 from training.distributed import DistContext, barrier, gather_objects, init_distributed, shutdown
 from training.loss_log import append_record, trim_after
 from training.model import CycleGANNetworks, CycleGANStep, losses_to_floats
+from training.networks import discriminator_min_size
 from training.run_dir import RunFolder
 from training.samples import load_fixed_views, sample_grid, save_png_atomic
 
@@ -116,10 +117,14 @@ class Trainer:
                                     self.ctx.device, pool_seed=pool_seed)
         self.pos = _Position()
         spec = self.nets.spec_ab
+        # Modes that keep an image's own size (none, scale_width) scale a small one up to what
+        # both networks take: the discriminator needs more than the generator.
+        min_side = max(spec.min_size, discriminator_min_size(config.discriminator,
+                                                             config.n_layers_d))
         self.dataset = UnpairedDataset(
             config.dataroot,
             Preprocess(config.preprocess, config.load_size, config.crop_size, not config.no_flip,
-                       spec.size_multiple, spec.min_size),
+                       spec.size_multiple, min_side),
             config.max_dataset_size,
         )
         self.sampler = UnpairedSampler(len(self.dataset.files_a), len(self.dataset.files_b),

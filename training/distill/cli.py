@@ -61,7 +61,8 @@ Students (--student, default {DEFAULT_STUDENT}; --ngf changes the width):
 @click.option("--crop-size", type=int, help="Training crop (128).")
 @click.option("--batch-size", type=int, help="Crops per step per process (4).")
 @click.option("--steps", type=int, help="Optimisation steps in total (3000): the schedule.")
-@click.option("--max-steps", type=int, help="Stop after this many steps (resume later).")
+@click.option("--max-steps", type=int, help="Stop after this many steps (resume later; 0: all "
+              "--steps).")
 @click.option("--lr", type=float, help="Adam learning rate (2e-4).")
 @click.option("--lambda-l1", type=float, help="Weight of L1 to the teacher's output (10).")
 @click.option("--lambda-feat", type=float, help="Weight of feature distillation (1).")

@@ -74,6 +74,9 @@ def validate(config: DistillConfig) -> DistillConfig:
     if config.crop_size % 4 or config.crop_size < 8:
         raise DistillConfigError(f"crop_size must be a multiple of 4 and >= 8, got "
                                  f"{config.crop_size}")
+    if config.preprocess == "resize_and_crop" and config.crop_size > config.load_size:
+        raise DistillConfigError(f"crop_size {config.crop_size} is larger than load_size "
+                                 f"{config.load_size}")  # as cyclegan-train says
     for name in ("lambda_l1", "lambda_feat", "lambda_gan", "ngf", "cache_teacher",
                  "max_steps"):
         if getattr(config, name) < 0:

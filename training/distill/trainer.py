@@ -69,6 +69,7 @@ from training.networks import (
     GeneratorSpec,
     build_discriminator,
     build_generator,
+    discriminator_min_size,
     generator_spec,
     init_weights,
 )
@@ -138,9 +139,12 @@ class DistillTrainer:
             self.train_disc = self._ddp(self.disc)
             self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=config.lr, betas=betas)
             self.sched_d = torch.optim.lr_scheduler.LambdaLR(self.opt_d, self._lr_factor)
+        # Uncropped modes scale small images up to what the networks take (the discriminator,
+        # when the adversarial term has one, needs more than the student).
+        min_side = self.spec.min_size if config.lambda_gan <= 0 else max(
+            self.spec.min_size, discriminator_min_size())
         self.preprocess = Preprocess(config.preprocess, config.load_size, config.crop_size,
-                                     not config.no_flip, self.spec.size_multiple,
-                                     self.spec.min_size)
+                                     not config.no_flip, self.spec.size_multiple, min_side)
         self.dataset = DomainDataset(domain_folder(config.dataroot, config.direction),
                                      self.preprocess)
         if config.lambda_gan > 0:
