@@ -144,7 +144,7 @@ def test_train_speaks_output_and_quiet_and_keeps_the_old_spellings_hidden(
                      ["--out", str(tmp_path / "old"), "--no-progress"]):
         result = CliRunner().invoke(train_cli, [str(dataroot), *spelling, *tiny])
         assert result.exit_code == 0, result.output
-        assert result.output.startswith("trained 1 steps")  # no progress bar: quiet
+        assert result.output.startswith("trained to step 1 ")  # no progress bar: quiet
     assert load_checkpoint(tmp_path / "new" / "checkpoints" / "latest.pt")["step"] == 1
     assert load_checkpoint(tmp_path / "old" / "checkpoints" / "latest.pt")["step"] == 1
     both = CliRunner().invoke(train_cli, [str(dataroot), "-o", "a", "--out", "b"])

@@ -44,4 +44,4 @@ def test_two_process_gloo_run_shards_data_and_only_rank0_writes(dataroot: Path,
     assert steps == [1, 2, 3, 4]
     assert sorted(p.name for p in (run / "samples").iterdir()) == [
         "step_0000002.png", "step_0000004.png"]
-    assert done.stdout.count("trained 4 steps") == 1
+    assert done.stdout.count("trained to step 4 ") == 1

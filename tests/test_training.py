@@ -387,9 +387,11 @@ def test_cli_trains_with_config_file_and_overrides(dataroot: Path, tmp_path: Pat
     assert state["step"] == 2
     assert state["config"]["channels_last"] is False and state["config"]["compile"] is False
 
+    assert "trained to step 2 (" in result.output
     again = CliRunner().invoke(train_cli, [str(dataroot), "--out", str(run), "--resume",
                                            "--max-steps", "3", "--no-progress"])
     assert again.exit_code == 0, again.output
+    assert "trained to step 3, 1 in this run (" in again.output
     assert load_checkpoint(run / "checkpoints" / "latest.pt")["step"] == 3
 
     changed = CliRunner().invoke(train_cli, [str(dataroot), "--out", str(run), "--resume",

@@ -169,5 +169,7 @@ def main(dataroot: Path, run_dir: Path | None, run_dir_alias: Path | None,
         if folder is not None:
             folder.close()
     if result.checkpoint is not None:  # where the result went: shown even with --quiet
-        click.echo(f"trained {result.step} steps ({result.epoch} full epoch(s)); "
+        start = int(resume_state["step"]) if resume_state is not None else 0
+        resumed = f", {result.step - start} in this run" if start else ""
+        click.echo(f"trained to step {result.step}{resumed} ({result.epoch} full epoch(s)); "
                    f"checkpoint: {result.checkpoint}")
