@@ -268,3 +268,17 @@ def test_a_crop_larger_than_the_load_size_is_refused_as_training_refuses_it() ->
 
     with pytest.raises(DistillConfigError, match="crop_size 64 is larger than load_size 32"):
         validate(DistillConfig(crop_size=64, load_size=32))
+
+
+@pytest.mark.parametrize("kind", ["missing", "file"])
+def test_a_data_folder_that_is_not_one_is_said_before_the_teacher_loads(
+        teacher_file: Path, tmp_path: Path, kind: str) -> None:
+    data = tmp_path / "photos"
+    if kind == "file":
+        data.write_bytes(b"not a folder")
+    result = CliRunner().invoke(distill_cli, distill_args(teacher_file, data, tmp_path / "run",
+                                                          "--steps", "1"))
+    assert result.exit_code == 2, result.output
+    reason = "is a file" if kind == "file" else "no such folder"
+    assert f"{data}: {reason}; give a folder of the teacher's input images" in result.output
+    assert "teacher:" not in result.output and "Traceback" not in result.output

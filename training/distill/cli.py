@@ -118,6 +118,11 @@ def main(teacher: Path, dataroot: Path, run_dir: Path | None, run_dir_alias: Pat
                                 "dataroot": str(dataroot)})
         else:
             config = from_dict({**overrides, "teacher": str(teacher), "dataroot": str(dataroot)})
+        data = Path(dataroot)
+        if not data.is_dir():  # before the teacher loads (seconds) and says so
+            raise DataError(f"{data}: {'is a file' if data.exists() else 'no such folder'}; "
+                            "give a folder of the teacher's input images, or one holding "
+                            "trainA/ and trainB/")
         loaded = load_teacher(teacher, config.direction)
         if resume_state is not None and resume_state["teacher"]["sha256"] != loaded.sha256:
             raise DistillConfigError(f"{teacher}: is not the teacher this run was distilled "
