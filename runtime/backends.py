@@ -29,13 +29,13 @@ import re
 import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from runtime.metadata import MetadataError, ModelMetadata, read_metadata
+from runtime.metadata import MetadataError, metadata_or_none, read_metadata
 from runtime.reasons import first_line
 
 if TYPE_CHECKING:
@@ -147,15 +147,6 @@ def _own_precision_only(engine: str, precision: str) -> None:
                            "`--backend openvino`)")
 
 
-def _precision_from_props(props: Mapping[str, str]) -> str:
-    """The model file's own precision from its metadata (a file without this toolkit's metadata
-    counts as fp32, the exporter's default; the Translator refuses such files anyway)."""
-    try:
-        return ModelMetadata.from_props(dict(props)).precision
-    except MetadataError:
-        return "fp32"
-
-
 def _file_precision(model_path: str | Path) -> str:
     try:
         return read_metadata(model_path).precision
@@ -204,9 +195,7 @@ class OnnxRuntimeBackend:
         self._options = ort.SessionOptions()
         if threads is not None:
             self._options.intra_op_num_threads = threads
-        self._trt_engines: Path | None = None
         precision_run = self._open(names, precision, gpu)
-        self.providers = list(self.session.get_providers())
         # onnxruntime drops a provider it cannot initialise (e.g. CUDA without its libraries)
         # and carries on, silently, on the CPU: say so.
         dropped = [name for name in names if name not in self.providers]
@@ -223,9 +212,7 @@ class OnnxRuntimeBackend:
                 # CPU fallback runs the file as a plain CPU session would, and CUDA after a
                 # failed TensorRT gets its fp16 and its options.
                 names = [name for name in names if name in self.providers]
-                self._trt_engines = None
                 precision_run = self._open(names, precision, gpu)
-                self.providers = list(self.session.get_providers())
         self._bound: BoundSession | None = None
         self._describe(precision_run, gpu)
         if self.providers[0] == "TensorrtExecutionProvider":
@@ -237,9 +224,7 @@ class OnnxRuntimeBackend:
                 # "auto" promised the best that runs: CUDA, prepared afresh for it.
                 warnings.warn(f"{exc}; running on CUDA", ProviderFallbackWarning, stacklevel=2)
                 names = [name for name in names if name != "TensorrtExecutionProvider"]
-                self._trt_engines = None
                 precision_run = self._open(names, precision, gpu)
-                self.providers = list(self.session.get_providers())
                 self._describe(precision_run, gpu)
 
     def _describe(self, precision_run: str | None, gpu: GpuOptions) -> None:
@@ -247,8 +232,10 @@ class OnnxRuntimeBackend:
         (:class:`runtime.gpu.BoundSession`)."""
         self.input_name = self.session.get_inputs()[0].name
         self.output_name = self.session.get_outputs()[0].name
-        self.metadata = _session_metadata(self.custom_metadata, self.model_path)
-        self.precision = precision_run or _precision_from_props(self.custom_metadata)
+        self.metadata = metadata_or_none(self.custom_metadata, str(self.model_path))
+        # A file without this toolkit's metadata counts as fp32, the exporter's default (the
+        # Translator refuses such files anyway).
+        self.precision = precision_run or (self.metadata.precision if self.metadata else "fp32")
         self._bound = None
         if self.providers[0] in GPU_PROVIDERS:
             from runtime.gpu import BoundSession
@@ -259,12 +246,14 @@ class OnnxRuntimeBackend:
 
     def _open(self, names: list[str], precision: str, gpu: GpuOptions) -> str | None:
         """Create ``self.session`` for providers ``names``, prepared for a GPU when the first
-        is one; returns the precision that preparation runs (None: the file's own)."""
+        is one, and set :attr:`providers` to what onnxruntime runs; returns the precision that
+        preparation runs (None: the file's own)."""
         import onnxruntime as ort
 
         source: str | bytes = str(self.model_path)
         provider_list: list[Any] = list(names)
         precision_run: str | None = None
+        self._trt_engines: Path | None = None
         if names and names[0] in GPU_PROVIDERS:
             from runtime.gpu import prepare_for_gpu
 
@@ -283,6 +272,7 @@ class OnnxRuntimeBackend:
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
             raise BackendError(f"{self.model_path}: onnxruntime cannot load it "
                                f"({first_line(exc)})") from None
+        self.providers = list(self.session.get_providers())
         return precision_run
 
     def _note_tensorrt_build(self, gpu: GpuOptions) -> None:
@@ -325,14 +315,6 @@ class OnnxRuntimeBackend:
             return self._bound.run(batch)
         return self.session.run([self.output_name], {self.input_name: batch})[0]
 
-
-
-def _session_metadata(props: Mapping[str, str], path: Path) -> ModelMetadata | None:
-    """This toolkit's metadata in ``props``, or None for a model without it."""
-    try:
-        return ModelMetadata.from_props(dict(props), str(path))
-    except MetadataError:
-        return None
 
 
 class OpenCVBackend:

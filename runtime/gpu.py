@@ -308,14 +308,11 @@ def prepare_for_gpu(model_path: Path, providers: Sequence[str], precision: str,
     import onnx
 
     from runtime.graph_edit import convert_to_fp16, with_uint8_io
-    from runtime.metadata import MetadataError
+    from runtime.metadata import metadata_or_none
 
     def metadata(model: onnx.ModelProto) -> ModelMetadata | None:
-        try:
-            return ModelMetadata.from_props({p.key: p.value for p in model.metadata_props},
-                                            str(model_path))
-        except MetadataError:
-            return None
+        return metadata_or_none({p.key: p.value for p in model.metadata_props},
+                                str(model_path))
 
     model = onnx.load_from_string(model_path.read_bytes())
     meta = metadata(model)

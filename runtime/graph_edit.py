@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from runtime.metadata import MetadataError, ModelMetadata
+from runtime.metadata import metadata_or_none
 
 if TYPE_CHECKING:
     import onnx
@@ -37,10 +37,10 @@ def _update_metadata(model: onnx.ModelProto, **changes: Any) -> None:
     """Change fields of the model's :class:`ModelMetadata` in place; a model without this
     toolkit's metadata (the exporter's, before it writes them) is left as it is."""
     props = {prop.key: prop.value for prop in model.metadata_props}
-    try:
-        meta = replace(ModelMetadata.from_props(props), **changes)
-    except MetadataError:
+    found = metadata_or_none(props)
+    if found is None:
         return
+    meta = replace(found, **changes)
     del model.metadata_props[:]
     props.update(meta.to_props())
     for key, value in props.items():

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from runtime.reasons import first_line
+
 SCHEMA_NAME = "cyclegan-toolkit/model"
 SCHEMA_VERSION = 1
 PREFIX = "cyclegan."
@@ -123,6 +125,15 @@ class ModelMetadata:
         return "\n".join(lines)
 
 
+def metadata_or_none(props: dict[str, str], source: str = "model") -> ModelMetadata | None:
+    """This toolkit's metadata in a model's ``metadata_props``, or None for a model without
+    (or with unreadable) metadata: for callers that can run such a model anyway."""
+    try:
+        return ModelMetadata.from_props(props, source)
+    except MetadataError:
+        return None
+
+
 def read_metadata(path: str | Path) -> ModelMetadata:
     """Read the metadata of an ``.onnx`` file with onnxruntime (no onnx package needed)."""
     import onnxruntime as ort
@@ -135,6 +146,5 @@ def read_metadata(path: str | Path) -> ModelMetadata:
     try:
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise MetadataError(f"{path}: not a loadable ONNX model ({first})") from None
+        raise MetadataError(f"{path}: not a loadable ONNX model ({first_line(exc)})") from None
     return ModelMetadata.from_props(dict(session.get_modelmeta().custom_metadata_map), str(path))

@@ -342,6 +342,7 @@ def test_a_tensorrt_engine_that_cannot_be_built_falls_back_to_cuda_under_auto(
                   gpu: GpuOptions) -> str:
         opened.append(list(names))
         self.session = _SessionOn(list(names))  # type: ignore[assignment]
+        self.providers = self.session.get_providers()  # as _open reports what runs
         self._trt_engines = tmp_path if names[0] == "TensorrtExecutionProvider" else None
         return "fp16"
 
