@@ -18,6 +18,7 @@ from typing import Any, NoReturn
 import click
 
 from runtime.console import InterruptibleCommand, package_version, show_warning
+from runtime.reasons import first_line
 
 EXIT_FAILED_INPUTS = 1
 EXIT_USAGE = 2
@@ -347,8 +348,7 @@ def _run_live(translator: Any, source: str, output: Path | None, no_display: boo
     except LiveError as exc:
         _fail(str(exc), debug, exc)
     except (OSError, ValueError, RuntimeError) as exc:  # e.g. cannot record, inference error
-        _fail(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
-              debug, exc)
+        _fail(first_line(exc), debug, exc)
     click.echo(stats.line())
     if stats.error:
         click.echo(f"error: {stats.error}", err=True)

@@ -254,8 +254,7 @@ def translate_plan(model: str | Path, plan: OutputPlan, settings: WorkerSettings
     """
     ray = require_ray()
     progress = progress or (lambda n: None)
-    summary = RunSummary(destination=plan.destination, failed=list(plan.failed),
-                         skipped=list(plan.skipped), planned=len(plan.jobs) + len(plan.failed))
+    summary = RunSummary.for_plan(plan)
     summary.removed_parts = remove_stale_parts(plan.folders, recursive=not plan.single)
     if not plan.jobs:
         return summary  # nothing to translate: no cluster to start

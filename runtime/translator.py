@@ -297,7 +297,7 @@ class Translator:
                     self._translate_same_size(frames, "BGR")
                     seconds = min(seconds, time.perf_counter() - started)
             except (MemoryError, RuntimeError, BackendError) as exc:
-                lines.append(f"batch {size}: skipped ({str(exc).splitlines()[0]})")
+                lines.append(f"batch {size}: skipped ({first_line(exc)})")
                 continue
             per_frame = seconds / size
             lines.append(f"batch {size}: {per_frame * 1000:.1f} ms per frame")

@@ -32,7 +32,7 @@ from runtime.media.sinks import (
 from runtime.media.sources import InputError, read_animation, read_image
 from runtime.media.stream import StreamError, pipelined, submit
 from runtime.media.video import AtomicVideoWriter, DecodedFrame, VideoReader, probe_video
-from runtime.reasons import typed_first_line
+from runtime.reasons import first_line, typed_first_line
 from runtime.translator import Translator
 
 T = TypeVar("T")
@@ -55,6 +55,12 @@ class RunSummary:
     seconds: float = 0.0
     interrupted: bool = False
     planned: int = 0  # inputs the run set out to translate (an interrupted run did fewer)
+
+    @classmethod
+    def for_plan(cls, plan: OutputPlan) -> RunSummary:
+        """The summary a run of ``plan`` starts from: its refusals and skips already in."""
+        return cls(destination=plan.destination, failed=list(plan.failed),
+                   skipped=list(plan.skipped), planned=len(plan.jobs) + len(plan.failed))
 
     def lines(self) -> list[str]:
         total = max(len(self.translated) + len(self.failed), self.planned)
@@ -320,7 +326,7 @@ def _write_failure(exc: BaseException) -> str:
     """The reason a video output failed (our writer's own message, naming the path, needs no
     exception class before it)."""
     if isinstance(exc, OutputWriteError):
-        return f"cannot write video ({str(exc).strip().splitlines()[0]})"
+        return f"cannot write video ({first_line(exc)})"
     return f"cannot write video ({typed_first_line(exc)})"
 
 
@@ -432,8 +438,7 @@ def translate_files(translator: Translator, plan: OutputPlan, *, batch_size: int
 
     Stale temp files of an earlier, killed run in the output folders are removed first.
     """
-    summary = RunSummary(destination=plan.destination, failed=list(plan.failed),
-                         skipped=list(plan.skipped), planned=len(plan.jobs) + len(plan.failed))
+    summary = RunSummary.for_plan(plan)
     progress = progress or (lambda n: None)
     summary.removed_parts = remove_stale_parts(plan.folders, recursive=not plan.single)
     started = time.perf_counter()
