@@ -205,13 +205,13 @@ def main() -> None:
                         "does not depend on its weights: students distilled for one step)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    if args.speed_only:
-        remeasure_speed(args.out / "distill_quality.json", args.data, args.work / "speed_only")
-        return
     if not (args.data / "test" / "A").is_dir():
         from training.demo_data import build
 
         build(args.data)
+    if args.speed_only:
+        remeasure_speed(args.out / "distill_quality.json", args.data, args.work / "speed_only")
+        return
     args.work.mkdir(parents=True, exist_ok=True)
     teacher_onnx = demo_model_path()
     teacher_pth, recovery_error = recover_teacher(teacher_onnx, args.work / "teacher_demo.pth")
@@ -240,7 +240,7 @@ def main() -> None:
                                           args.cache),
                *_student_arch(run.student)) for run in runs]]:
         macs = count_macs(build_generator(generator_spec(spec_name, ngf=ngf)))
-        row = {"model": name, "architecture": f"{spec_name} ngf {ngf}", "gmac_256": macs / 1e9,
+        row = {"model": name, "architecture": _arch_label(spec_name, ngf), "gmac_256": macs / 1e9,
                "distill_seconds": round(seconds, 1), **quality(model, teacher, args.data),
                **speed(model), "live_fps_640x480_max_side_320": live_fps(model, clip)}
         rows.append(row)
@@ -264,10 +264,6 @@ def remeasure_speed(results: Path, data: Path, work: Path) -> None:
     one step); the quality figures and the rest of the file are kept."""
     from training.distill.students import STUDENTS
 
-    if not (data / "test" / "A").is_dir():
-        from training.demo_data import build
-
-        build(data)
     result = json.loads(results.read_text())
     work.mkdir(parents=True, exist_ok=True)
     teacher_pth, _ = recover_teacher(demo_model_path(), work / "teacher_demo.pth")
@@ -281,7 +277,7 @@ def remeasure_speed(results: Path, data: Path, work: Path) -> None:
                 model = demo_model_path()
             else:
                 student = next(name for name in STUDENTS
-                               if " ngf ".join(map(str, _student_arch(name))) == architecture)
+                               if _arch_label(*_student_arch(name)) == architecture)
                 model, _ = distill_student(teacher_pth, data, work, Run(student, student), 1, 0)
             measured[architecture] = {**speed(model),
                                       "live_fps_640x480_max_side_320": live_fps(model, clip)}
@@ -304,6 +300,12 @@ def _gan_partial(work: Path) -> list[dict]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _arch_label(generator: str, ngf: int) -> str:
+    """A row's architecture column, e.g. ``mobile_resnet_9blocks ngf 4`` (--speed-only finds
+    the student back by it)."""
+    return f"{generator} ngf {ngf}"
 
 
 def _student_arch(name: str) -> tuple[str, int]:

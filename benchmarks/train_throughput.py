@@ -49,6 +49,14 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 
+try:
+    import training  # installed with pip install -e .
+except ImportError:  # run from a checkout without the editable install
+    sys.path.insert(0, str(HERE.parent))
+    import training
+
+from runtime.cpu import usable_cores  # noqa: E402 - os only: safe before OMP_NUM_THREADS
+
 
 def _threads_from_argv(argv: list[str]) -> int:
     """``--threads N`` (or all usable cores), read before torch is imported: OpenMP sizes its
@@ -58,10 +66,7 @@ def _threads_from_argv(argv: list[str]) -> int:
             return int(argv[i + 1])
         if arg.startswith("--threads="):
             return int(arg.split("=", 1)[1])
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
+    return usable_cores()
 
 
 THREADS = _threads_from_argv(sys.argv[1:])
@@ -69,12 +74,6 @@ os.environ["OMP_NUM_THREADS"] = str(THREADS)
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-
-try:
-    import training  # installed with pip install -e .
-except ImportError:  # run from a checkout without the editable install
-    sys.path.insert(0, str(HERE.parent))
-    import training
 
 from training.config import TrainConfig, from_dict  # noqa: E402
 from training.trainer import Trainer  # noqa: E402
