@@ -682,7 +682,9 @@ def part_train(ctx: Context) -> dict[str, Any]:
 
 def train_cost(plan: Plan, rounds: int, steps: int) -> float:
     """The training part's expected seconds, from the plan's guesses."""
-    lead_in = 2 * plan.train_workers + (1 if plan.train_workers else 0)
+    from train_throughput import lead_in_steps  # beside this file (see sys.path above)
+
+    lead_in = lead_in_steps(plan.train_workers)
     return plan.train_fixed_s + plan.train_step_s * (
         2 * plan.train_warmup + rounds * (lead_in + 2 * steps))
 

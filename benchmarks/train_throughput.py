@@ -170,11 +170,16 @@ class AlternatingRounds:
         return steps / (time.perf_counter() - started)
 
 
+def lead_in_steps(workers: int) -> int:
+    """Steps ``workers`` loader processes can have ready before a round starts (prefetch_factor
+    2 each; the pin-memory thread one more): run untimed after each ceiling round."""
+    return 2 * workers + (1 if workers else 0)
+
+
 def measure(config: TrainConfig, run_dir: Path, steps: int, warmup: int,
             rounds: int) -> dict[str, Any]:
     """End-to-end and ceiling rounds of one Trainer, alternated; steps/s per round."""
-    # Steps the workers can have ready (prefetch_factor 2 each; the pin-memory thread one more).
-    lead_in = 2 * config.num_workers + (1 if config.num_workers else 0)
+    lead_in = lead_in_steps(config.num_workers)
     total = warmup + rounds * (lead_in + steps)
     trainer = Trainer(config.replace(max_steps=total), run_dir, progress=False)
     keys = trainer.sampler.keys()
@@ -270,20 +275,18 @@ def _natural(count: int, side: int) -> np.ndarray:
 
 def machine_tag(device: torch.device) -> tuple[str, dict[str, Any]]:
     """The result file's machine tag (as ``run_all.py`` names its files) and a description."""
-    from dataclasses import asdict
+    from dataclasses import asdict, replace
 
     from runtime.bench.machine import machine_info
 
     info = machine_info(gemm_size=0)
+    cuda_device = torch.cuda.get_device_name(device) if device.type == "cuda" else None
+    if cuda_device and not info.gpus:  # no nvidia-smi on the path: the GPU named by torch
+        info = replace(info, gpus=[cuda_device])
     described = asdict(info)
-    tag = info.tag
-    if device.type == "cuda":
-        described["cuda_device"] = torch.cuda.get_device_name(device)
-        if not info.gpus:  # no nvidia-smi on the path: name the GPU from torch
-            from runtime.bench.report import _slug
-
-            tag = f"{tag}-{_slug(described['cuda_device'])}"
-    return tag, described
+    if cuda_device:
+        described["cuda_device"] = cuda_device
+    return info.tag, described
 
 
 def save_atomic(data: dict[str, Any], path: Path) -> None:
