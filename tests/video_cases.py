@@ -253,6 +253,23 @@ def test_codec_and_crf_options(clips: dict[str, Path], tmp_path: Path) -> None:
     assert stream_facts(tmp_path / "vp9.mp4").codec == "vp9"
 
 
+
+def test_mjpeg_quantiser_is_kept(tmp_path: Path) -> None:
+    # MJPEG takes a JPEG quantiser for --crf; PyAV's frames carry none of their own, and every
+    # quantiser used to write the same (best-quality) file.
+    frames = natural_images(3, 96, 128, seed=2)
+    facts = {}
+    for quantiser in (2, 12):
+        target = tmp_path / f"q{quantiser}.avi"
+        with AtomicVideoWriter(target, 10.0, (128, 96), crf=quantiser) as writer:
+            for frame in frames:
+                writer.write(frame)
+        decoded = [decoded.image for decoded in read_video_frames(target)]
+        facts[quantiser] = (target.stat().st_size,
+                            min(psnr(f, d, 255.0) for f, d in zip(frames, decoded, strict=True)))
+    assert facts[12][0] < facts[2][0] * 0.8, facts
+    assert facts[2][1] > facts[12][1] + 1.0, facts
+
 def test_preset_reaches_the_encoder(clips: dict[str, Path], tmp_path: Path) -> None:
     # x264 writes its settings into the stream: ultrafast is the preset without CABAC.
     settings = {}

@@ -453,8 +453,14 @@ class AtomicVideoWriter:
         if spec.codec_tag:
             stream.codec_tag = spec.codec_tag
         options: dict[str, object] = dict(spec.options)
-        if spec.name == "mjpeg":  # a fixed JPEG quantiser (ffmpeg's -q:v)
-            options.update({"flags": "+qscale", "global_quality": str(self.crf * 118)})
+        if spec.name == "mjpeg":
+            # A fixed JPEG quantiser (ffmpeg's -q:v). FFmpeg's command line also stamps the
+            # quantiser on every frame, which PyAV cannot: its frames carry quality 0, which
+            # the encoder clamps into [qmin, qmax], so the range is pinned to the one value
+            # (without it every --crf wrote the same file).
+            quantiser = str(self.crf)
+            options.update({"flags": "+qscale", "global_quality": str(self.crf * 118),
+                            "qmin": quantiser, "qmax": quantiser})
         else:
             options["crf"] = str(self.crf)
             # Frames are converted with OpenCV's BT.601 matrix (limited range) and tagged so:
