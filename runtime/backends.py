@@ -83,6 +83,12 @@ class ProviderFallbackWarning(UserWarning):
     works, or CUDA where TensorRT's engine could not be built."""
 
 
+class NoGpuProviderWarning(ProviderFallbackWarning):
+    """``providers="auto"`` with an onnxruntime build that has no GPU provider at all: what a
+    CPU-only install expects, so ``cyclegan-run -q`` leaves it out (a GPU provider that is
+    there but fails still warns)."""
+
+
 class Backend(Protocol):
     providers: list[str]
     precision: str  # what runs: "fp32", "bf16", "fp16", "int8", "int8+bf16"...
@@ -123,7 +129,7 @@ def resolve_providers(requested: str | Sequence[str] = "auto",
         if not any(p in chosen for p in AUTO_ORDER[:2]):
             warnings.warn("no GPU execution provider in this onnxruntime build (install "
                           "onnxruntime-gpu for CUDA/TensorRT); running on the CPU",
-                          ProviderFallbackWarning, stacklevel=3)
+                          NoGpuProviderWarning, stacklevel=3)
         return chosen
     names = [PROVIDER_ALIASES.get(p.lower(), p) for p in requested]
     missing = [n for n in names if n not in available]

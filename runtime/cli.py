@@ -135,7 +135,8 @@ def _batch_size_option(ctx: click.Context, param: click.Parameter, value: str) -
               "as many as --gpus-per-worker fits on the GPUs).")
 @click.option("--gpus-per-worker", type=float, default=0.0, show_default=True,
               help="With --ray: GPUs per worker (0.5: two workers share one GPU).")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar or start-up lines (model, "
+              "backend); warnings, errors and the summary still show.")
 @click.option("--no-progress", "no_progress", is_flag=True, hidden=True)  # old spelling of -q
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @click.version_option(package_version(), "--version", prog_name="cyclegan-run",
@@ -166,6 +167,10 @@ def main(model: str | None, inputs: tuple[str, ...], demo: bool, output: Path | 
     warnings.showwarning = show_warning
     quiet = quiet or no_progress
     _quiet_opencv()
+    if quiet:  # a CPU-only onnxruntime is what its user installed: no need to say so
+        from runtime.backends import NoGpuProviderWarning
+
+        warnings.simplefilter("ignore", NoGpuProviderWarning)
     _check_ray_options(ray_address, workers, gpus_per_worker, webcam, device_id, debug)
     if demo:
         from runtime.demo import DemoMissingError, demo_inputs, demo_model_path
@@ -199,8 +204,8 @@ def main(model: str | None, inputs: tuple[str, ...], demo: bool, output: Path | 
         # Live mode chooses for real time unless told otherwise: the fastest backend within
         # the quality floor, and a working size that holds --target-fps.
         translator = _load(model_path, providers, device_id, threads, backend or "auto",
-                           precision, max_side, debug, cuda_graph=cuda_graph)
-        if max_side is None and target_fps > 0:
+                           precision, max_side, debug, quiet, cuda_graph=cuda_graph)
+        if max_side is None and target_fps > 0 and not quiet:
             click.echo(f"live: backend {translator.providers[0]}, working size adapted to hold "
                        f"{target_fps:g} FPS (--max-side or --target-fps 0 to fix it)", err=True)
         _run_live(translator, webcam, output, no_display, max_frames, reconnects, debug,
@@ -209,7 +214,7 @@ def main(model: str | None, inputs: tuple[str, ...], demo: bool, output: Path | 
         return
     backend = backend or "onnxruntime"
     assert output is not None
-    plan, found = _plan(list(inputs), output, skip_existing, debug)
+    plan, found = _plan(list(inputs), output, skip_existing, debug, quiet)
     _check_codec([job.target for job in plan.jobs if job.kind == "video"], codec, crf, preset,
                  debug)
     if ray_address is not None:
@@ -225,16 +230,16 @@ def main(model: str | None, inputs: tuple[str, ...], demo: bool, output: Path | 
                  quiet, debug)
         return
     translator = _load(model_path, providers, device_id, threads, backend, precision, max_side,
-                       debug, cuda_graph=cuda_graph)
+                       debug, quiet, cuda_graph=cuda_graph)
     if batch_size == AUTO_BATCH:
-        batch_size = _auto_batch_size(translator, plan)
+        batch_size = _auto_batch_size(translator, plan, quiet)
     _run_files(translator, plan, found, batch_size, side_by_side, quiet, codec=codec, crf=crf,
                preset=preset, temporal=temporal)
 
 
-def _auto_batch_size(translator: Any, plan: Any) -> int:
+def _auto_batch_size(translator: Any, plan: Any, quiet: bool) -> int:
     """Measure batch sizes on a frame of the first input's size; set the translator's
-    ``max_batch`` to the winner and say which it chose (stderr)."""
+    ``max_batch`` to the winner and say which it chose (stderr, unless ``quiet``)."""
     from runtime.media.sources import InputError, read_image
     from runtime.media.video import probe_video
 
@@ -251,8 +256,9 @@ def _auto_batch_size(translator: Any, plan: Any) -> int:
             continue
     chosen, lines = translator.pick_batch_size(height, width)
     translator.max_batch = chosen
-    click.echo(f"--batch-size auto: chose {chosen} at {width}x{height} "
-               f"({'; '.join(lines)})", err=True)
+    if not quiet:
+        click.echo(f"--batch-size auto: chose {chosen} at {width}x{height} "
+                   f"({'; '.join(lines)})", err=True)
     return chosen
 
 
@@ -265,7 +271,8 @@ def _quiet_opencv() -> None:
 
 
 def _load(model: Path, providers: str, device_id: int, threads: int | None, backend: str,
-          precision: str, max_side: int | None, debug: bool, *, cuda_graph: bool = False) -> Any:
+          precision: str, max_side: int | None, debug: bool, quiet: bool, *,
+          cuda_graph: bool = False) -> Any:
     from runtime.backends import BackendError
     from runtime.metadata import MetadataError
     from runtime.translator import Translator
@@ -276,11 +283,12 @@ def _load(model: Path, providers: str, device_id: int, threads: int | None, back
                                 precision=precision, cuda_graph=cuda_graph)
     except (MetadataError, BackendError, ValueError) as exc:
         _fail(str(exc), debug, exc)
-    for line in translator.selection:
-        click.echo(f"backend auto: {line}", err=True)
-    for line in translator.notes:
-        click.echo(f"note: {line}", err=True)
-    click.echo(f"model: {translator!r}", err=True)
+    if not quiet:
+        for line in translator.selection:
+            click.echo(f"backend auto: {line}", err=True)
+        for line in translator.notes:
+            click.echo(f"note: {line}", err=True)
+        click.echo(f"model: {translator!r}", err=True)
     return translator
 
 
@@ -306,9 +314,14 @@ def _check_recording(output: Path | None, source: str, debug: bool) -> None:
 def _check_codec(targets: list[Path], codec: str | None, crf: int | None, preset: str | None,
                  debug: bool) -> None:
     """--codec / --crf / --preset against every video output, before the model is loaded
-    (exit 2)."""
+    (exit 2); given with no video output, a note says they change nothing."""
     from runtime.media.video import VideoCodecError, choose_codec
 
+    given = [name for name, value in (("--codec", codec), ("--crf", crf), ("--preset", preset))
+             if value is not None]
+    if given and not targets:
+        click.echo(f"warning: {', '.join(given)}: no video output in this run, so "
+                   f"{'they change' if len(given) > 1 else 'it changes'} nothing", err=True)
     for target in targets:
         try:
             choose_codec(target, codec, crf, preset)
@@ -316,10 +329,16 @@ def _check_codec(targets: list[Path], codec: str | None, crf: int | None, preset
             _fail(str(exc), debug, exc)
 
 
-def _plan(inputs: list[str], output: Path, skip_existing: bool, debug: bool) -> Any:
+def _plan(inputs: list[str], output: Path, skip_existing: bool, debug: bool,
+          quiet: bool) -> Any:
     """Inputs and their outputs, checked before the model is even loaded (exit 2 on refusal)."""
     from runtime.media.outputs import OutputPlanError, names_a_file, plan_outputs
     from runtime.media.sources import expand_inputs
+
+    if output.suffix and not names_a_file(output) and not output.exists() and not quiet:
+        # "-o result.jpeg2" or a typo: a new folder of that name is not what was meant
+        click.echo(f"note: -o {output}: {output.suffix} is no image or video extension this "
+                   "tool writes, so it is made as a folder", err=True)
 
     found = expand_inputs(inputs, exclude=None if names_a_file(output) else output)
     try:
@@ -374,8 +393,7 @@ def _run_files(translator: Any, plan: Any, found: Any, batch_size: int, side: bo
 def _report(summary: Any, found: Any) -> None:
     """The final summary of a file run (local or Ray) and its exit status: 1 when any input
     failed, 130 when interrupted."""
-    summary.not_media = found.skipped
-    summary.earlier_outputs = found.earlier_outputs
+    summary.passed_over(found)
     for line in summary.lines():
         click.echo(line)
     if summary.interrupted:
@@ -425,7 +443,8 @@ def _run_ray(model: Path, plan: Any, found: Any, settings: Any, address: str,
     progress = _Progress(count_work(plan.jobs) + len(plan.skipped), quiet)
     with contextlib.ExitStack() as stack:
         def ready(line: str) -> None:  # the bar starts once the workers have the model
-            click.echo(line, err=True)
+            if not quiet:
+                click.echo(line, err=True)
             progress.start(stack, already=len(plan.skipped))
 
         try:

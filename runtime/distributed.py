@@ -232,8 +232,7 @@ def translate(model: str | Path, inputs: list[str] | str, output: str | Path, *,
     summary = translate_plan(model, plan, settings, address=address, workers=workers,
                              gpus_per_worker=gpus_per_worker, chunk_size=chunk_size,
                              progress=progress)
-    summary.not_media = found.skipped
-    summary.earlier_outputs = found.earlier_outputs
+    summary.passed_over(found)
     return summary
 
 

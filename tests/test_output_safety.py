@@ -117,9 +117,16 @@ def test_output_inside_the_input_folder_is_never_read_back(tmp_path: Path) -> No
         assert result.exit_code == 0, result.output
         assert "translated 2 of 2" in result.output
     assert visible(photos) == ["0.png", "1.png", "out/0.png", "out/1.png"]
+    assert "skipped 2 earlier output(s)" in result.output
     # an earlier output folder elsewhere inside the inputs is recognised by its record
     other = run(MODEL, photos, "-o", tmp_path / "elsewhere")
     assert "translated 2 of 2" in other.output and "skipped 2 earlier output(s)" in other.output
+    # a file of the user's own inside the output folder is not read either, and is counted
+    write_image(photos / "out" / "mine.png", natural_images(1, 24, 32, seed=5)[0])
+    result = run(MODEL, photos, "-o", photos / "out")
+    assert result.exit_code == 0 and "translated 2 of 2" in result.output, result.output
+    assert "passed over 1 other image(s)/video(s) inside the output folder" in result.output
+    assert "out/out" not in " ".join(visible(photos))
 
 
 def test_an_earlier_output_folders_subfolders_are_not_read_back(tmp_path: Path) -> None:

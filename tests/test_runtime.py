@@ -337,6 +337,33 @@ def test_single_image_side_by_side_and_skip_existing(models: dict[str, Path],
     assert out.stat().st_mtime_ns == stamp
 
 
+def test_quiet_keeps_the_summary_and_warnings(models: dict[str, Path], tmp_path: Path) -> None:
+    src = tmp_path / "photo.png"
+    write_image(src, natural_images(1, 20, 24, seed=8)[0])
+    loud = CliRunner().invoke(run_cli, [str(models["float"]), str(src), "-o",
+                                        str(tmp_path / "loud.png")])
+    assert loud.exit_code == 0 and "model: Translator(" in loud.stderr, loud.output
+    quiet = CliRunner().invoke(run_cli, [str(models["float"]), str(src), "-o",
+                                         str(tmp_path / "quiet.png"), "-q", "--preset", "fast"])
+    assert quiet.exit_code == 0, quiet.output
+    assert "translated 1 of 1" in quiet.stdout
+    # the start-up lines go; a CPU-only onnxruntime is not worth a warning when asked for quiet
+    assert "model:" not in quiet.stderr and "no GPU execution provider" not in quiet.stderr
+    assert quiet.stderr.strip() == "warning: --preset: no video output in this run, so it " \
+                                   "changes nothing"
+
+
+def test_an_output_name_that_is_no_media_file_is_said_to_be_a_folder(
+        models: dict[str, Path], tmp_path: Path) -> None:
+    src = tmp_path / "photo.png"
+    write_image(src, natural_images(1, 20, 24, seed=8)[0])
+    result = CliRunner().invoke(run_cli, [str(models["float"]), str(src), "-o",
+                                          str(tmp_path / "result.jpeg2")])
+    assert result.exit_code == 0, result.output
+    assert "result.jpeg2: .jpeg2 is no image or video extension" in result.stderr
+    assert (tmp_path / "result.jpeg2" / "photo.png").is_file()
+
+
 def test_glob_input(models: dict[str, Path], tmp_path: Path) -> None:
     for i, image in enumerate(natural_images(2, 16, 16, seed=9)):
         write_image(tmp_path / "shots" / f"{i}.png", image)

@@ -29,7 +29,7 @@ from runtime.media.sinks import (
     write_animation_atomic,
     write_image_atomic,
 )
-from runtime.media.sources import InputError, read_animation, read_image
+from runtime.media.sources import InputError, InputSet, read_animation, read_image
 from runtime.media.stream import StreamError, pipelined, submit
 from runtime.media.video import AtomicVideoWriter, DecodedFrame, VideoReader, probe_video
 from runtime.reasons import first_line, typed_first_line
@@ -49,6 +49,7 @@ class RunSummary:
     notes: list[str] = field(default_factory=list)          # e.g. a rotation applied
     not_media: list[Path] = field(default_factory=list)     # hidden / non-media files passed over
     earlier_outputs: list[Path] = field(default_factory=list)  # never read as inputs
+    in_output: list[Path] = field(default_factory=list)  # other media in the output folder
     removed_parts: list[Path] = field(default_factory=list)    # stale temp files cleared
     destination: Path | None = None
     frames: int = 0
@@ -61,6 +62,12 @@ class RunSummary:
         """The summary a run of ``plan`` starts from: its refusals and skips already in."""
         return cls(destination=plan.destination, failed=list(plan.failed),
                    skipped=list(plan.skipped), planned=len(plan.jobs) + len(plan.failed))
+
+    def passed_over(self, found: InputSet) -> None:
+        """Count what gathering the inputs passed over on purpose (never failures)."""
+        self.not_media = found.skipped
+        self.earlier_outputs = found.earlier_outputs
+        self.in_output = found.in_output
 
     def lines(self) -> list[str]:
         total = max(len(self.translated) + len(self.failed), self.planned)
@@ -78,6 +85,9 @@ class RunSummary:
         if self.earlier_outputs:
             passed.append(f"skipped {len(self.earlier_outputs)} earlier output(s) of "
                           "cyclegan-run")
+        if self.in_output:
+            passed.append(f"passed over {len(self.in_output)} other image(s)/video(s) inside "
+                          "the output folder (never read as inputs)")
         if self.removed_parts:
             passed.append(f"removed {len(self.removed_parts)} stale temp file(s) of an "
                           "interrupted run")

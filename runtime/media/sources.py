@@ -159,6 +159,7 @@ class InputSet:
     errors: list[InputError] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)          # hidden or not media
     earlier_outputs: list[Path] = field(default_factory=list)  # our own earlier outputs
+    in_output: list[Path] = field(default_factory=list)  # other media inside this run's output
 
 
 def is_media(path: Path) -> bool:
@@ -174,8 +175,9 @@ def expand_inputs(inputs: list[str], exclude: Path | None = None) -> InputSet:
     and glob matches, hidden files and folders and files that are neither images nor videos
     by extension are skipped (counted, not failures); so are the files that an earlier
     ``cyclegan-run`` wrote there (its record, :mod:`runtime.media.manifest`) and everything
-    under ``exclude`` (this run's output folder): outputs are never read as inputs. A file named
-    directly is always an input.
+    under ``exclude`` (this run's output folder; its media files that are not earlier outputs
+    are counted in ``in_output``): outputs are never read as inputs. A file named directly is
+    always an input.
     """
     found = InputSet()
     single = len(inputs) == 1
@@ -183,12 +185,12 @@ def expand_inputs(inputs: list[str], exclude: Path | None = None) -> InputSet:
     for raw in inputs:
         path = Path(raw)
         if path.is_dir():
-            passed_over = len(found.skipped) + len(found.earlier_outputs)
+            passed_over = _passed_over(found)
             files = _walk(path, _strictly_below(excluded, path), found)
             base = Path() if single else Path(path.resolve().name)
             found.files += [FileInput(p, base / p.relative_to(path)) for p in files]
             if not files:
-                nothing_else = passed_over == len(found.skipped) + len(found.earlier_outputs)
+                nothing_else = passed_over == _passed_over(found)
                 found.errors.append(InputError(path, "empty folder" if nothing_else else
                                                "no images or videos in this folder"))
         elif path.is_file():
@@ -217,9 +219,6 @@ def _walk(root: Path, excluded: Path | None, found: InputSet) -> list[Path]:
     files: list[Path] = []
     for folder, subfolders, names in os.walk(root):
         here = Path(folder)
-        if excluded is not None and _inside(here, excluded):
-            subfolders[:] = []
-            continue
         subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
         files += _filter([here / name for name in sorted(names)], excluded, found)
     return sorted(files)
@@ -229,22 +228,34 @@ def _filter(paths: list[Path], excluded: Path | None, found: InputSet) -> list[P
     kept: list[Path] = []
     listed: dict[Path, set[Path]] = {}
     for path in paths:
+        media = is_media(path) and not path.name.startswith(".")
         if excluded is not None and _inside(path, excluded):
-            continue
-        if any(part.startswith(".") for part in path.parts[-1:]) or not is_media(path):
+            # this run's output folder: never inputs; its media are counted as passed over
+            if media:
+                (found.earlier_outputs if _listed(path, listed) else found.in_output).append(path)
+        elif not media:
             found.skipped.append(path)
-            continue
-        absolute = Path(os.path.abspath(path))
-        # A folder output's record sits at its root and lists its subfolders' files too.
-        for folder in absolute.parents:
-            if folder not in listed:
-                listed[folder] = listed_outputs(folder)
-            if absolute in listed[folder]:
-                found.earlier_outputs.append(path)
-                break
+        elif _listed(path, listed):
+            found.earlier_outputs.append(path)
         else:
             kept.append(path)
     return kept
+
+
+def _listed(path: Path, listed: dict[Path, set[Path]]) -> bool:
+    """Is ``path`` in the record of an earlier run? A folder output's record sits at its root
+    and lists its subfolders' files too. ``listed``: the records read so far, by folder."""
+    absolute = Path(os.path.abspath(path))
+    for folder in absolute.parents:
+        if folder not in listed:
+            listed[folder] = listed_outputs(folder)
+        if absolute in listed[folder]:
+            return True
+    return False
+
+
+def _passed_over(found: InputSet) -> int:
+    return len(found.skipped) + len(found.earlier_outputs) + len(found.in_output)
 
 
 def _strictly_below(excluded: Path | None, root: Path) -> Path | None:
