@@ -170,16 +170,25 @@ def test_a_training_checkpoint_teaches_with_its_own_discriminator(dataroot: Path
     trained = CliRunner().invoke(train_cli, [str(dataroot), "-o", str(run), "--generator",
                                              "resnet_6blocks", "--ngf", "8", "--ndf", "8",
                                              "--load-size", "36", "--crop-size", "32",
-                                             "--max-steps", "1", "--workers", "0", "-q"])
+                                             "--max-steps", "1", "--workers", "0", "-q",
+                                             "--discriminator", "pixel"])
     assert trained.exit_code == 0, trained.output
     teacher = load_teacher(run / "checkpoints" / "latest.pt", "BtoA")
     assert teacher.discriminator is not None  # D_A: the B->A generator's target domain
     assert teacher.spec.ngf == 8
+    # the images distillation scales up for it are the pixel discriminator's floor, not 70x70's
+    assert teacher.discriminator_min_size == 2
     result = CliRunner().invoke(distill_cli, distill_args(
         run / "checkpoints" / "latest.pt", dataroot, tmp_path / "student", "--direction",
         "BtoA", "--lambda-gan", "1", "--steps", "2"))
     assert result.exit_code == 0, result.output
     assert "discriminator from the teacher's checkpoint" in result.output
+
+
+def test_a_generator_file_teaches_with_a_new_70x70_discriminators_floor(
+        teacher_file: Path) -> None:
+    teacher = load_teacher(teacher_file)
+    assert teacher.discriminator is None and teacher.discriminator_min_size == 24
 
 
 def test_teacher_cache_runs_the_teacher_once_per_fixed_crop(teacher_file: Path,

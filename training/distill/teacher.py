@@ -14,7 +14,7 @@ reason.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from training.checkpoint import (
     is_training_checkpoint,
     load_torch_file,
 )
-from training.networks import GeneratorSpec, build_discriminator
+from training.networks import GeneratorSpec, build_discriminator, discriminator_min_size
 from training.pretrained import generator_from_checkpoint, generator_from_state
 
 GENERATOR_KEYS = {"AtoB": ("G_AB", "D_B", "domain_a", "domain_b"),
@@ -45,6 +45,8 @@ class Teacher:
     target_domain: str
     discriminator: nn.Module | None   # the target domain's D, when the checkpoint holds one
     description: str
+    # the smallest image side ``discriminator`` trains on (a new 70x70 PatchGAN's without one)
+    discriminator_min_size: int = field(default_factory=discriminator_min_size)
 
     def record(self) -> dict[str, Any]:
         """What a student's checkpoint says about its teacher."""
@@ -57,7 +59,7 @@ def load_teacher(path: str | Path, direction: str = "AtoB") -> Teacher:
     path = Path(path)
     data = load_torch_file(path)
     key, d_key, source_field, target_field = GENERATOR_KEYS[direction]
-    discriminator = None
+    discriminator, min_size = None, discriminator_min_size()
     if is_training_checkpoint(data):
         generators = data.get("generators", {})
         if not generators and "discriminators" not in data:
@@ -71,7 +73,7 @@ def load_teacher(path: str | Path, direction: str = "AtoB") -> Teacher:
         else:
             source = str(config.get(source_field, direction[0]))
             target = str(config.get(target_field, direction[-1]))
-        discriminator = _discriminator(data, d_key, config)
+        discriminator, min_size = _discriminator(data, d_key, config)
         kind = "training checkpoint"
     else:
         if isinstance(data, Mapping) and isinstance(data.get("state_dict"), Mapping):
@@ -86,21 +88,23 @@ def load_teacher(path: str | Path, direction: str = "AtoB") -> Teacher:
     for parameter in net.parameters():
         parameter.requires_grad_(False)
     description = f"{kind} {path.name}: {spec.name} ngf {spec.ngf}, {source} -> {target}"
-    return Teacher(net, spec, path, file_sha256(path), source, target, discriminator, description)
+    return Teacher(net, spec, path, file_sha256(path), source, target, discriminator, description,
+                   min_size)
 
 
 def _discriminator(data: Mapping[str, Any], key: str,
-                   config: Mapping[str, Any]) -> nn.Module | None:
-    """The checkpoint's discriminator for the target domain, rebuilt from its config."""
+                   config: Mapping[str, Any]) -> tuple[nn.Module | None, int]:
+    """The checkpoint's discriminator for the target domain, rebuilt from its config, and the
+    smallest image side it trains on; (None, a new 70x70 PatchGAN's) without one."""
     state = data.get("discriminators", {}).get(key)
     if not isinstance(state, Mapping):
-        return None
-    net = build_discriminator(str(config.get("discriminator", "basic")),
-                              ndf=int(config.get("ndf", 64)),
-                              n_layers=int(config.get("n_layers_d", 3)),
+        return None, discriminator_min_size()
+    name, n_layers = str(config.get("discriminator", "basic")), int(config.get("n_layers_d", 3))
+    net = build_discriminator(name, ndf=int(config.get("ndf", 64)), n_layers=n_layers,
                               norm=str(config.get("norm", "instance")))
     try:
         net.load_state_dict(state)
     except RuntimeError:
-        return None  # a layout we cannot rebuild: the GAN term starts from a fresh D
-    return net
+        # a layout we cannot rebuild: the GAN term starts from a fresh D
+        return None, discriminator_min_size()
+    return net, discriminator_min_size(name, n_layers)

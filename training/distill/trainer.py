@@ -65,11 +65,11 @@ from training.distributed import (
     shutdown,
 )
 from training.loss_log import append_record, trim_after
+from training.model import adam_options, match_optimizer_to_device
 from training.networks import (
     GeneratorSpec,
     build_discriminator,
     build_generator,
-    discriminator_min_size,
     generator_spec,
     init_weights,
 )
@@ -124,7 +124,8 @@ class DistillTrainer:
         self.teacher_capture = FeatureCapture([blocks[t] for _, t in pairs])
         self.train_model: torch.nn.Module = self._ddp(self.model)
         betas = (0.5, 0.999)
-        self.opt_s = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=betas)
+        self.opt_s = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=betas,
+                                      **adam_options(device))
         self.sched_s = torch.optim.lr_scheduler.LambdaLR(self.opt_s, self._lr_factor)
         self.disc: torch.nn.Module | None = None
         if config.lambda_gan > 0:
@@ -137,12 +138,13 @@ class DistillTrainer:
                 self.notes.append("adversarial term: a new 70x70 PatchGAN (ndf 32)")
             self.disc = self.disc.to(device)
             self.train_disc = self._ddp(self.disc)
-            self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=config.lr, betas=betas)
+            self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=config.lr, betas=betas,
+                                          **adam_options(device))
             self.sched_d = torch.optim.lr_scheduler.LambdaLR(self.opt_d, self._lr_factor)
         # Uncropped modes scale small images up to what the networks take (the discriminator,
         # when the adversarial term has one, needs more than the student).
         min_side = self.spec.min_size if config.lambda_gan <= 0 else max(
-            self.spec.min_size, discriminator_min_size())
+            self.spec.min_size, teacher.discriminator_min_size)
         self.preprocess = Preprocess(config.preprocess, config.load_size, config.crop_size,
                                      not config.no_flip, self.spec.size_multiple, min_side)
         self.dataset = DomainDataset(domain_folder(config.dataroot, config.direction),
@@ -399,6 +401,8 @@ class DistillTrainer:
                 self.disc.load_state_dict(state["discriminator"])
                 self.opt_d.load_state_dict(state["optimizers"]["D"])
                 self.sched_d.load_state_dict(state["schedulers"]["D"])
+                match_optimizer_to_device(self.opt_d)
+            match_optimizer_to_device(self.opt_s)
             torch.set_rng_state(state["rng"]["torch"])
         except (KeyError, TypeError, RuntimeError, ValueError) as exc:
             raise CheckpointError(f"checkpoint does not match these settings ({exc})") from None
