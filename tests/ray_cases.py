@@ -88,7 +88,7 @@ def test_outputs_are_the_local_runs_and_corrupt_inputs_are_named(tmp_path: Path,
     clip.release()
 
     local = run(MODEL, photos, "-o", tmp_path / "local", "-q")
-    on_ray = run(MODEL, photos, "-o", tmp_path / "ray", "--ray", "-q")
+    on_ray = run(MODEL, photos, "-o", tmp_path / "ray", "--ray")  # -q would hide the workers line
     assert local.exit_code == on_ray.exit_code == 1, on_ray.output
     for result in (local, on_ray):
         assert "translated 8 of 9 input(s)" in result.output

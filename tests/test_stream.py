@@ -331,9 +331,12 @@ def test_cli_batch_size_auto_says_what_it_chose(model: Path, tmp_path: Path) -> 
     for index, image in enumerate(frames(3, 24, 32)):
         cv2.imwrite(str(folder / f"{index}.png"), image)
     result = CliRunner().invoke(run_cli, [str(model), str(folder), "-o", str(tmp_path / "out"),
-                                          "--batch-size", "auto", "-q"])
+                                          "--batch-size", "auto"])
     assert result.exit_code == 0, result.output
     assert "--batch-size auto: chose" in result.output and "at 32x24" in result.output
+    quiet = CliRunner().invoke(run_cli, [str(model), str(folder), "-o", str(tmp_path / "out"),
+                                         "--batch-size", "auto", "-q"])
+    assert quiet.exit_code == 0 and "chose" not in quiet.output, quiet.output
     assert len(list((tmp_path / "out").glob("*.png"))) == 3
     bad = CliRunner().invoke(run_cli, [str(model), str(folder), "-o", str(tmp_path / "o2"),
                                        "--batch-size", "many"])
