@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -127,6 +128,42 @@ def test_output_inside_the_input_folder_is_never_read_back(tmp_path: Path) -> No
     assert result.exit_code == 0 and "translated 2 of 2" in result.output, result.output
     assert "passed over 1 other image(s)/video(s) inside the output folder" in result.output
     assert "out/out" not in " ".join(visible(photos))
+
+
+def release_readers(pipe: Path, after_s: float = 20.0) -> None:
+    """Open ``pipe`` for writing once, ``after_s`` from now: a reader blocked on it gets EOF."""
+    time.sleep(after_s)
+    try:
+        os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))
+    except OSError:
+        pass  # no reader waiting (ENXIO), or the test is over and the pipe gone
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_pipes_and_broken_links_are_named_failures_never_opened(tmp_path: Path) -> None:
+    # opening a pipe blocks until a writer comes: one in a folder used to hang the run for good
+    photos = tmp_path / "photos"
+    write_image(photos / "a.png", natural_images(1, 24, 32, seed=4)[0])
+    os.mkfifo(photos / "pipe.jpg")
+    (photos / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    unblocker = threading.Thread(target=release_readers, args=(photos / "pipe.jpg",), daemon=True)
+    unblocker.start()  # should the run open the pipe after all, the test fails, not hangs
+    result = run(MODEL, photos, "-o", tmp_path / "out")
+    assert result.exit_code == 1 and "translated 1 of 3" in result.output, result.output
+    assert f"{photos / 'pipe.jpg'}: not a regular file (a pipe, socket or device)" in result.output
+    assert f"{photos / 'gone.png'}: a broken link" in result.output
+    direct = run(MODEL, photos / "pipe.jpg", "-o", tmp_path / "one.png")
+    assert direct.exit_code == 1 and "not a regular file" in direct.output, direct.output
+
+
+def test_a_name_at_the_file_systems_limit_is_written(tmp_path: Path) -> None:
+    # the temp file's extra characters must not push its name past 255 bytes
+    name = "é" * 100 + "x" * 50  # 250 bytes of UTF-8, 254 with ".png"
+    write_image(tmp_path / "in" / f"{name}.png", natural_images(1, 24, 32, seed=4)[0])
+    write_video(tmp_path / "in" / f"{name}.mp4", 3)
+    result = run(MODEL, tmp_path / "in", "-o", tmp_path / "out")
+    assert result.exit_code == 0 and "translated 2 of 2" in result.output, result.output
+    assert visible(tmp_path / "out") == sorted([f"{name}.mp4", f"{name}.png"])
 
 
 def test_an_earlier_output_folders_subfolders_are_not_read_back(tmp_path: Path) -> None:

@@ -37,6 +37,7 @@ _PART_PATTERN = re.compile(r"^\..+\.(?P<pid>\d+)-[A-Za-z0-9_]{8}\.part(\.[A-Za-z
 # The same without the pid, as versions before 0.2 named them: stale once older than this.
 _LEGACY_PART_PATTERN = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.part(\.[A-Za-z0-9]+)?$")
 LEGACY_PART_MAX_AGE_S = 3600.0
+_NAME_MAX = 255  # bytes in a file name: ext4, XFS, btrfs, APFS, NTFS (in UTF-16 units)
 
 
 class OutputWriteError(OSError):
@@ -80,9 +81,13 @@ def temp_path(path: Path, keep_suffix: bool = False) -> Path:
     from it). Raises :class:`OutputWriteError` naming ``path`` when the folder is not writable.
     """
     suffix = ".part" + (path.suffix.lower() if keep_suffix else "")
+    # A name near the file system's limit (255 bytes) is legal; its temp name must fit too, so
+    # the temp name keeps only as much of it as fits (the rename restores the whole name).
+    room = _NAME_MAX - len(f"..{os.getpid()}-{'x' * 8}{suffix}".encode())
+    name = path.name.encode()[:room].decode(errors="ignore")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=suffix,
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}.{os.getpid()}-", suffix=suffix,
                                    dir=path.parent)
     except OSError as exc:
         raise OutputWriteError(f"{path}: cannot write here ({exc.strerror or exc})") from None

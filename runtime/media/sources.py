@@ -185,16 +185,18 @@ def expand_inputs(inputs: list[str], exclude: Path | None = None) -> InputSet:
     for raw in inputs:
         path = Path(raw)
         if path.is_dir():
-            passed_over = _passed_over(found)
+            passed_over, named = _passed_over(found), len(found.errors)
             files = _walk(path, _strictly_below(excluded, path), found)
             base = Path() if single else Path(path.resolve().name)
             found.files += [FileInput(p, base / p.relative_to(path)) for p in files]
-            if not files:
+            if not files and len(found.errors) == named:  # else its failures say it
                 nothing_else = passed_over == _passed_over(found)
                 found.errors.append(InputError(path, "empty folder" if nothing_else else
                                                "no images or videos in this folder"))
         elif path.is_file():
             found.files.append(FileInput(path, Path(path.name)))
+        elif path.exists() or path.is_symlink():
+            found.errors.append(InputError(path, _not_a_file(path)))
         elif glob.has_magic(raw):
             matches = sorted(Path(p) for p in glob.glob(raw, recursive=True) if Path(p).is_file())
             if not matches:
@@ -235,11 +237,20 @@ def _filter(paths: list[Path], excluded: Path | None, found: InputSet) -> list[P
                 (found.earlier_outputs if _listed(path, listed) else found.in_output).append(path)
         elif not media:
             found.skipped.append(path)
+        elif not path.is_file():  # a pipe would block its reader for good: never opened
+            found.errors.append(InputError(path, _not_a_file(path)))
         elif _listed(path, listed):
             found.earlier_outputs.append(path)
         else:
             kept.append(path)
     return kept
+
+
+def _not_a_file(path: Path) -> str:
+    """Why ``path``, which exists as a name, is no input file."""
+    if not path.exists():
+        return "a broken link (its target does not exist)"
+    return "not a regular file (a pipe, socket or device)"
 
 
 def _listed(path: Path, listed: dict[Path, set[Path]]) -> bool:
