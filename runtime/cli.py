@@ -9,6 +9,7 @@ and Ctrl-C during them is one line (:class:`runtime.console.InterruptibleCommand
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import time
 import warnings
@@ -196,6 +197,19 @@ def main(model: str | None, inputs: tuple[str, ...], demo: bool, output: Path | 
             _check_codec([output], codec, crf, preset, debug)
         if target_fps < 0:
             _fail(f"--target-fps must be >= 0, got {target_fps:g}", debug)
+        if max_frames is not None and max_frames < 1:
+            _fail(f"--max-frames must be >= 1, got {max_frames}", debug)
+        if reconnects < 0:
+            _fail(f"--reconnects must be >= 0, got {reconnects}", debug)
+        if batch_size != 1:
+            click.echo("warning: --batch-size: live mode translates each frame as it comes, so "
+                       "it changes nothing", err=True)
+        from runtime.media.live import LiveError, check_live_source
+
+        try:
+            check_live_source(webcam)  # before minutes of choosing a backend, not after
+        except LiveError as exc:
+            _fail(str(exc), debug, exc)
         if not no_display:
             from runtime.media.live import NO_DISPLAY, display_available
 
@@ -264,10 +278,13 @@ def _auto_batch_size(translator: Any, plan: Any, quiet: bool) -> int:
 
 def _quiet_opencv() -> None:
     """OpenCV logs its decoders' complaints to stderr; every failure is named in our summary
-    with its reason, so the command keeps OpenCV's log silent."""
+    with its reason, so the command keeps OpenCV's log silent, and the log of the FFmpeg inside
+    OpenCV (camera and stream capture: "moov atom not found"), which OpenCV reads from
+    OPENCV_FFMPEG_LOGLEVEL when it opens its first capture (-8: AV_LOG_QUIET)."""
     import cv2
 
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 
 def _load(model: Path, providers: str, device_id: int, threads: int | None, backend: str,

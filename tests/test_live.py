@@ -515,3 +515,77 @@ def test_live_loop_adapts_the_working_size_to_the_target(model: Path, tmp_path: 
     assert translator.max_side is None  # restored
     fixed = run_live(translator, str(clip), display=False, max_frames=3)  # target 0: as given
     assert fixed.working_size is None and slow.shapes[-1][2:] == (240, 320)
+
+
+# ---- failures while recording -------------------------------------------------------------------
+
+class FailingBackend:
+    """Returns its input, and raises on call ``fail_on`` (a model that breaks mid-run)."""
+
+    providers = ["FailingBackend"]
+
+    def __init__(self, fail_on: int) -> None:
+        self.calls, self.fail_on = 0, fail_on
+
+    def run(self, feed: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        if self.calls == self.fail_on:
+            raise RuntimeError("the device went away\nsecond line")
+        return feed
+
+
+def test_a_model_failure_keeps_the_recording_and_reports_the_frame(model: Path, video: Path,
+                                                                   tmp_path: Path) -> None:
+    translator = Translator(model, providers="cpu", threads=1)
+    translator.backend = FailingBackend(fail_on=5)  # type: ignore[assignment]
+    record = tmp_path / "rec.mp4"
+    stats = run_live(translator, str(video), display=False, record=record)
+    assert stats.error == "frame 5: the device went away" and stats.ended_by == "failed"
+    assert stats.recording == record
+    assert_complete_recording(record, 4)  # the frames before the failure, a complete file
+
+
+def test_a_recording_that_cannot_be_written_fails_and_leaves_no_temp_file(
+        translator: Translator, video: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from runtime.media.sinks import OutputWriteError
+    from runtime.media.video import AtomicVideoWriter
+
+    real_write = AtomicVideoWriter.write
+
+    def disk_full_after_12(self: AtomicVideoWriter, frame: np.ndarray,
+                           pts: int | None = None) -> None:
+        if self.frames == 12:
+            raise OutputWriteError(f"{self.path}: cannot write (No space left on device)")
+        real_write(self, frame, pts)
+
+    monkeypatch.setattr(AtomicVideoWriter, "write", disk_full_after_12)
+    record = tmp_path / "rec.mp4"
+    with pytest.raises(OutputWriteError, match="No space left on device"):
+        run_live(translator, str(video), display=False, record=record)
+    assert list(tmp_path.iterdir()) == []  # no recording, no temp file, no record of one
+
+
+def test_live_options_and_sources_are_checked_before_the_model_loads(model: Path,
+                                                                     video: Path,
+                                                                     tmp_path: Path) -> None:
+    for args, message in [
+            (["--max-frames", "0"], "--max-frames must be >= 1, got 0"),
+            (["--reconnects", "-1"], "--reconnects must be >= 0, got -1"),
+            (["--webcam", str(tmp_path)], f"{tmp_path}: is a folder"),
+            (["--webcam", str(tmp_path / "no.mp4")], f"{tmp_path / 'no.mp4'}: no such file")]:
+        source = [] if "--webcam" in args else ["--webcam", str(video)]
+        result = cli(str(model), *source, *args, "--no-display")
+        assert result.exit_code == 2, result.output
+        lines = error_lines(result)
+        assert len(lines) == 1 and lines[0].startswith(f"error: {message}"), result.output
+        assert "model:" not in result.output  # refused before loading
+
+
+def test_a_source_that_yields_no_frame_is_an_error(translator: Translator, video: Path,
+                                                   tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # a file that opens but decodes to nothing (as a damaged one can): never "0 frames, done"
+    monkeypatch.setattr(LatestFrameGrabber, "read", lambda self, last: None)
+    with pytest.raises(LiveError, match="no frame could be read"):
+        run_live(translator, str(video), display=False)

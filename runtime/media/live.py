@@ -22,10 +22,11 @@ from pathlib import Path
 import numpy as np
 
 from runtime.media.manifest import OutputManifest
-from runtime.media.sinks import draw_fps, side_by_side, write_image_atomic
+from runtime.media.sinks import OutputWriteError, draw_fps, side_by_side, write_image_atomic
 from runtime.media.sources import LatestFrameGrabber, parse_live_source
 from runtime.media.temporal import TemporalStabilizer
 from runtime.media.video import AtomicVideoWriter
+from runtime.reasons import first_line
 from runtime.translator import Translator
 
 VIEWS = ("translated", "side by side", "original")
@@ -50,7 +51,7 @@ class LiveStats:
     snapshots: list[Path] = field(default_factory=list)
     recording: Path | None = None
     ended_by: str = ""
-    error: str | None = None            # set when the source failed (e.g. a dropped stream)
+    error: str | None = None  # the source failed (a dropped stream), or translating a frame
     working_size: tuple[int, int] | None = None  # (W, H) translated at last; None: frame's own
 
     @property
@@ -145,6 +146,21 @@ NO_DISPLAY = ("no display available (DISPLAY is not set or does not answer); use
               "optionally with -o FILE.mp4 to record")
 
 
+def check_live_source(source: str) -> int | str:
+    """``source`` parsed (:func:`parse_live_source`: a camera index, a file or a URL); raises
+    :class:`LiveError` for a file that is not there or is no file, before any work."""
+    parsed = parse_live_source(source)
+    if isinstance(parsed, str) and "://" not in parsed:
+        path = Path(parsed)
+        if path.is_dir():
+            raise LiveError(f"{parsed}: is a folder (give a camera index, a video file or a "
+                            "stream URL)")
+        if not path.exists():
+            raise LiveError(f"{parsed}: no such file (give a camera index, a video file or a "
+                            "stream URL)")
+    return parsed
+
+
 def run_live(translator: Translator, source: str = "0", *, display: bool = True,
              record: Path | None = None, max_frames: int | None = None,
              snapshot_dir: Path = Path("."), reconnects: int = 5,
@@ -161,10 +177,7 @@ def run_live(translator: Translator, source: str = "0", *, display: bool = True,
     """
     if display and not display_available():
         raise LiveError(NO_DISPLAY)
-    parsed = parse_live_source(source)
-    if isinstance(parsed, str) and "://" not in parsed and not Path(parsed).exists():
-        raise LiveError(f"{parsed}: no such file (give a camera index, a video file or a "
-                        "stream URL)")
+    parsed = check_live_source(source)
     try:
         grabber = LatestFrameGrabber(parsed, reconnects=reconnects, retry_delay=retry_delay)
     except Exception as exc:  # noqa: BLE001 - OpenCV/InputError: one line for the user
@@ -187,6 +200,8 @@ def run_live(translator: Translator, source: str = "0", *, display: bool = True,
     sizer: WorkingSize | None = None
     adaptive = target_fps > 0 and translator.metadata.static_size is None
     meta = translator.metadata
+    write_error: OutputWriteError | None = None
+    loop_error: str | None = None
     try:
         if display:
             import cv2 as _cv2
@@ -232,13 +247,17 @@ def run_live(translator: Translator, source: str = "0", *, display: bool = True,
                 # time rather than fast-forward when the model is slower than the source.
                 pending.append(translated)
                 made_at.append(now)
-                if writer is None and (len(pending) >= RECORD_RATE_FRAMES):
-                    writer = _open_recording(record, pending, made_at, grabber.info.fps,
-                                             codec, crf, preset)
-                if writer is not None:
-                    for kept in pending:
-                        writer.write(kept)
-                    pending.clear()
+                try:
+                    if writer is None and (len(pending) >= RECORD_RATE_FRAMES):
+                        writer = _open_recording(record, pending, made_at, grabber.info.fps,
+                                                 codec, crf, preset)
+                    if writer is not None:
+                        for kept in pending:
+                            writer.write(kept)
+                        pending.clear()
+                except OutputWriteError as exc:  # the recording cannot be written: run fails
+                    write_error = exc
+                    break
             if cv2 is not None:
                 size = (f" {stats.working_size[0]}x{stats.working_size[1]}"
                         if stats.working_size else "")
@@ -255,30 +274,60 @@ def run_live(translator: Translator, source: str = "0", *, display: bool = True,
                     view = (view + 1) % len(VIEWS)
         else:
             stats.ended_by = f"reached --max-frames {max_frames}"
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (runtime.console.Terminated)
         stats.ended_by = "interrupted"
+    except Exception as exc:  # noqa: BLE001 - the model, the stabiliser or a snapshot failed
+        # on a frame: the recording keeps the frames before it, as when the source drops
+        stats.ended_by = "failed"
+        loop_error = f"frame {stats.frames + 1}: {first_line(exc)}"
     finally:
         stats.seconds = time.perf_counter() - started
         translator.max_side = given_side
         stats.frames_captured = grabber.frames_read
         grabber.stop()
-        if writer is None and pending and record is not None:
-            writer = _open_recording(record, pending, made_at, grabber.info.fps, codec, crf,
-                                     preset)
-        if writer is not None:
-            for kept in pending:
-                writer.write(kept)
-            if writer.frames:
-                stats.recording = writer.commit()
-                OutputManifest(writer.path.parent).record(stats.recording, "video")
-            else:
-                writer.abort()
         if cv2 is not None:
             cv2.destroyWindow(WINDOW)
+    if record is not None and write_error is None:
+        try:
+            stats.recording = _finish_recording(writer, record, pending, made_at,
+                                                grabber.info.fps, codec, crf, preset)
+        except OutputWriteError as exc:
+            write_error = exc
+    if write_error is not None:
+        if writer is not None:
+            writer.abort()  # its temp file goes (again is harmless); nothing is recorded
+        raise write_error
     if grabber.error and stats.frames == 0:
         raise LiveError(grabber.error)
-    stats.error = grabber.error
+    stats.error = loop_error or grabber.error
+    if stats.frames == 0 and stats.error is None and stats.ended_by == "source ended":
+        raise LiveError(f"{source}: no frame could be read (not a video, or damaged)")
     return stats
+
+
+def _finish_recording(writer: AtomicVideoWriter | None, record: Path,
+                      pending: list[np.ndarray], made_at: list[float], source_fps: float,
+                      codec: str | None, crf: int | None, preset: str | None) -> Path | None:
+    """Write the frames still ``pending`` and commit the recording (recorded in its folder's
+    manifest); None when there was no frame to record. Raises :class:`OutputWriteError`, the
+    temp file removed."""
+    if writer is None and pending:
+        writer = _open_recording(record, pending, made_at, source_fps, codec, crf, preset)
+    if writer is None:
+        return None
+    try:
+        for kept in pending:
+            writer.write(kept)
+    except OutputWriteError:
+        writer.abort()
+        raise
+    pending.clear()
+    if not writer.frames:
+        writer.abort()
+        return None
+    recording = writer.commit()  # removes its temp file itself when it fails
+    OutputManifest(writer.path.parent).record(recording, "video")
+    return recording
 
 
 RECORD_RATE_FRAMES = 10  # frames measured before the recording's frame rate is fixed
