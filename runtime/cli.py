@@ -257,6 +257,10 @@ def _auto_batch_size(translator: Any, plan: Any, quiet: bool) -> int:
     from runtime.media.sources import InputError, read_image
     from runtime.media.video import probe_video
 
+    if not plan.jobs or (len(plan.jobs) == 1 and plan.jobs[0].kind == "image"):
+        if not quiet:  # nothing to measure for: a batch needs two frames
+            click.echo("--batch-size auto: 1 (one image, nothing to batch)", err=True)
+        return 1
     height, width = 256, 256
     for job in plan.jobs:
         try:

@@ -11,7 +11,7 @@ the file name means nothing. No torch anywhere.
 from __future__ import annotations
 
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,12 @@ DEFAULT_MAX_BATCH = 8  # frames per model call at most on a GPU, unless memory a
 # demo model took 550 ms per frame in batches of 4 against 328 one by one at 256x256 on the
 # 2-core machine, so by default a CPU runs frames one by one (never slower per frame).
 BATCH_CANDIDATES = (1, 2, 4, 8)  # what pick_batch_size measures
+
+
+def _check_whole_number(name: str, value: Any) -> None:
+    """Raise ``ValueError`` unless ``value`` is an int >= 1 (not a bool, float or string)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
 
 
 def _is_pil(image: object) -> bool:
@@ -95,16 +101,15 @@ class Translator:
 
     Inputs: numpy HWC arrays (BGR unless ``color_order="RGB"``), PIL images (RGB or RGBA in,
     a PIL image of the same mode out; Pillow is imported only then) and image file paths (str
-    or ``Path``: read, translated, returned as a numpy BGR array).
+    or ``Path``: read, translated, returned as a numpy array in ``color_order``, BGR by
+    default).
     """
 
     def __init__(self, model_path: str | Path, *, providers: str | Sequence[str] = "auto",
                  device_id: int = 0, threads: int | None = None, backend: str = "onnxruntime",
                  max_side: int | None = None, precision: str = "auto",
                  max_batch: int | None = None, cuda_graph: bool = False) -> None:
-        if max_batch is not None and max_batch < 1:
-            raise ValueError(f"max_batch must be >= 1, got {max_batch}")
-        self.max_batch = max_batch
+        self.max_batch = max_batch  # checked by the property
         self.model_path = Path(model_path)
         if self.model_path.is_dir():
             raise BackendError(f"{self.model_path}: is a folder; give the exported .onnx "
@@ -130,6 +135,8 @@ class Translator:
                 self.backend.custom_metadata, str(self.model_path))
         else:
             self.metadata = read_metadata(self.model_path)
+        if max_side is not None:
+            _check_whole_number("max_side", max_side)
         if max_side is not None and max_side < self.metadata.size_multiple:
             raise ValueError(f"max_side {max_side} is smaller than the model's size multiple "
                              f"{self.metadata.size_multiple}")
@@ -236,11 +243,35 @@ class Translator:
 
     __call__ = translate
 
-    def translate_batch(self, images: Sequence[Any], *, color_order: str = "BGR") -> list[Any]:
-        """Translate several images (numpy, PIL or paths, as :meth:`translate`); same-size
-        images run together, in chunks of at most :meth:`chunk_size` frames."""
+    @property
+    def max_batch(self) -> int | None:
+        """Frames per model call at most (None: the device's default, see
+        :meth:`chunk_size`); a whole number >= 1, checked when set."""
+        return self._max_batch
+
+    @max_batch.setter
+    def max_batch(self, value: int | None) -> None:
+        if value is not None:
+            _check_whole_number("max_batch", value)
+        self._max_batch = value
+
+    def translate_batch(self, images: Iterable[Any], *, color_order: str = "BGR") -> list[Any]:
+        """Translate several images (numpy, PIL or paths, as :meth:`translate`; a list, any
+        iterable, or an ``(N, H, W, C)`` array of N frames); same-size images run together, in
+        chunks of at most :meth:`chunk_size` frames. Returns a list, in the input's order."""
         if color_order not in ("BGR", "RGB"):
             raise ValueError(f"color_order must be 'BGR' or 'RGB', got {color_order!r}")
+        if isinstance(images, (str, Path)) or _is_pil(images) or (
+                isinstance(images, np.ndarray) and images.ndim != 4):
+            shape = f" of shape {images.shape}" if isinstance(images, np.ndarray) else ""
+            raise TypeError(f"translate_batch takes several images (a list, or (N, H, W, C) "
+                            f"frames), not one {type(images).__name__}{shape}; translate() "
+                            "takes one")
+        try:
+            images = list(images)
+        except TypeError:
+            raise TypeError(f"translate_batch takes an iterable of images, not "
+                            f"{type(images).__name__}") from None
         arrays = [self._as_array(image, color_order) for image in images]
         prepared = [split_alpha(image) for image in arrays]
         results: list[np.ndarray | None] = [None] * len(prepared)
@@ -319,8 +350,7 @@ class Translator:
 
         for name, value in (("batch_size", batch_size), ("queue_size", queue_size),
                             ("in_flight", 1 if in_flight is None else in_flight)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+            _check_whole_number(name, value)
         return stream(self, source, temporal=temporal, batch_size=batch_size,
                       queue_size=queue_size, in_flight=in_flight)
 

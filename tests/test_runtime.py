@@ -25,7 +25,7 @@ from runtime.backends import (
 )
 from runtime.cli import main as run_cli
 from runtime.media.sinks import OutputWriteError
-from runtime.media.sources import exif_orientation, read_image
+from runtime.media.sources import InputError, exif_orientation, read_image
 from runtime.metadata import MetadataError
 from runtime.metrics import psnr
 from runtime.synthetic import natural_images
@@ -158,6 +158,16 @@ def test_grayscale_rgba_and_16_bit_inputs(models: dict[str, Path]) -> None:
     assert out.shape == (24, 28, 4) and np.array_equal(out[..., 3], rgba[..., 3])
     sixteen = base.astype(np.uint16) * 257
     assert np.array_equal(translator(sixteen), translator(base))
+
+
+def test_signed_integer_images_are_refused_not_guessed(tmp_path: Path) -> None:
+    path = tmp_path / "counts.tif"
+    assert cv2.imwrite(str(path), np.full((8, 8, 3), 100, np.int32))
+    with pytest.raises(InputError, match=r"counts\.tif: int32 samples \(only 8 or 16-bit"):
+        read_image(path)
+    floats = tmp_path / "floats.tif"  # float samples are [0, 1]
+    assert cv2.imwrite(str(floats), np.full((8, 8, 3), 0.5, np.float32))
+    assert read_image(floats).dtype == np.uint8 and read_image(floats)[0, 0, 0] == 127
 
 
 def test_batch_groups_sizes_and_matches_single_images(models: dict[str, Path]) -> None:

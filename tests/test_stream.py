@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from runtime.cli import main as run_cli
 from runtime.media.outputs import plan_outputs
 from runtime.media.pipeline import image_io_threads, translate_files
 from runtime.media.sources import expand_inputs
-from runtime.media.stream import StreamError, pipelined
+from runtime.media.stream import StreamError, StreamWarning, pipelined
 from runtime.media.video import AtomicVideoWriter
 from runtime.synthetic import natural_images
 
@@ -107,6 +108,45 @@ def test_stream_errors_name_the_source(translator: Translator, tmp_path: Path) -
     assert "missing.mp4" in str(missing.value.path)
     with pytest.raises(StreamError, match="translation failed"):
         list(translator.stream([np.zeros((8, 8, 3), np.float32)]))  # not uint8
+    assert not decode_threads()
+
+
+
+def test_a_video_that_gives_nothing_or_too_little_is_said(translator: Translator,
+                                                          tmp_path: Path) -> None:
+    clip = tmp_path / "clip.mp4"
+    with AtomicVideoWriter(clip, 10.0, (32, 24)) as writer:  # moov first (faststart)
+        for image in frames(30, 24, 32):
+            writer.write(image)
+    data = clip.read_bytes()
+    cut = tmp_path / "cut.mp4"  # the index announces 30 frames; the data holds some of them
+    cut.write_bytes(data[:len(data) // 2])
+    with pytest.warns(StreamWarning) as caught:
+        got = list(translator.stream(cut))
+    assert any(re.search(r"cut\.mp4: read \d+ of the 30 frames", str(w.message))
+               for w in caught), [str(w.message) for w in caught]
+    assert 0 < len(got) < 30
+    empty = tmp_path / "empty.mp4"  # the index and no picture at all
+    empty.write_bytes(data[:data.find(b"mdat") + 8])
+    with pytest.raises(StreamError, match="no frame could be decoded"):
+        list(translator.stream(empty))
+    with pytest.raises(StreamError, match="is a folder, not a video"):
+        next(translator.stream(tmp_path))
+    assert not decode_threads()
+
+
+@pytest.mark.parametrize(("items", "message"), [
+    (["photo"], "temporal=True takes numpy frames"),
+    (np.zeros((2, 16, 16, 3), np.uint16), r"takes \(H, W, 3\) uint8 frames, not uint16"),
+    (np.zeros((2, 16, 16, 1), np.uint8), r"not uint8 of shape \(16, 16, 1\)")])
+def test_temporal_names_what_it_cannot_steady(translator: Translator, tmp_path: Path,
+                                              items: object, message: str) -> None:
+    if isinstance(items, list):
+        path = tmp_path / "photo.png"
+        cv2.imwrite(str(path), frames(1)[0])
+        items = [str(path)]
+    with pytest.raises(StreamError, match=message):
+        list(translator.stream(items, temporal=True))
     assert not decode_threads()
 
 
@@ -309,6 +349,35 @@ def test_translate_batch_splits_into_chunks_of_max_batch(model: Path,
         assert np.abs(out.astype(int) - translator(image).astype(int)).max() <= 1
 
 
+def test_translate_batch_takes_any_iterable_but_not_one_image(translator: Translator) -> None:
+    given = frames(3)
+    expected = translator.translate_batch(given)
+    for same in (iter(given), (image for image in given), np.stack(given), tuple(given)):
+        got = translator.translate_batch(same)
+        assert isinstance(got, list) and len(got) == 3
+        assert all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True))
+    for one in ("photo.png", Path("photo.png"), given[0]):
+        with pytest.raises(TypeError, match="not one .*; translate\\(\\) takes one"):
+            translator.translate_batch(one)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="an iterable of images, not int"):
+        translator.translate_batch(5)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("value", [0, 2.5, "4", True])
+def test_max_batch_and_max_side_are_whole_numbers(model: Path, translator: Translator,
+                                                  value: object) -> None:
+    with pytest.raises(ValueError, match="max_batch must be a whole number >= 1, got"):
+        Translator(model, providers="cpu", max_batch=value)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_batch must be a whole number"):
+        translator.max_batch = value  # type: ignore[assignment]
+    if value != 0:  # 0 is below the size multiple: refused with that reason
+        with pytest.raises(ValueError, match="max_side must be a whole number"):
+            Translator(model, providers="cpu", max_side=value)  # type: ignore[arg-type]
+    translator.max_batch = np.int64(3)  # numpy's integers are whole numbers too
+    assert translator.max_batch == 3
+    translator.max_batch = None
+
+
 def test_default_chunk_is_one_on_a_cpu_and_memory_caps_max_batch(
         model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert Translator(model, providers="cpu").chunk_size(720, 1280) == 1
@@ -337,6 +406,9 @@ def test_cli_batch_size_auto_says_what_it_chose(model: Path, tmp_path: Path) -> 
     quiet = CliRunner().invoke(run_cli, [str(model), str(folder), "-o", str(tmp_path / "out"),
                                          "--batch-size", "auto", "-q"])
     assert quiet.exit_code == 0 and "chose" not in quiet.output, quiet.output
+    one = CliRunner().invoke(run_cli, [str(model), str(folder / "0.png"), "-o",
+                                       str(tmp_path / "one.png"), "--batch-size", "auto"])
+    assert one.exit_code == 0 and "auto: 1 (one image, nothing to batch)" in one.output
     assert len(list((tmp_path / "out").glob("*.png"))) == 3
     bad = CliRunner().invoke(run_cli, [str(model), str(folder), "-o", str(tmp_path / "o2"),
                                        "--batch-size", "many"])

@@ -376,12 +376,7 @@ def _finish_video(job: Job, plan: OutputPlan, summary: RunSummary, reader: Video
         streams = ", ".join(f"#{index}" for index in reader.other_video)
         summary.notes.append(f"{job.source}: only its first video stream is translated; video "
                              f"stream(s) {streams} left out")
-    if reader.info.frame_count > count:
-        summary.warnings.append(f"{job.source}: read {count} of the {reader.info.frame_count} "
-                                "frames its container announces (truncated?)")
-    if reader.corrupt_packets:
-        summary.warnings.append(f"{job.source}: skipped {reader.corrupt_packets} undecodable "
-                                "packet(s)")
+    summary.warnings += reader.shortfalls(count)
 
 
 def _get(source: queue.Queue[T | None], stop: threading.Event) -> T | None:

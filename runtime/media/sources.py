@@ -90,9 +90,13 @@ def read_image(path: Path) -> np.ndarray:
     if image is None or image.size == 0:
         known = path.suffix.lower() in IMAGE_EXTENSIONS
         raise InputError(path, "corrupt or truncated image" if known else "not an image")
-    if image.dtype not in (np.uint8, np.uint16):
-        # e.g. float EXR/HDR: map [0, 1] to 8 bits
+    if np.issubdtype(image.dtype, np.floating):
+        # e.g. float EXR/HDR/TIFF: map [0, 1] to 8 bits
         image = np.clip(np.nan_to_num(image.astype(np.float32)) * 255.0, 0, 255).astype(np.uint8)
+    elif image.dtype not in (np.uint8, np.uint16):
+        # signed samples (a 32-bit integer TIFF) have no one range to map from: not guessed
+        raise InputError(path, f"{image.dtype} samples (only 8 or 16-bit unsigned and float "
+                               "images are translated)")
     for kind, chunk in zip(kinds, chunks, strict=False):
         if kind == cv2.IMAGE_METADATA_EXIF:
             image = upright(image, exif_orientation(np.asarray(chunk, np.uint8).tobytes()))

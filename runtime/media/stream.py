@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import warnings
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -43,6 +44,10 @@ _WAITING = object()  # get(): a result is ready while no input had come
 class StreamError(InputError):
     """A source that failed while streaming (it could not be opened or read, or the model
     failed on its frames); ``path`` names the source, ``reason`` says why."""
+
+
+class StreamWarning(UserWarning):
+    """A video source gave fewer frames than it announces, or skipped undecodable packets."""
 
 
 class _Ended(Generic[T]):
@@ -81,7 +86,9 @@ def open_source(source: Any, *, model_on_cpu: bool = True,
 
         path = Path(source)
         if not path.is_file():
-            raise StreamError(path, "no such file")
+            raise StreamError(path, "is a folder, not a video" if path.is_dir() else
+                              "no such file" if not path.exists() else
+                              "not a regular file (a pipe, socket or device)")
         try:
             reader = VideoReader(path, model_on_cpu=model_on_cpu)
         except InputError as err:
@@ -185,7 +192,7 @@ def pipelined(translator: Translator, items: Iterable[T], image_of: Callable[[T]
                 raise StreamError(name, f"translation failed ({typed_first_line(exc)})") from exc
             for item, out in zip(batch, outputs, strict=True):
                 if stabilizer is not None:
-                    out = stabilizer(image_of(item), out)
+                    out = _stabilised(stabilizer, image_of(item), out, name)
                 yield item, out
         assert ended is not None
         if ended.error is not None:
@@ -199,6 +206,17 @@ def pipelined(translator: Translator, items: Iterable[T], image_of: Callable[[T]
             future.cancel()
         workers.shutdown(wait=True)  # a batch being translated finishes; none starts
         thread.join()
+
+
+def _stabilised(stabilizer: TemporalStabilizer, frame: Any, out: Any, name: str) -> np.ndarray:
+    """``stabilizer(frame, out)``; a frame it cannot take raises :class:`StreamError`."""
+    if not isinstance(frame, np.ndarray) or not isinstance(out, np.ndarray):
+        raise StreamError(name, "temporal=True takes numpy frames ((H, W, 3) uint8), not "
+                                f"{type(frame).__name__}")
+    if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+        raise StreamError(name, "temporal=True takes (H, W, 3) uint8 frames, not "
+                                f"{frame.dtype} of shape {frame.shape}")
+    return stabilizer(frame, out)
 
 
 def submit(pool: ThreadPoolExecutor, depth: int, function: Callable[..., T],
@@ -236,11 +254,18 @@ def stream(translator: Translator, source: Any, *, temporal: bool = False, batch
 
 def _video_images(reader: Any) -> Iterator[np.ndarray]:
     """The pictures of a :class:`~runtime.media.video.VideoReader`; a container that breaks
-    off raises (after the frames it gave) instead of ending quietly."""
+    off, or gives no picture at all, raises (after the frames it gave) instead of ending
+    quietly; frames that went missing on the way are a :class:`StreamWarning`."""
+    count = 0
     for frame in reader.frames():
+        count += 1
         yield frame.image
     if reader.error:
         raise InputError(reader.path, reader.error)
+    if count == 0:
+        raise InputError(reader.path, "no frame could be decoded (damaged?)")
+    for line in reader.shortfalls(count):
+        warnings.warn(line, StreamWarning, stacklevel=2)
 
 
 def _identity(image: np.ndarray) -> np.ndarray:

@@ -338,6 +338,17 @@ class VideoReader:
             self.error = _reason(exc)
         self.leftover = carried
 
+    def shortfalls(self, frames_read: int) -> list[str]:
+        """What went missing once :meth:`frames` has given ``frames_read`` pictures: fewer
+        than the container announces, packets that did not decode (warnings for the user)."""
+        missing = []
+        if self.info.frame_count > frames_read:
+            missing.append(f"{self.path}: read {frames_read} of the {self.info.frame_count} "
+                           "frames its container announces (truncated?)")
+        if self.corrupt_packets:
+            missing.append(f"{self.path}: skipped {self.corrupt_packets} undecodable packet(s)")
+        return missing
+
     def _image(self, frame: av.VideoFrame) -> np.ndarray:
         if not self._rotation_known:
             self.rotation = rotation_of(frame, self.stream)
