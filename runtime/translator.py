@@ -371,7 +371,9 @@ class Translator:
             if image.mode == "I" or image.mode.startswith("I;16"):
                 # 16-bit gray (a 16-bit PNG opens so): convert("RGB") would clip it at 255
                 return np.clip(np.asarray(image), 0, 65535).astype(np.uint16)
-            mode = "RGBA" if image.mode in ("RGBA", "LA", "PA") else "RGB"
+            # alpha kept, a palette's transparent entry included (as read_image keeps it)
+            alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
+            mode = "RGBA" if alpha else "RGB"
             array = np.asarray(image.convert(mode))
             if color_order == "BGR":
                 array = np.ascontiguousarray(array[..., [2, 1, 0, *range(3, array.shape[2])]])

@@ -303,6 +303,12 @@ def test_pil_in_pil_out(translator: Translator) -> None:
     rgba = np.dstack([rgb, np.full(rgb.shape[:2], 77, np.uint8)])
     out_rgba = translator(image_module.fromarray(rgba))
     assert out_rgba.mode == "RGBA" and (np.asarray(out_rgba)[..., 3] == 77).all()
+    palette = image_module.fromarray(rgb).quantize(8)
+    palette.info["transparency"] = 0  # entry 0 transparent: the alpha comes along
+    out_palette = translator(palette)
+    alpha = np.asarray(palette.convert("RGBA"))[..., 3]
+    assert out_palette.mode == "RGBA" and np.array_equal(np.asarray(out_palette)[..., 3], alpha)
+    assert 0 < (alpha == 0).sum() < alpha.size
 
 
 def test_pil_16_bit_gray_is_scaled_not_clipped(translator: Translator) -> None:
