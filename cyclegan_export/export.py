@@ -225,7 +225,10 @@ def export_onnx(
         assert calibration_images is not None
         crop = src.crop_size or max(sizes[0])
         crop = max(spec.size_multiple, crop // spec.size_multiple * spec.size_multiple)
-        batches = quantize.calibration_batches(calibration_images, crop)
+        # a fixed shape takes only itself: its size, and whole batches of its batch
+        batches = quantize.calibration_batches(
+            calibration_images, meta.static_size or crop, batch_size=meta.batch or 1,
+            full_batches=meta.batch is not None)
         if io_kind == "uint8":
             batches = [_float_to_uint8_feed(b, color_order) for b in batches]
         model = quantize.quantize_to_int8(fp32_model, batches)

@@ -71,24 +71,29 @@ _CONV_TYPES = frozenset({"Conv", "ConvTranspose"})
 
 
 def calibration_batches(
-    images: Sequence[np.ndarray], size: int, *, batch_size: int = 1
+    images: Sequence[np.ndarray], size: int | tuple[int, int], *, batch_size: int = 1,
+    full_batches: bool = False,
 ) -> list[np.ndarray]:
     """Turn images into calibration batches for :func:`quantize_to_int8`.
 
-    Each image is resized so its short side is ``size`` (area filter when shrinking, bicubic
-    when enlarging), centre-cropped to ``size x size`` and scaled to [-1, 1].
+    Each image is resized so that it covers ``size`` (area filter when shrinking, bicubic
+    when enlarging), centre-cropped to it and scaled to [-1, 1].
 
     Args:
         images: ``(H, W, 3)`` uint8 RGB images of any sizes.
-        size: side of the square crops; use a multiple of the generator's size multiple (4 for
-            ResNet, 128 or 256 for U-Net) and a size like the one served.
-        batch_size: images per batch; the last batch may be smaller.
+        size: ``S`` (square crops) or ``(H, W)``: a multiple of the generator's size multiple
+            (4 for ResNet, 128 or 256 for U-Net) and a size like the one served; a model
+            exported with a fixed size takes exactly that.
+        batch_size: images per batch; the last batch may be smaller, unless ``full_batches``.
+        full_batches: every batch holds ``batch_size`` images (a model exported with a fixed
+            batch takes no other), the images repeated from the first as needed.
 
     Returns:
-        ``ceil(len(images) / batch_size)`` float32 arrays of shape ``(B, 3, size, size)``, RGB,
-        in [-1, 1].
+        float32 arrays of shape ``(B, 3, H, W)``, RGB, in [-1, 1]: ``ceil(len(images) /
+        batch_size)`` of them.
     """
-    if size <= 0 or batch_size <= 0:
+    height, width = (size, size) if isinstance(size, int) else size
+    if height <= 0 or width <= 0 or batch_size <= 0:
         raise ValueError(f"size and batch_size must be positive, got {size} and {batch_size}")
     crops = []
     for index, image in enumerate(images):
@@ -96,16 +101,18 @@ def calibration_batches(
             raise ValueError(
                 f"image {index}: expected (H, W, 3) uint8 RGB, got {image.shape} {image.dtype}"
             )
-        height, width = image.shape[:2]
-        scale = size / min(height, width)
+        scale = max(height / image.shape[0], width / image.shape[1])
         # max(): rounding must not leave either side a pixel short of the crop.
-        new_width, new_height = max(size, round(width * scale)), max(size, round(height * scale))
+        new_width = max(width, round(image.shape[1] * scale))
+        new_height = max(height, round(image.shape[0] * scale))
         interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
         resized = cv2.resize(image, (new_width, new_height), interpolation=interpolation)
-        top, left = (new_height - size) // 2, (new_width - size) // 2
-        crops.append(resized[top : top + size, left : left + size])
+        top, left = (new_height - height) // 2, (new_width - width) // 2
+        crops.append(resized[top : top + height, left : left + width])
     if not crops:
         return []
+    if full_batches:
+        crops = [crops[i % len(crops)] for i in range(-(-len(crops) // batch_size) * batch_size)]
     batch = np.stack(crops).transpose(0, 3, 1, 2).astype(np.float32) / 127.5 - 1.0
     return [batch[start : start + batch_size] for start in range(0, len(batch), batch_size)]
 

@@ -311,6 +311,20 @@ def test_int8_export_calibrates_on_a_folder_and_reports_psnr(tiny_checkpoint: Pa
     assert read_metadata(out).precision == "int8"
 
 
+@pytest.mark.parametrize(("static_size", "batch", "io_kind"),
+                         [((32, 40), None, "float"), (None, 4, "float"), ((32, 32), 2, "uint8")])
+def test_int8_export_with_a_fixed_shape_calibrates_at_that_shape(
+        tiny_checkpoint: Path, tmp_path: Path, calibration_dir: Path,
+        static_size: tuple[int, int] | None, batch: int | None, io_kind: str) -> None:
+    # a fixed-shape graph takes only its own shape: the calibration feed must be it
+    out = tmp_path / "int8_fixed.onnx"
+    report = export_onnx(tiny_checkpoint, out, precision="int8", calibration=calibration_dir,
+                         static_size=static_size, batch=batch, io_kind=io_kind)
+    assert report.ok and [c for c in report.checks if c.name.startswith("int8 vs fp32")]
+    meta = read_metadata(out)
+    assert (meta.precision, meta.static_size, meta.batch) == ("int8", static_size, batch)
+
+
 def test_int8_without_calibration_is_refused(tiny_checkpoint: Path, tmp_path: Path) -> None:
     code, output = _cli(str(tiny_checkpoint), str(tmp_path / "o.onnx"), "--precision", "int8")
     assert code == 2 and "needs --calibration DIR" in output

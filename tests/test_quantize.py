@@ -199,6 +199,16 @@ def test_calibration_batches_centre_crop_the_resized_image() -> None:
     np.testing.assert_allclose(batch[0, :, :, 2:-2].mean(axis=(1, 2)), [-1.0, 1.0, -1.0])
 
 
+def test_calibration_batches_take_a_fixed_shape_and_fill_every_batch() -> None:
+    rng = np.random.default_rng(1)
+    images = [smooth_image(rng, 40, 60), smooth_image(rng, 70, 50), smooth_image(rng, 33, 33)]
+    batches = calibration_batches(images, (32, 48), batch_size=2, full_batches=True)
+    assert [b.shape for b in batches] == [(2, 3, 32, 48), (2, 3, 32, 48)]
+    np.testing.assert_array_equal(batches[1][1], batches[0][0])  # filled from the first
+    (wide,) = calibration_batches(images[:1], (16, 64))  # covers the crop: no side short
+    assert wide.shape == (1, 3, 16, 64)
+
+
 @pytest.mark.parametrize("image", [np.zeros((8, 8, 3), np.float32), np.zeros((8, 8), np.uint8),
                                    np.zeros((8, 8, 4), np.uint8)])
 def test_calibration_batches_reject_non_rgb_uint8(image: np.ndarray) -> None:
