@@ -291,3 +291,17 @@ def test_a_data_folder_that_is_not_one_is_said_before_the_teacher_loads(
     reason = "is a file" if kind == "file" else "no such folder"
     assert f"{data}: {reason}; give a folder of the teacher's input images" in result.output
     assert "teacher:" not in result.output and "Traceback" not in result.output
+
+
+def test_crops_a_unet_teacher_cannot_take_are_refused_before_the_run_starts(
+        dataroot: Path, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    net = build_generator(generator_spec("unet_128", ngf=8))
+    torch.save(net.state_dict(), tmp_path / "unet.pth")
+    run = tmp_path / "run"
+    result = CliRunner().invoke(distill_cli, distill_args(tmp_path / "unet.pth", dataroot, run,
+                                                          "--steps", "1"))
+    assert result.exit_code == 2, result.output
+    assert "crop_size 32 does not fit the teacher's unet_128: use a multiple of 128" \
+        in result.output
+    assert not run.exists()  # refused before the run folder was claimed

@@ -452,7 +452,14 @@ def test_existing_run_folder_is_not_overwritten_without_resume(dataroot: Path,
     ("changes", "message"),
     [({"crop_size": 30}, "multiple of 4"), ({"generator": "unet_128", "crop_size": 32},
                                             "multiple of 128"),
-     ({"num_samples": 0}, "num_samples"), ({"device": "gpu"}, "not a device")],
+     ({"num_samples": 0}, "num_samples"), ({"device": "gpu"}, "not a device"),
+     ({"discriminator": "n_layers", "n_layers_d": 5}, r"too small for the n_layers discrim.*"
+                                                      "at least 96"),
+     ({"beta1": 2.0}, r"beta1: must be in \[0, 1\), got 2.0"),
+     ({"lr": float("nan")}, "lr: must be a positive number, got nan"),
+     ({"init_gain": float("inf")}, "init_gain: must be a positive number"),
+     ({"lambda_a": -5.0}, "lambda_a: must be a number >= 0, got -5.0"),
+     ({"input_nc": 1, "output_nc": 1}, r"input_nc: only 3 \(RGB\) is trained here")],
 )
 def test_configs_that_would_fail_mid_run_are_refused_up_front(dataroot: Path, changes: dict,
                                                              message: str) -> None:

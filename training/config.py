@@ -7,6 +7,7 @@ executed. Precedence: dataclass defaults < ``--config`` file < command-line opti
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -17,7 +18,13 @@ import yaml
 
 from training.data import PREPROCESSORS
 from training.losses import GAN_MODES
-from training.networks import DISCRIMINATORS, GENERATORS, NORMS, generator_spec
+from training.networks import (
+    DISCRIMINATORS,
+    GENERATORS,
+    NORMS,
+    discriminator_min_size,
+    generator_spec,
+)
 
 
 class ConfigError(ValueError):
@@ -104,6 +111,19 @@ def validate(config: TrainConfig) -> TrainConfig:
     for name in positive:
         if getattr(config, name) <= 0:
             raise ConfigError(f"{name}: must be positive, got {getattr(config, name)}")
+    for name in ("input_nc", "output_nc"):  # the loader reads every image as RGB
+        if getattr(config, name) != 3:
+            raise ConfigError(f"{name}: only 3 (RGB) is trained here, got {getattr(config, name)}")
+    # What torch would refuse deep inside (naming neither key nor file), or train into NaNs.
+    for name in ("lr", "init_gain"):
+        if not math.isfinite(getattr(config, name)) or getattr(config, name) <= 0:
+            raise ConfigError(f"{name}: must be a positive number, got {getattr(config, name)}")
+    for name in ("beta1", "beta2"):
+        if not 0.0 <= getattr(config, name) < 1.0:
+            raise ConfigError(f"{name}: must be in [0, 1), got {getattr(config, name)}")
+    for name in ("lambda_a", "lambda_b", "lambda_identity"):
+        if not math.isfinite(getattr(config, name)) or getattr(config, name) < 0:
+            raise ConfigError(f"{name}: must be a number >= 0, got {getattr(config, name)}")
     non_negative = ("num_workers", "n_epochs", "n_epochs_decay", "max_steps", "pool_size",
                     "max_dataset_size", "log_every", "sample_every", "checkpoint_every",
                     "keep_checkpoints")
@@ -120,6 +140,11 @@ def validate(config: TrainConfig) -> TrainConfig:
                                         or config.crop_size < spec.min_size):
         raise ConfigError(f"crop_size {config.crop_size} does not fit {config.generator}: use a "
                           f"multiple of {spec.size_multiple}, at least {spec.min_size}")
+    floor = discriminator_min_size(config.discriminator, config.n_layers_d)
+    if "crop" in config.preprocess and config.crop_size < floor:
+        raise ConfigError(f"crop_size {config.crop_size} is too small for the "
+                          f"{config.discriminator} discriminator (n_layers_d "
+                          f"{config.n_layers_d}): at least {floor}")
     if config.num_samples < 1:
         raise ConfigError("num_samples must be >= 1 (images per domain in a sample grid)")
     if config.device != "auto":

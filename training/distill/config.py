@@ -6,10 +6,12 @@ kept (see ``benchmarks/distill_quality.py``).
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from training.distill.students import DEFAULT_STUDENT, STUDENTS
+from training.networks import GeneratorSpec
 
 
 class DistillConfigError(ValueError):
@@ -79,13 +81,26 @@ def validate(config: DistillConfig) -> DistillConfig:
                                  f"{config.load_size}")  # as cyclegan-train says
     for name in ("lambda_l1", "lambda_feat", "lambda_gan", "ngf", "cache_teacher",
                  "max_steps"):
-        if getattr(config, name) < 0:
+        if not getattr(config, name) >= 0 or getattr(config, name) == math.inf:  # NaN too
             raise DistillConfigError(f"{name} must be >= 0, got {getattr(config, name)}")
+    if not math.isfinite(config.lr) or config.lr <= 0:
+        raise DistillConfigError(f"lr must be a positive number, got {config.lr}")
     if not 0.0 <= config.decay_from <= 1.0:
         raise DistillConfigError(f"decay_from must be in [0, 1], got {config.decay_from}")
     if config.lambda_l1 == 0 and config.lambda_feat == 0 and config.lambda_gan == 0:
         raise DistillConfigError("every loss weight is 0: nothing to learn")
     return config
+
+
+def check_teacher_fits(config: DistillConfig, teacher: GeneratorSpec) -> None:
+    """Raise :class:`DistillConfigError` when the teacher's generator cannot take the crops
+    (a U-Net takes only multiples of 2**depth), before any work, as cyclegan-train says it."""
+    if "crop" in config.preprocess and (config.crop_size % teacher.size_multiple
+                                        or config.crop_size < teacher.min_size):
+        raise DistillConfigError(
+            f"crop_size {config.crop_size} does not fit the teacher's {teacher.name}: use a "
+            f"multiple of {teacher.size_multiple}, at least {teacher.min_size} (--crop-size, "
+            "with --load-size at least as large)")
 
 
 def from_dict(values: dict[str, Any]) -> DistillConfig:

@@ -39,7 +39,7 @@ from training.checkpoint import (
     atomic_torch_save,
 )
 from training.data import Preprocess, augment, read_image
-from training.distill.config import DistillConfig
+from training.distill.config import DistillConfig, check_teacher_fits
 from training.distill.data import (
     DomainDataset,
     DomainSampler,
@@ -141,12 +141,16 @@ class DistillTrainer:
             self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=config.lr, betas=betas,
                                           **adam_options(device))
             self.sched_d = torch.optim.lr_scheduler.LambdaLR(self.opt_d, self._lr_factor)
-        # Uncropped modes scale small images up to what the networks take (the discriminator,
-        # when the adversarial term has one, needs more than the student).
-        min_side = self.spec.min_size if config.lambda_gan <= 0 else max(
-            self.spec.min_size, teacher.discriminator_min_size)
+        # Uncropped modes scale and pad images to what all the networks take: the student, the
+        # teacher (a U-Net: multiples of 2**depth) and, with the adversarial term, the
+        # discriminator, which needs more than either ResNet.
+        min_side = max(self.spec.min_size, teacher.spec.min_size)
+        if config.lambda_gan > 0:
+            min_side = max(min_side, teacher.discriminator_min_size)
         self.preprocess = Preprocess(config.preprocess, config.load_size, config.crop_size,
-                                     not config.no_flip, self.spec.size_multiple, min_side)
+                                     not config.no_flip,
+                                     math.lcm(self.spec.size_multiple, teacher.spec.size_multiple),
+                                     min_side)
         self.dataset = DomainDataset(domain_folder(config.dataroot, config.direction),
                                      self.preprocess)
         if config.lambda_gan > 0:
@@ -420,6 +424,7 @@ def distill(config: DistillConfig, run_dir: str | Path, teacher: Teacher,
     continuation of its own ``resume_from``, or a new run from another run's checkpoint in a new
     folder. Under ``torchrun`` call this in every process.
     """
+    check_teacher_fits(config, teacher.spec)  # before the run folder is claimed
     ctx = init_distributed(config.device)
     folder: RunFolder | None = None
     try:
