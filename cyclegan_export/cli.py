@@ -25,6 +25,15 @@ def _parse_hw(value: str | None) -> tuple[int, int] | None:
     return int(parts[0]), int(parts[1])
 
 
+def _identity(path: Path) -> tuple[int, int] | None:
+    """(inode, mtime in ns) of ``path``, None when absent: tells whether it was replaced."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
+
+
 def _fail(message: str, debug: bool, exc: BaseException) -> NoReturn:
     if debug:
         raise exc
@@ -103,6 +112,13 @@ def main(source: Path, output: Path | None, output_option: Path | None, info: bo
             _fail(str(exc), debug, exc)
         return
     target = _output(output, output_option)
+    static_size = _parse_hw(static)  # a usage error, before any work
+    if options.get("calibration") is not None and options.get("precision") != "int8":
+        click.echo("warning: --calibration: only int8 exports are calibrated; it changes "
+                   "nothing here", err=True)
+    if options.get("color_order") != "BGR" and options.get("io_kind") != "uint8":
+        click.echo("warning: --color-order: float IO is always RGB; it sets the channel order "
+                   "of --io uint8 only", err=True)
     from cyclegan_export.output import OutputError, check_output
 
     try:
@@ -125,13 +141,16 @@ def main(source: Path, output: Path | None, output_option: Path | None, info: bo
         if value is not None:
             overrides[key] = value
 
+    before = _identity(target)
     try:
-        report = export_onnx(source, target, overrides=overrides, static_size=_parse_hw(static),
+        report = export_onnx(source, target, overrides=overrides, static_size=static_size,
                              verify=not no_verify, **options)
     except (ExportError, CheckpointError, MetadataError) as exc:
         _fail(str(exc), debug, exc)
     except KeyboardInterrupt:
-        interrupted(f"interrupted: nothing was written to {target}")
+        # the rename is the export's last step: a file now in place is complete and verified
+        interrupted(f"interrupted: nothing was written to {target}" if _identity(target) == before
+                    else f"interrupted after {target} was written (complete and verified)")
     except Exception as exc:  # noqa: BLE001 - last resort: one line, traceback with --debug
         _fail(f"{source}: export failed ({type(exc).__name__}: {exc})".splitlines()[0], debug,
               exc)

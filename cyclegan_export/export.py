@@ -83,6 +83,14 @@ class ExportReport:
         return "\n".join(lines)
 
 
+def max_opset() -> int | None:
+    """The newest opset this torch's ONNX exporter writes (None: it does not say)."""
+    from torch.onnx import _constants  # private, but it is the exporter's own limit
+
+    newest = getattr(_constants, "ONNX_MAX_OPSET", None)
+    return newest if isinstance(newest, int) else None
+
+
 def _to_onnx(net: nn.Module, example: torch.Tensor, opset: int, dynamic_batch: bool,
              dynamic_size: bool, layout: str) -> onnx.ModelProto:
     """Trace ``net`` with the TorchScript exporter into an in-memory ModelProto.
@@ -121,7 +129,9 @@ def read_calibration_images(folder: Path, limit: int = 64) -> list[np.ndarray]:
     import cv2
 
     if not folder.is_dir():
-        raise ExportError(f"{folder}: calibration folder does not exist")
+        raise ExportError(f"{folder}: " + ("is a file; --calibration takes a folder of images"
+                                           if folder.exists() else
+                                           "calibration folder does not exist"))
     images = []
     for path in sorted(folder.rglob("*")):
         if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
@@ -195,6 +205,10 @@ def export_onnx(
         raise ExportError("--precision int8 needs --calibration DIR (images like the inputs)")
     if opset < MIN_OPSET:
         raise ExportError(f"opset {opset} is too old; use {MIN_OPSET} or newer")
+    newest = max_opset()
+    if newest is not None and opset > newest:  # else torch prints its whole graph, then fails
+        raise ExportError(f"opset {opset} is newer than this torch {torch.__version__} exports; "
+                          f"use {MIN_OPSET} to {newest}")
     if batch is not None and batch < 1:
         raise ExportError(f"--batch must be >= 1, got {batch}")
     _check_output_path(source, output)

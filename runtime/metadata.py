@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from runtime.reasons import first_line
+from runtime.reasons import first_line, not_a_file
 
 SCHEMA_NAME = "cyclegan-toolkit/model"
 SCHEMA_VERSION = 1
@@ -140,7 +140,7 @@ def read_metadata(path: str | Path) -> ModelMetadata:
 
     path = Path(path)
     if not path.is_file():
-        raise MetadataError(f"{path}: no such file")
+        raise MetadataError(not_a_file(path))
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 def first_line(exc: BaseException) -> str:
     """The first line of ``exc``'s message, or its class name when it has none."""
@@ -14,3 +16,20 @@ def typed_first_line(exc: BaseException) -> str:
     failures whose message may not say what kind of error it was (``KeyError: 'x'``)."""
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def not_a_file(path: Path) -> str:
+    """``"PATH: why"`` for a ``path`` that was to be a file and is none (:func:`why_no_file`)."""
+    return f"{path}: {why_no_file(path)}"
+
+
+def why_no_file(path: Path) -> str:
+    """Why ``path``, which was to be a file, is none: "is a folder", "no such file", "a broken
+    link (its target does not exist)" or "not a regular file (a pipe, socket or device)"."""
+    if path.is_dir():
+        return "is a folder"
+    if path.is_symlink() and not path.exists():
+        return "a broken link (its target does not exist)"
+    if not path.exists():
+        return "no such file"
+    return "not a regular file (a pipe, socket or device)"

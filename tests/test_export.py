@@ -188,6 +188,38 @@ def _cli(*args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
+def test_an_opset_beyond_the_exporters_is_one_line(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    from cyclegan_export.export import max_opset
+
+    newest = max_opset()
+    if newest is None:
+        pytest.skip("this torch does not say its newest opset")
+    code, output = _cli(str(tiny_checkpoint), str(tmp_path / "o.onnx"), "--opset",
+                        str(newest + 1))
+    assert code == 2 and output.strip() == (f"error: opset {newest + 1} is newer than this torch "
+                                            f"{torch.__version__} exports; use 13 to {newest}")
+    assert export_onnx(tiny_checkpoint, tmp_path / "newest.onnx", opset=newest).ok  # the limit
+
+
+def test_option_mistakes_name_the_option_not_the_source(tiny_checkpoint: Path, tmp_path: Path,
+                                                        calibration_dir: Path) -> None:
+    out = str(tmp_path / "o.onnx")
+    code, output = _cli(str(tiny_checkpoint), out, "--static", "64")
+    assert code == 2 and "Invalid value for --static: '64': expected HxW" in output
+    assert str(tiny_checkpoint) not in output
+    image = next(calibration_dir.glob("*.png"))
+    code, output = _cli(str(tiny_checkpoint), out, "--precision", "int8", "--calibration",
+                        str(image))
+    assert code == 2 and f"{image}: is a file; --calibration takes a folder" in output
+    code, output = _cli("--info", str(tmp_path))
+    assert code == 2 and output.strip() == f"error: {tmp_path}: is a folder"
+    code, output = _cli(str(tiny_checkpoint), out, "--calibration", str(calibration_dir),
+                        "--color-order", "RGB", "-q", "--no-verify")
+    assert code == 0, output
+    assert "warning: --calibration: only int8 exports are calibrated" in output
+    assert "warning: --color-order: float IO is always RGB" in output
+
+
 def test_missing_file(tmp_path: Path) -> None:
     code, output = _cli(str(tmp_path / "nope.pt"), str(tmp_path / "o.onnx"))
     assert code == 2 and f"{tmp_path / 'nope.pt'}: no such file" in output

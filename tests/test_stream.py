@@ -130,7 +130,7 @@ def test_a_video_that_gives_nothing_or_too_little_is_said(translator: Translator
     empty.write_bytes(data[:data.find(b"mdat") + 8])
     with pytest.raises(StreamError, match="no frame could be decoded"):
         list(translator.stream(empty))
-    with pytest.raises(StreamError, match="is a folder, not a video"):
+    with pytest.raises(StreamError, match="is a folder"):
         next(translator.stream(tmp_path))
     assert not decode_threads()
 

@@ -57,6 +57,7 @@ from runtime.bench.report import (
 )
 from runtime.metadata import MetadataError, ModelMetadata, read_metadata
 from runtime.metrics import psnr
+from runtime.reasons import not_a_file
 from runtime.synthetic import natural_images
 from runtime.transforms import from_model_output
 
@@ -104,7 +105,7 @@ def _load_models(paths: Sequence[str | Path]) -> list[_Model]:
     models = []
     for path in map(Path, paths):
         if not path.is_file():
-            raise BenchError(f"{path}: no such file")
+            raise BenchError(not_a_file(path))
         try:
             models.append(_Model(path, read_metadata(path)))
         except MetadataError as exc:
@@ -222,7 +223,7 @@ def run_benchmark(models: Sequence[str | Path], *, checkpoint: str | Path | None
     chosen = _choose_engines(engines, checkpoint)
     ort_providers = _onnxruntime_providers(providers)
     if checkpoint is not None and not Path(checkpoint).is_file():
-        raise BenchError(f"{checkpoint}: no such file")
+        raise BenchError(not_a_file(Path(checkpoint)))
     reference = next((m for m in loaded if m.meta.precision == "fp32"), loaded[0])
     notes = []
     if reference.meta.precision != "fp32":

@@ -15,6 +15,7 @@ import click
 
 from runtime.bench.report import PLOT_METRICS, BenchError
 from runtime.console import InterruptibleCommand, package_version
+from runtime.reasons import not_a_file
 
 EXIT_FAILED_ROWS = 1  # every row failed: nothing was measured
 EXIT_USAGE = 2
@@ -148,7 +149,7 @@ def main(models: tuple[Path, ...], int8_models: tuple[Path, ...], fp16_models: t
         raise click.UsageError("give at least one MODEL (.onnx)")
     for path in all_models:
         if not path.is_file():
-            _fail(f"{path}: no such file", debug)
+            _fail(not_a_file(path), debug)
     for path, expected in [*((p, "int8") for p in int8_models), *((p, "fp16") for p in
                                                                    fp16_models)]:
         try:

@@ -39,6 +39,7 @@ from runtime.media.sources import expand_inputs
 from runtime.media.temporal import TemporalStabilizer, warping_errors
 from runtime.media.video import AtomicVideoWriter, VideoCodecError, VideoReader, choose_codec
 from runtime.metrics import psnr
+from runtime.reasons import not_a_file
 from runtime.synthetic import natural_images
 from runtime.transforms import to_model_input
 from runtime.translator import Translator
@@ -199,7 +200,7 @@ def _run(model: Path, size: tuple[int, int], batch: int, images: int, video_fram
          iterations: int, image_suffix: str, workdir: Path, seed: int,
          temporal: tuple[tuple[int, int], int]) -> EndToEndResult:
     if not model.is_file():
-        raise BenchError(f"{model}: no such file")
+        raise BenchError(not_a_file(model))
     translator = Translator(model, providers=providers, backend=backend, threads=threads)
     height, width = size
     # Model-only rounds alternate with the end-to-end runs (before, between, after) and the

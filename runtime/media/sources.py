@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from runtime.media.manifest import listed_outputs
+from runtime.reasons import why_no_file
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff",
                               ".ppm", ".pgm", ".pbm", ".pnm", ".jp2", ".exr", ".hdr", ".gif"})
@@ -200,7 +201,7 @@ def expand_inputs(inputs: list[str], exclude: Path | None = None) -> InputSet:
         elif path.is_file():
             found.files.append(FileInput(path, Path(path.name)))
         elif path.exists() or path.is_symlink():
-            found.errors.append(InputError(path, _not_a_file(path)))
+            found.errors.append(InputError(path, why_no_file(path)))
         elif glob.has_magic(raw):
             matches = sorted(Path(p) for p in glob.glob(raw, recursive=True) if Path(p).is_file())
             if not matches:
@@ -242,19 +243,12 @@ def _filter(paths: list[Path], excluded: Path | None, found: InputSet) -> list[P
         elif not media:
             found.skipped.append(path)
         elif not path.is_file():  # a pipe would block its reader for good: never opened
-            found.errors.append(InputError(path, _not_a_file(path)))
+            found.errors.append(InputError(path, why_no_file(path)))
         elif _listed(path, listed):
             found.earlier_outputs.append(path)
         else:
             kept.append(path)
     return kept
-
-
-def _not_a_file(path: Path) -> str:
-    """Why ``path``, which exists as a name, is no input file."""
-    if not path.exists():
-        return "a broken link (its target does not exist)"
-    return "not a regular file (a pipe, socket or device)"
 
 
 def _listed(path: Path, listed: dict[Path, set[Path]]) -> bool:

@@ -26,7 +26,7 @@ import numpy as np
 
 from runtime.media.sources import InputError, open_video, video_frames
 from runtime.media.temporal import TemporalStabilizer
-from runtime.reasons import typed_first_line
+from runtime.reasons import typed_first_line, why_no_file
 
 if TYPE_CHECKING:
     from runtime.translator import Translator
@@ -86,9 +86,7 @@ def open_source(source: Any, *, model_on_cpu: bool = True,
 
         path = Path(source)
         if not path.is_file():
-            raise StreamError(path, "is a folder, not a video" if path.is_dir() else
-                              "no such file" if not path.exists() else
-                              "not a regular file (a pipe, socket or device)")
+            raise StreamError(path, why_no_file(path))
         try:
             reader = VideoReader(path, model_on_cpu=model_on_cpu)
         except InputError as err:
