@@ -9,6 +9,7 @@ import copy
 import importlib.util
 import json
 import math
+import re
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -293,10 +294,16 @@ def test_openvino_bf16_gets_an_fp32_row_too(models: dict[str, Path],
     monkeypatch.setitem(ENGINES, "openvino", fake_openvino)
     monkeypatch.setattr(bench_module, "available_engines",
                         lambda checkpoint=None: ["onnxruntime", "openvino"])
+    said: list[str] = []
     result = run_benchmark([models["fp32"]], engines=["openvino"], sizes=[32], gemm_size=0,
-                           isolate=False, timing=Timing(warmup=0, iterations=2, psnr_images=1))
+                           isolate=False, timing=Timing(warmup=0, iterations=2, psnr_images=1),
+                           progress=said.append)
     assert [row.label for row in result.rows] == [
         "onnxruntime CPU fp32", "OpenVINO CPU bf16", "OpenVINO CPU fp32"]
+    # progress counts rows, the one added on the way included, with the pace and time left
+    rows = [line for line in said if line.startswith("[")]
+    assert [line.split("]")[0] + "]" for line in rows] == ["[1/2]", "[2/2]", "[3/3]"]
+    assert re.search(r" \([\d.]+ s a row, about \d+ s left\)$", rows[1]), rows
     assert all(row.ok and row.psnr_db == math.inf for row in result.rows)
     assert result.machine.gemm_gflops is None and result.rows[1].gemm_fraction is None
 
@@ -367,7 +374,7 @@ def test_openvino_rows_say_what_the_compiled_model_runs(models: dict[str, Path],
 @pytest.mark.parametrize(("options", "message"), [
     ({"sizes": [30]}, "multiples of 4"),
     ({"sizes": [4]}, "at least 8"),
-    ({"batches": [0]}, "--batch must be >= 1"),
+    ({"batches": [0]}, "--batch-size must be >= 1"),
     ({"engines": ["pytorch"]}, "engine 'pytorch' is not available"),
     ({"providers": "NoSuchExecutionProvider"}, "not available in this onnxruntime build"),
     ({"timing": Timing(iterations=None, seconds=None)}, "--iterations or --seconds"),

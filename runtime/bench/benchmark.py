@@ -25,6 +25,7 @@ multiply-accumulates) is optional as well.
 from __future__ import annotations
 
 import importlib.util
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, replace
@@ -116,10 +117,10 @@ def _load_models(paths: Sequence[str | Path]) -> list[_Model]:
 def _check_shape(model: _Model, batch: int, height: int, width: int) -> None:
     meta, name = model.meta, model.path.name
     if batch < 1:
-        raise BenchError(f"--batch must be >= 1, got {batch}")
+        raise BenchError(f"--batch-size must be >= 1, got {batch}")
     if meta.batch is not None and batch != meta.batch:
         raise BenchError(f"{name} was exported with fixed batch {meta.batch}; "
-                         f"--batch {batch} cannot run on it")
+                         f"--batch-size {batch} cannot run on it")
     if meta.static_size is not None:
         if (height, width) != tuple(meta.static_size):
             h, w = meta.static_size
@@ -244,10 +245,12 @@ def run_benchmark(models: Sequence[str | Path], *, checkpoint: str | Path | None
     macs: dict[tuple[str, tuple[int, ...]], int | None] = {}
     queue = plan_rows(loaded, reference, checkpoint, direction, batches, size_pairs, chosen,
                       ort_providers)
+    total, rows_started = len(queue), time.perf_counter()
     while queue:
         spec = queue.pop(0)
         model = by_path.get(spec.model, reference)  # PyTorch: the reference model's graph
-        say(_describe(spec))
+        say(f"[{len(report.rows) + 1}/{total}] {_describe(spec)}"
+            f"{_pace(len(report.rows), total, time.perf_counter() - rows_started)}")
         outcome = _run_row(spec, timing, isolate)
         key = (spec.batch, spec.height, spec.width)
         if spec.reference:
@@ -264,6 +267,7 @@ def run_benchmark(models: Sequence[str | Path], *, checkpoint: str | Path | None
             if row.precision != "fp32":
                 # Automatic precision chose bf16: also measure OpenVINO held to fp32.
                 queue.insert(0, replace(spec, precision="fp32"))
+                total += 1
             elif OPENVINO_FP32_NOTE not in report.notes:
                 report.notes.append(OPENVINO_FP32_NOTE)
     if None in macs.values():
@@ -294,6 +298,17 @@ def _choose_engines(engines: Sequence[str] | None, checkpoint: str | Path | None
         raise BenchError("; ".join(f"engine {e!r} is not available ({ENGINE_NEEDS[e]})"
                                    for e in missing))
     return list(dict.fromkeys(engines))
+
+
+def _pace(done: int, total: int, seconds: float) -> str:
+    """``" (12 s a row, about 3 min left)"`` after ``done`` of ``total`` rows took ``seconds``;
+    nothing before the first row has finished."""
+    if done == 0:
+        return ""
+    each = seconds / done
+    left = each * (total - done)
+    left_text = f"{left / 60:.0f} min" if left >= 90 else f"{left:.0f} s"
+    return f" ({each:.{1 if each < 10 else 0}f} s a row, about {left_text} left)"
 
 
 def _describe(spec: RowSpec) -> str:
