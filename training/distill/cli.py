@@ -78,7 +78,8 @@ Students (--student, default {DEFAULT_STUDENT}; --ngf changes the width):
 @click.option("--checkpoint-every", type=int, help="Steps between history checkpoints (1000).")
 @click.option("--resume", is_flag=False, flag_value="latest", default=None, metavar="[CKPT]",
               help="Continue a run: from RUN_DIR/checkpoints/latest.pt, or from CKPT.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar (logs still written).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar nor teacher line (logs "
+              "still written); notes, errors and the final line stay.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def main(teacher: Path, dataroot: Path, run_dir: Path | None, run_dir_alias: Path | None,
          resume: str | None, quiet: bool, debug: bool, bf16: bool | None,
@@ -127,7 +128,8 @@ def main(teacher: Path, dataroot: Path, run_dir: Path | None, run_dir_alias: Pat
         if resume_state is not None and resume_state["teacher"]["sha256"] != loaded.sha256:
             raise DistillConfigError(f"{teacher}: is not the teacher this run was distilled "
                                      f"from ({resume_state['teacher']['path']})")
-        click.echo(f"teacher: {loaded.description}", err=True)
+        if not quiet:
+            click.echo(f"teacher: {loaded.description}", err=True)
         result = distill(config, run_dir, loaded, resume_state, resume_path,
                          progress=not quiet)
     except (DistillConfigError, DataError, CheckpointError, RunDirError, ValueError,
@@ -140,7 +142,7 @@ def main(teacher: Path, dataroot: Path, run_dir: Path | None, run_dir_alias: Pat
     except KeyboardInterrupt:
         interrupted("interrupted: the last complete checkpoint is intact; continue with "
                     "--resume")
-    for note in result.notes:
+    for note in result.notes:  # decisions taken for the user: shown even with --quiet
         click.echo(f"note: {note}", err=True)
     if result.checkpoint is not None:
         click.echo(f"distilled {result.step} steps; checkpoint: {result.checkpoint}")
