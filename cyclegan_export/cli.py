@@ -72,8 +72,8 @@ def _output(positional: Path | None, option: Path | None) -> Path:
               "--no_dropout). A ResNet's is read from its keys; a U-Net's cannot be read and is "
               "recorded as unknown unless given. Inference is the same either way.")
 @click.option("--static", "static", metavar="HxW", help="Fixed height and width.")
-@click.option("--batch-size", "--batch", "batch", type=int,
-              help="Fixed batch size (default: dynamic).")
+@click.option("--batch-size", "batch", type=int, help="Fixed batch size (default: dynamic).")
+@click.option("--batch", "old_batch", type=int, hidden=True)  # old spelling of --batch-size
 @click.option("--opset", type=int, default=17, show_default=True)
 @click.option("--io", "io_kind", type=click.Choice(["float", "uint8"]), default="float",
               show_default=True, help="uint8: NHWC uint8 frames in and out, conversion inside "
@@ -103,6 +103,11 @@ def main(source: Path, output: Path | None, output_option: Path | None, info: bo
     cyclegan-export --info h2z.onnx
     """
     one_line_warnings()
+    old_batch = options.pop("old_batch")
+    if old_batch is not None:
+        if options["batch"] not in (None, old_batch):
+            raise click.UsageError("--batch is the old spelling of --batch-size; give one")
+        options["batch"] = old_batch
     if info:
         from runtime.metadata import MetadataError, read_metadata
 
