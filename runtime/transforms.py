@@ -1,4 +1,4 @@
-"""Pure pre- and post-processing between images and the float model (numpy only).
+"""Pure pre- and post-processing between images and the float model (numpy and OpenCV).
 
 Images at the runtime's surface are HWC uint8, BGR unless told otherwise (OpenCV's order); the
 float model takes and returns NCHW float32 RGB in [-1, 1]. The same arithmetic is what an
@@ -12,23 +12,33 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+# uint8 -> the model's [-1, 1], for cv2.LUT: exactly x / 127.5 - 1 in float32.
+_TO_MODEL_LUT = (np.arange(256, dtype=np.float32) / np.float32(127.5)
+                 - np.float32(1)).reshape(1, 256)
+
 
 def to_model_input(images: np.ndarray | Sequence[np.ndarray],
                    color_order: str = "BGR") -> np.ndarray:
     """``(H, W, 3)`` or ``(N, H, W, 3)`` uint8 in ``color_order`` -> ``(N, 3, H, W)`` float32
-    RGB in [-1, 1] (``x / 127.5 - 1``)."""
+    RGB in [-1, 1] (``x / 127.5 - 1``); ``ValueError`` for other shapes or dtypes."""
     batch = np.asarray(images)
     if batch.ndim == 3:
         batch = batch[None]
     if batch.ndim != 4 or batch.shape[-1] != 3:
         raise ValueError(f"expected (N, H, W, 3) images, got shape {batch.shape}")
-    # One pass per channel straight into the planar result, then one in place: no transposed
-    # float copy to make contiguous again (4-5x faster at 1280x720 than astype + transpose).
+    if batch.dtype != np.uint8:
+        raise ValueError(f"expected uint8 images, got dtype {batch.dtype}")
+    # OpenCV splits the interleaved channels (one byte a pixel), then looks each byte up in a
+    # 256-entry float32 table straight into its plane of the result: no float temporaries and
+    # no transposed copy; the table holds x / 127.5 - 1 as numpy computes it, so the values are
+    # those of the formula exactly (1.5x faster than numpy's divide per channel at 1280x720).
     count, height, width = batch.shape[:3]
     nchw = np.empty((count, 3, height, width), np.float32)
-    for plane, channel in enumerate((2, 1, 0) if color_order == "BGR" else (0, 1, 2)):
-        np.divide(batch[..., channel], 127.5, out=nchw[:, plane], dtype=np.float32)
-    nchw -= 1.0
+    order = (2, 1, 0) if color_order == "BGR" else (0, 1, 2)
+    for index in range(count):
+        channels = cv2.split(np.ascontiguousarray(batch[index]))
+        for plane, channel in enumerate(order):
+            cv2.LUT(channels[channel], _TO_MODEL_LUT, dst=nchw[index, plane])  # in place
     return nchw
 
 
@@ -39,17 +49,17 @@ def from_model_output(output: np.ndarray, color_order: str = "BGR") -> np.ndarra
     """
     if output.ndim != 4 or output.shape[1] != 3:
         raise ValueError(f"expected (N, 3, H, W) model output, got shape {output.shape}")
-    # In place on one float32 copy, then OpenCV interleaves the planes (cv2.merge) instead of
-    # numpy copying a transposed, reversed view: about 4x faster at 1280x720.
-    scaled = np.add(output, 1.0, dtype=np.float32)
-    scaled *= 127.5
-    np.rint(scaled, out=scaled)
-    np.clip(scaled, 0, 255, out=scaled)
-    planes = scaled.astype(np.uint8)
+    # y + 1 in one float32 pass (the graph's Add, so that ties round as its Round does), then
+    # per plane OpenCV scales, rounds half to even and saturates to uint8 in one SIMD pass
+    # (addWeighted with a zero second weight) and interleaves the planes (cv2.merge): no
+    # transposed copy, no float temporaries per step; 1.5x faster than numpy's rint, clip and
+    # cast at 1280x720, with identical results (NaN gives 0).
+    shifted = np.add(output, 1.0, dtype=np.float32)
     order = (2, 1, 0) if color_order == "BGR" else (0, 1, 2)
     pixels = np.empty((output.shape[0], *output.shape[2:], 3), np.uint8)
-    for index in range(len(planes)):
-        pixels[index] = cv2.merge([planes[index, channel] for channel in order])
+    for index, planes in enumerate(shifted):
+        pixels[index] = cv2.merge([cv2.addWeighted(planes[channel], 127.5, planes[channel], 0.0,
+                                                   0.0, dtype=cv2.CV_8U) for channel in order])
     return pixels
 
 

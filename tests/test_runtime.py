@@ -77,6 +77,35 @@ def test_output_rounds_and_clips(value: float) -> None:
     assert out[0, 0, 0, 0] == int(np.clip(np.rint((value + 1) * 127.5), 0, 255))
 
 
+
+def test_output_conversion_is_exactly_the_graphs_add_mul_round_clip() -> None:
+    # what the uint8-IO graph computes: float32 (y + 1) * 127.5, Round (half to even), Clip
+    rng = np.random.default_rng(3)
+    ties = (np.arange(255, dtype=np.float32) + 0.5) / 127.5 - 1  # y whose scaled value ends in .5
+    values = np.concatenate([np.tanh(rng.normal(0, 1.5, 3 * 64 * 64 - 255)).astype(np.float32),
+                             ties]).reshape(1, 3, 64, 64)
+    scaled = (values + np.float32(1)) * np.float32(127.5)
+    expected = np.clip(np.rint(scaled), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+    assert np.array_equal(from_model_output(values, "RGB"), expected)
+    assert from_model_output(np.full((1, 3, 1, 1), np.nan, np.float32))[0, 0, 0, 0] == 0
+
+
+@pytest.mark.parametrize("color_order", ["BGR", "RGB"])
+def test_input_conversion_is_exactly_the_formula(color_order: str) -> None:
+    rng = np.random.default_rng(4)
+    images = rng.integers(0, 256, (2, 16, 16, 3), dtype=np.uint8)
+    images[0, 0, :, 0] = np.arange(16) * 17  # 0 and 255 among them
+    rgb = images if color_order == "RGB" else images[..., ::-1]
+    expected = (rgb.astype(np.float32) / np.float32(127.5) - np.float32(1)).transpose(0, 3, 1, 2)
+    strided = np.repeat(images, 2, axis=2)[:, :, ::2]  # the same pixels, not contiguous
+    assert not strided.flags.c_contiguous
+    got = to_model_input(strided, color_order)
+    assert got.dtype == np.float32 and np.array_equal(got, expected)
+    assert got.min() == -1.0 and got.max() == 1.0
+    with pytest.raises(ValueError, match="expected uint8 images, got dtype uint16"):
+        to_model_input(images.astype(np.uint16))
+
+
 @pytest.mark.parametrize("shape", [(5, 7, 3), (1, 9, 3), (13, 1, 3), (4, 4, 3), (2, 2, 3)])
 def test_pad_and_crop_round_trip(shape: tuple[int, int, int]) -> None:
     batch = np.random.default_rng(0).integers(0, 255, (2, *shape), dtype=np.uint8)
