@@ -306,3 +306,25 @@ def test_crops_a_unet_teacher_cannot_take_are_refused_before_the_run_starts(
     assert "crop_size 32 does not fit the teacher's unet_128: use a multiple of 128" \
         in result.output
     assert not run.exists()  # refused before the run folder was claimed
+
+
+def test_ctrl_c_finishes_the_step_and_saves_before_stopping(
+        teacher_file: Path, dataroot: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import signal
+
+    real_step, calls = DistillTrainer.train_step, []
+
+    def step_with_ctrl_c(self: DistillTrainer, *args: object) -> dict[str, float]:
+        calls.append(1)
+        if len(calls) == 2:
+            signal.raise_signal(signal.SIGINT)
+        return real_step(self, *args)
+
+    monkeypatch.setattr(DistillTrainer, "train_step", step_with_ctrl_c)
+    run = tmp_path / "run"
+    result = CliRunner().invoke(distill_cli, distill_args(teacher_file, dataroot, run,
+                                                          "--steps", "50"))
+    assert result.exit_code == 130, result.output
+    assert load_checkpoint(run / "checkpoints" / "latest.pt")["step"] == 2
+    assert "stopped by SIGINT at step 2 (2 in this run); checkpoint saved" in result.output

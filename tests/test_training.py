@@ -2,6 +2,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -207,6 +211,57 @@ def test_channels_last_on_cuda_gives_the_gradients_of_the_plain_layout(dataroot:
         grads.append([p.grad.float() for p in nets.g_ab.parameters() if p.dim() == 4])
     for plain, nhwc in zip(*grads, strict=True):
         assert (plain - nhwc).abs().max() <= 1e-2 * plain.abs().max()  # TF32 convs: 1e-3 apart
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_mid_run_finishes_the_step_saves_and_resumes_exactly(
+        dataroot: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, signum: int) -> None:
+    # the signal lands as step 3 begins: the step still completes, then the run saves at
+    # step 3 and stops
+    config = tiny_config(dataroot, dropout=True)
+    straight = train(config.replace(max_steps=6), tmp_path / "straight", progress=False)
+    real_step, calls = CycleGANStep.step, []
+
+    def step_with_a_signal(self: CycleGANStep, real_a: torch.Tensor,
+                           real_b: torch.Tensor) -> dict[str, torch.Tensor]:
+        calls.append(1)
+        if len(calls) == 3:
+            signal.raise_signal(signum)  # handled at once, in this (the main) thread
+        return real_step(self, real_a, real_b)
+
+    monkeypatch.setattr(CycleGANStep, "step", step_with_a_signal)
+    stopped = train(config.replace(max_steps=6), tmp_path / "resumed", progress=False)
+    monkeypatch.setattr(CycleGANStep, "step", real_step)
+    assert stopped.stopped_by == signal.Signals(signum).name and stopped.step == 3
+    assert signal.getsignal(signum) is not None  # the previous handler is back
+    half = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "latest.pt")
+    assert half["step"] == 3
+    resumed = train(config.replace(max_steps=6), tmp_path / "resumed", half, progress=False)
+    a, b = _weights(load_checkpoint(straight.checkpoint)), _weights(load_checkpoint(
+        resumed.checkpoint))
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []
+
+
+def test_ctrl_c_ends_cyclegan_train_with_a_checkpoint_and_130(dataroot: Path,
+                                                               tmp_path: Path) -> None:
+    # a real terminal's Ctrl-C reaches the data workers too: they must not die of it
+    run = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "training", str(dataroot), "-o", str(run), "--generator",
+         "resnet_6blocks", "--ngf", "8", "--ndf", "8", "--load-size", "36", "--crop-size", "32",
+         "--workers", "1", "--log-every", "1", "--max-steps", "100000", "-q"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    log = run / "loss_log.jsonl"
+    deadline = time.monotonic() + 120
+    while not (log.is_file() and log.read_text().count("\n") >= 2):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGINT)  # to the whole group, as a terminal sends it
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 130, (out, err)
+    step = load_checkpoint(run / "checkpoints" / "latest.pt")["step"]
+    assert f"stopped by SIGINT at step {step} ({step} in this run); checkpoint saved" in err
+    assert "Traceback" not in err and step >= 2
 
 
 def test_resumed_optimizer_keeps_this_devices_adam_implementation(dataroot: Path) -> None:

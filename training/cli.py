@@ -12,7 +12,13 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from training import __version__
-from training.cli_common import Command, heavy_imports, interrupted, one_line_warnings
+from training.cli_common import (
+    Command,
+    heavy_imports,
+    interrupted_run,
+    one_line_warnings,
+    stopped_early,
+)
 from training.run_dir import RunDirError, RunFolder
 
 if TYPE_CHECKING:
@@ -155,8 +161,7 @@ def main(dataroot: Path, run_dir: Path | None, run_dir_alias: Path | None,
         try:
             result = train(config, folder or output, resume_state, progress=not quiet)
         except KeyboardInterrupt:
-            interrupted("interrupted: the last complete checkpoint is intact; continue with "
-                        "--resume")
+            interrupted_run(output / "checkpoints" / "latest.pt")
     except (RunDirError, ConfigError, DataError, CheckpointError, ValueError, OSError,
             RuntimeError) as exc:
         if debug:
@@ -168,8 +173,10 @@ def main(dataroot: Path, run_dir: Path | None, run_dir_alias: Path | None,
     finally:
         if folder is not None:
             folder.close()
+    start = int(resume_state["step"]) if resume_state is not None else 0
+    if result.stopped_by:  # a first Ctrl-C/SIGTERM: the step finished, then saved
+        stopped_early(result, start)
     if result.checkpoint is not None:  # where the result went: shown even with --quiet
-        start = int(resume_state["step"]) if resume_state is not None else 0
         resumed = f", {result.step - start} in this run" if start else ""
         click.echo(f"trained to step {result.step}{resumed} ({result.epoch} full epoch(s)); "
                    f"checkpoint: {result.checkpoint}")

@@ -17,6 +17,7 @@ import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, NoReturn
 
 import click
@@ -28,16 +29,33 @@ EXTRA_MODULES = {
 }
 
 INTERRUPTED_EXIT = 130  # 128 + SIGINT, what shells report for Ctrl-C
+TERMINATED_EXIT = 143  # 128 + SIGTERM
 
 
 class _Interrupted(Exception):
     """Ctrl-C inside the command body, carried past click's own KeyboardInterrupt handling."""
 
 
-def interrupted(message: str = "interrupted") -> NoReturn:
-    """Print one line and exit 130."""
+def interrupted(message: str = "interrupted", signal_name: str = "SIGINT") -> NoReturn:
+    """Print one line and exit 130 (143 for SIGTERM: 128 + the signal's number)."""
     click.echo(message, err=True)
-    sys.exit(INTERRUPTED_EXIT)
+    sys.exit(TERMINATED_EXIT if signal_name == "SIGTERM" else INTERRUPTED_EXIT)
+
+
+def interrupted_run(latest: Path) -> NoReturn:
+    """A training run stopped at once (a second Ctrl-C): say what remains to resume from."""
+    if latest.is_file():
+        interrupted("interrupted: the last complete checkpoint is intact; continue with "
+                    "--resume")
+    interrupted("interrupted before the first checkpoint: nothing to resume; start the run "
+                "again")
+
+
+def stopped_early(result: Any, start_step: int) -> NoReturn:
+    """A training run that a first Ctrl-C/SIGTERM ended after saving (``result.stopped_by``)."""
+    interrupted(f"stopped by {result.stopped_by} at step {result.step} "
+                f"({result.step - start_step} in this run); checkpoint saved: "
+                f"{result.checkpoint}; continue with --resume", result.stopped_by)
 
 
 class Command(click.Command):

@@ -38,6 +38,7 @@ from training.checkpoint import (
 from training.config import TrainConfig, save_config
 from training.data import Preprocess, UnpairedDataset, UnpairedSampler
 from training.distributed import DistContext, barrier, gather_objects, init_distributed, shutdown
+from training.graceful_stop import GracefulStop, ignore_interrupts_in_worker
 from training.loss_log import append_record, trim_after
 from training.model import CycleGANNetworks, CycleGANStep, losses_to_floats
 from training.networks import discriminator_min_size
@@ -52,6 +53,7 @@ class TrainResult:
     epoch: int
     checkpoint: Path | None
     last_losses: dict[str, float] = field(default_factory=dict)
+    stopped_by: str = ""  # "SIGINT" / "SIGTERM": stopped early, the checkpoint saved first
 
 
 # Seconds between progress-bar loss readouts: each one waits for the device (see run()).
@@ -190,8 +192,10 @@ class Trainer:
         # One loader for the whole run: with worker processes they stay alive across epochs
         # (persistent_workers) instead of being started again for every epoch.
         loader = self._loader()
+        # The first Ctrl-C/SIGTERM ends the run after the step in flight, saved (one process).
+        stop = GracefulStop(enabled=self.ctx.world_size == 1).start()
         try:
-            while not self._finished():
+            while not self._finished() and not stop.requested:
                 # The sampler runs in this process: each epoch's iterator asks it for the keys
                 # of (epoch, start), whether or not the workers persist.
                 self.sampler.set_epoch(self.pos.epoch, self.pos.batch_in_epoch * cfg.batch_size)
@@ -220,22 +224,24 @@ class Trainer:
                     if cfg.checkpoint_every and self.pos.step % cfg.checkpoint_every == 0:
                         checkpoint = self._save(history=True)
                         saved_at = self.pos.step
-                    if self._finished():
+                    if self._finished() or stop.requested:
                         break
                 if self.pos.batch_in_epoch >= self.steps_per_epoch:
                     self.pos.epoch += 1
                     self.pos.batch_in_epoch = 0
                     self.step_fn.end_epoch()
-            if self.ctx.is_main:
+            if self.ctx.is_main and not stop.requested:
                 self._write_samples(fixed_a, fixed_b)
             if saved_at != self.pos.step:
                 checkpoint = self._save(history=False)
         finally:
+            stop.restore()
             bar.close()
             del loader  # its worker processes end here, not whenever it is collected
         barrier(self.ctx)
         return TrainResult(self.run_dir, self.pos.step, self.pos.epoch,
-                           checkpoint if self.ctx.is_main else None, losses_to_floats(losses))
+                           checkpoint if self.ctx.is_main else None, losses_to_floats(losses),
+                           stopped_by=stop.signal_name)
 
     def _loader(self) -> DataLoader:
         """The run's DataLoader; iterate it once per epoch, after ``sampler.set_epoch``."""
@@ -250,6 +256,7 @@ class Trainer:
             # or a resumed run's dropout masks would drift from an uninterrupted run's.
             generator=torch.Generator().manual_seed(cfg.seed),
             persistent_workers=cfg.num_workers > 0,
+            worker_init_fn=ignore_interrupts_in_worker,  # the main process decides the stop
         )
 
     # ---- outputs -------------------------------------------------------------------------

@@ -14,7 +14,13 @@ from typing import Any
 import click
 
 from training import __version__
-from training.cli_common import Command, heavy_imports, interrupted, one_line_warnings
+from training.cli_common import (
+    Command,
+    heavy_imports,
+    interrupted_run,
+    one_line_warnings,
+    stopped_early,
+)
 from training.distill.students import DEFAULT_STUDENT, STUDENTS, students_help
 
 # command-line option -> setting, for the overrides that are plain values.
@@ -140,9 +146,10 @@ def main(teacher: Path, dataroot: Path, run_dir: Path | None, run_dir_alias: Pat
         click.echo(f"error: {lines[-1] if lines else type(exc).__name__}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        interrupted("interrupted: the last complete checkpoint is intact; continue with "
-                    "--resume")
+        interrupted_run(run_dir / "checkpoints" / "latest.pt")
     for note in result.notes:  # decisions taken for the user: shown even with --quiet
         click.echo(f"note: {note}", err=True)
+    if result.stopped_by:  # a first Ctrl-C/SIGTERM: the step finished, then saved
+        stopped_early(result, int(resume_state["step"]) if resume_state is not None else 0)
     if result.checkpoint is not None:
         click.echo(f"distilled {result.step} steps; checkpoint: {result.checkpoint}")

@@ -36,7 +36,7 @@ class Student:
 
 # name -> student. A dict, not an if/elif chain; --student picks one, --ngf overrides the width.
 STUDENTS: dict[str, Student] = {
-    "mobile-4": Student("mobile_resnet_9blocks", 4, "smallest; ~1/20 of the demo model"),
+    "mobile-4": Student("mobile_resnet_9blocks", 4, "smallest; ~1/19 of the demo model"),
     "mobile-8": Student("mobile_resnet_9blocks", 8, "mobile ResNet, 9 separable blocks"),
     "mobile-16": Student("mobile_resnet_9blocks", 16, "~1/50 of a ResNet-9 ngf 64"),
     "mobile-32": Student("mobile_resnet_9blocks", 32, "~1/15 of a ResNet-9 ngf 64"),

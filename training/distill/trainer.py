@@ -64,6 +64,7 @@ from training.distributed import (
     init_distributed,
     shutdown,
 )
+from training.graceful_stop import GracefulStop, ignore_interrupts_in_worker
 from training.loss_log import append_record, trim_after
 from training.model import adam_options, match_optimizer_to_device
 from training.networks import (
@@ -86,6 +87,7 @@ class DistillResult:
     checkpoint: Path | None
     last_losses: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    stopped_by: str = ""  # "SIGINT" / "SIGTERM": stopped early, the checkpoint saved first
 
 
 def student_spec(config: DistillConfig) -> GeneratorSpec:
@@ -277,8 +279,10 @@ class DistillTrainer:
         saved_at = -1
         started, steps_at_start = time.perf_counter(), self.step
         self.model.train()
+        # The first Ctrl-C/SIGTERM ends the run after the step in flight, saved (one process).
+        stop = GracefulStop(enabled=self.ctx.world_size == 1).start()
         try:
-            while self.step < self.stop_at:
+            while self.step < self.stop_at and not stop.requested:
                 self.sampler.set_epoch(self.epoch, self.batch_in_epoch * cfg.batch_size)
                 for batch in self._loader():
                     losses = self.train_step(batch["keys"], batch["images"])
@@ -296,27 +300,29 @@ class DistillTrainer:
                     if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
                         checkpoint = self._save(history=True)
                         saved_at = self.step
-                    if self.step >= self.stop_at:
+                    if self.step >= self.stop_at or stop.requested:
                         break
                 if self.batch_in_epoch >= self.steps_per_epoch:
                     self.epoch += 1
                     self.batch_in_epoch = 0
-            if self.ctx.is_main:
+            if self.ctx.is_main and not stop.requested:
                 self._write_samples(fixed)
             if saved_at != self.step:
                 checkpoint = self._save(history=False)
         finally:
+            stop.restore()
             bar.close()
         barrier(self.ctx)
         return DistillResult(self.run_dir, self.step, checkpoint if self.ctx.is_main else None,
-                             losses, self.notes)
+                             losses, self.notes, stopped_by=stop.signal_name)
 
     def _loader(self) -> DataLoader:
         cfg = self.config
         return DataLoader(KeyedDataset(self.dataset), batch_size=cfg.batch_size,
                           sampler=self.sampler, num_workers=cfg.num_workers,
                           collate_fn=collate_keys, pin_memory=self.ctx.device.type == "cuda",
-                          generator=torch.Generator().manual_seed(cfg.seed))
+                          generator=torch.Generator().manual_seed(cfg.seed),
+                          worker_init_fn=ignore_interrupts_in_worker)  # this process decides
 
     # ---- outputs -------------------------------------------------------------------------
     def _write_config(self) -> None:

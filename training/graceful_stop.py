@@ -1,0 +1,73 @@
+"""Ctrl-C and SIGTERM during training: finish the step, save a checkpoint, then stop.
+
+A training loop that stopped wherever the signal landed could only fall back to the last
+periodic checkpoint (up to ``checkpoint_every`` steps behind, or none at all early in a run),
+and the step in flight may have updated some networks and not others. Inside
+:class:`GracefulStop` the first SIGINT or SIGTERM only sets :attr:`GracefulStop.requested`; the
+loop checks it after each step, saves and returns. A second signal raises ``KeyboardInterrupt``
+at once, as before (the last complete checkpoint is then what remains).
+
+Only a single process in the main thread defers: signal handlers can only be set there, and
+under ``torchrun`` every process would have to agree on the step to stop at (a collective per
+step), so there the signal interrupts as it always did.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from types import FrameType, TracebackType
+from typing import Any
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class GracefulStop:
+    """Context manager: defer the first SIGINT/SIGTERM to the end of the current step.
+
+    ``enabled`` False (several processes, or not the main thread) leaves the signals alone and
+    :attr:`requested` stays False. ``message``: printed to stderr when the first signal comes.
+    """
+
+    def __init__(self, enabled: bool = True,
+                 message: str = "stopping after this step to save a checkpoint "
+                                "(Ctrl-C again to stop at once)") -> None:
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.message = message
+        self.requested = False
+        self.signal_name = ""
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.requested:  # the second one: stop now
+            raise KeyboardInterrupt
+        self.requested = True
+        self.signal_name = signal.Signals(signum).name
+        print(f"\n{self.message}", file=sys.stderr, flush=True)
+
+    def start(self) -> GracefulStop:
+        """Install the handlers (when enabled); :meth:`restore` puts the previous ones back."""
+        if self.enabled:
+            for signum in _SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def restore(self) -> None:
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous.clear()
+
+    def __enter__(self) -> GracefulStop:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.restore()
+
+
+def ignore_interrupts_in_worker(worker_id: int) -> None:
+    """``DataLoader(worker_init_fn=...)``: a data worker ignores Ctrl-C (the terminal sends it
+    to the whole process group), so that the main process decides when the run stops and the
+    step being finished still gets its batches."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
