@@ -288,15 +288,45 @@ def _connect(ray: Any, address: str | None, worker_logs: bool) -> bool:
     if ray.is_initialized():
         return False
     import logging
+    import signal
+    import threading
 
+    where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
+    _check_reachable(address, where)
+    in_main = threading.current_thread() is threading.main_thread()
+    sigterm = signal.getsignal(signal.SIGTERM) if in_main else None
     try:
         # "local" always starts a new cluster for the run, even where RAY_ADDRESS is set.
         ray.init(address=address or "local", include_dashboard=False,
                  logging_level=logging.ERROR, log_to_driver=worker_logs)
     except Exception as exc:  # noqa: BLE001 - connection refused, bad address, ...
-        where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
         raise DistributedError(f"cannot start or reach {where} ({typed_first_line(exc)})") from None
+    finally:
+        if in_main and sigterm is not None:
+            # ray.init installs its own SIGTERM handler (sys.exit(15) after a C++ stack dump);
+            # the command's own handler ends the run as Ctrl-C does, with its summary and 143.
+            signal.signal(signal.SIGTERM, sigterm)
     return True
+
+
+RAY_CONNECT_TIMEOUT_S = 10.0  # a cluster's GCS port that does not answer in this is unreachable
+
+
+def _check_reachable(address: str | None, where: str) -> None:
+    """For a ``HOST:PORT`` address, connect to the port first: ray.init retries an unreachable
+    one for minutes, printing C++ log lines, before it fails."""
+    if not address or address in ("local", "auto") or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        return  # ray.init names what is wrong with it
+    import socket
+
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), RAY_CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        raise DistributedError(f"cannot reach {where} ({reason})") from None
 
 
 def _start_workers(ray: Any, model: str | Path, plan: OutputPlan, settings: WorkerSettings,

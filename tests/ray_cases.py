@@ -188,3 +188,40 @@ def test_workers_that_cannot_be_placed_are_refused(gpus: list[float], workers: i
                                                    per_gpu: float) -> None:
     with pytest.raises(DistributedError, match="room for"):
         worker_shape([2], gpus, workers, per_gpu)
+
+
+def test_an_unreachable_cluster_is_one_line_at_once() -> None:
+    import socket
+
+    from runtime.distributed import _check_reachable
+
+    with socket.socket() as closed:  # a port that nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    with pytest.raises(DistributedError, match=r"cannot reach X \(Connection refused\)"):
+        _check_reachable(f"127.0.0.1:{port}", "X")  # before ray.init's minutes of retries
+    for address in (None, "local", "auto", "ray://head:10001"):  # for ray.init to judge
+        _check_reachable(address, "X")
+
+
+def test_ray_init_leaves_the_commands_sigterm_handler_in_place() -> None:
+    import signal
+
+    from runtime.distributed import _connect
+
+    class FakeRay:
+        def is_initialized(self) -> bool:
+            return False
+
+        def init(self, **options: object) -> None:
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(15))  # as ray.init does
+
+    def ours(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, ours)
+    try:
+        assert _connect(FakeRay(), None, False) is True
+        assert signal.getsignal(signal.SIGTERM) is ours
+    finally:
+        signal.signal(signal.SIGTERM, previous)
