@@ -3,12 +3,19 @@ from __future__ import annotations
 import os
 import pickle
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from training import checkpoint as ckpt
-from training.checkpoint import CheckpointError, atomic_torch_save, load_checkpoint, load_torch_file
+from training.checkpoint import (
+    CheckpointError,
+    CheckpointWriteError,
+    atomic_torch_save,
+    load_checkpoint,
+    load_torch_file,
+)
 
 
 class RunsCode:
@@ -87,6 +94,25 @@ def test_crash_during_save_leaves_previous_checkpoint_intact(
     state = load_torch_file(path)
     assert state["step"] == 1 and torch.equal(state["w"], torch.arange(4.0))
     assert [p.name for p in tmp_path.iterdir()] == ["latest.pt"]  # no temp file left behind
+
+
+def test_a_full_disk_names_the_checkpoint_and_the_disk(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "latest.pt"
+    atomic_torch_save({"step": 1}, path)
+
+    def short_write(obj: object, handle: object) -> None:  # what torch.save says on ENOSPC
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 3048128 "
+                           "vs 3048016")
+
+    monkeypatch.setattr(ckpt.torch, "save", short_write)
+    monkeypatch.setattr(ckpt.shutil, "disk_usage", lambda folder: SimpleNamespace(free=4096))
+    with pytest.raises(CheckpointWriteError) as info:
+        atomic_torch_save({"step": 2}, path)
+    assert str(info.value) == f"{path}: cannot write (No space left on device)"
+    monkeypatch.undo()
+    assert load_torch_file(path) == {"step": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["latest.pt"]
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the TorchScript exporter's notes

@@ -507,6 +507,8 @@ def test_existing_run_folder_is_not_overwritten_without_resume(dataroot: Path,
     ("changes", "message"),
     [({"crop_size": 30}, "multiple of 4"), ({"generator": "unet_128", "crop_size": 32},
                                             "multiple of 128"),
+     ({"crop_size": 30, "preprocess": "none"}, r"crop_size 30 \(the sample grids' crops\) "
+                                               "does not fit resnet_6blocks"),
      ({"num_samples": 0}, "num_samples"), ({"device": "gpu"}, "not a device"),
      ({"discriminator": "n_layers", "n_layers_d": 5}, r"too small for the n_layers discrim.*"
                                                       "at least 96"),

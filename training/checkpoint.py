@@ -24,6 +24,7 @@ import hashlib
 import os
 import pickle
 import re
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -111,6 +112,11 @@ def _load_failure_reason(exc: Exception, head: bytes) -> str:
     return "is not a PyTorch file (neither the zip nor the pickle format torch.save writes)"
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written; the message names the file and why. Nothing is
+    left of it: the previous file at that path, if any, is untouched."""
+
+
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """Save to a temp file in the same directory, fsync, then rename over ``path``.
 
@@ -127,6 +133,14 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
             os.fsync(handle.fileno())
         os.chmod(tmp_name, 0o666 & ~current_umask())  # mkstemp's 0600 -> the usual mode
         os.replace(tmp_name, path)
+    except (OSError, RuntimeError) as exc:
+        Path(tmp_name).unlink(missing_ok=True)
+        # torch.save reports a short write as "[enforce fail at inline_container.cc] unexpected
+        # pos": name the file, and the full disk that is nearly always the cause.
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else _first_line(exc)
+        if isinstance(exc, RuntimeError) and shutil.disk_usage(path.parent).free < (64 << 20):
+            reason = "No space left on device"
+        raise CheckpointWriteError(f"{path}: cannot write ({reason})") from exc
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise

@@ -136,10 +136,11 @@ def validate(config: TrainConfig) -> TrainConfig:
         raise ConfigError(
             f"crop_size {config.crop_size} is larger than load_size {config.load_size}")
     spec = generator_spec(config.generator)
-    if "crop" in config.preprocess and (config.crop_size % spec.size_multiple
-                                        or config.crop_size < spec.min_size):
-        raise ConfigError(f"crop_size {config.crop_size} does not fit {config.generator}: use a "
-                          f"multiple of {spec.size_multiple}, at least {spec.min_size}")
+    # Every mode's sample grids are crop_size crops, even where training does not crop.
+    if config.crop_size % spec.size_multiple or config.crop_size < spec.min_size:
+        used = "" if "crop" in config.preprocess else " (the sample grids' crops)"
+        raise ConfigError(f"crop_size {config.crop_size}{used} does not fit {config.generator}: "
+                          f"use a multiple of {spec.size_multiple}, at least {spec.min_size}")
     floor = discriminator_min_size(config.discriminator, config.n_layers_d)
     if "crop" in config.preprocess and config.crop_size < floor:
         raise ConfigError(f"crop_size {config.crop_size} is too small for the "

@@ -95,8 +95,8 @@ def validate(config: DistillConfig) -> DistillConfig:
 def check_teacher_fits(config: DistillConfig, teacher: GeneratorSpec) -> None:
     """Raise :class:`DistillConfigError` when the teacher's generator cannot take the crops
     (a U-Net takes only multiples of 2**depth), before any work, as cyclegan-train says it."""
-    if "crop" in config.preprocess and (config.crop_size % teacher.size_multiple
-                                        or config.crop_size < teacher.min_size):
+    # Every mode's sample grids (and the teacher cache) are crop_size crops.
+    if config.crop_size % teacher.size_multiple or config.crop_size < teacher.min_size:
         raise DistillConfigError(
             f"crop_size {config.crop_size} does not fit the teacher's {teacher.name}: use a "
             f"multiple of {teacher.size_multiple}, at least {teacher.min_size} (--crop-size, "
