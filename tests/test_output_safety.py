@@ -130,6 +130,23 @@ def test_output_inside_the_input_folder_is_never_read_back(tmp_path: Path) -> No
     assert "out/out" not in " ".join(visible(photos))
 
 
+def test_an_output_folder_that_cannot_be_written_is_refused_before_any_work(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import runtime.media.outputs as outputs_module
+
+    src = write_image(tmp_path / "in" / "a.png", natural_images(1, 24, 32, seed=4)[0])
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    # as a read-only mount answers (root passes permission bits, so they cannot stand for it)
+    monkeypatch.setattr(outputs_module.os, "access", lambda path, mode: Path(path) != locked
+                        and real_access(path, mode))
+    result = run(MODEL, src, "-o", locked / "out")
+    assert result.exit_code == 2, result.output
+    assert f"cannot write in {locked} (a read-only file system, or no permission)" in result.output
+    assert "model:" not in result.output and list(locked.iterdir()) == []
+
+
 def release_readers(pipe: Path, after_s: float = 20.0) -> None:
     """Open ``pipe`` for writing once, ``after_s`` from now: a reader blocked on it gets EOF."""
     time.sleep(after_s)

@@ -101,6 +101,9 @@ def plan_outputs(inputs: list[FileInput], output: Path, *,
         if parent.exists():
             if not parent.is_dir():  # found before any work, not by the first write
                 raise OutputPlanError(f"{output}: {parent} is a file, not a folder")
+            if not os.access(parent, os.W_OK | os.X_OK):  # read-only, or not ours
+                raise OutputPlanError(f"{output}: cannot write in {parent} (a read-only file "
+                                      "system, or no permission)")
             break
     claimed: dict[str, Path] = {}
     for item in inputs:
