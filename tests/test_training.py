@@ -213,6 +213,26 @@ def test_channels_last_on_cuda_gives_the_gradients_of_the_plain_layout(dataroot:
         assert (plain - nhwc).abs().max() <= 1e-2 * plain.abs().max()  # TF32 convs: 1e-3 apart
 
 
+def test_resuming_from_an_earlier_checkpoint_sets_the_later_files_aside(dataroot: Path,
+                                                                        tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    config = tiny_config(dataroot, checkpoint_every=2, sample_every=2, keep_checkpoints=2)
+    train(config.replace(max_steps=8), run, progress=False)
+    assert sorted(p.name for p in (run / "checkpoints").glob("step_*.pt")) == [
+        "step_0000006.pt", "step_0000008.pt"]
+    older = load_checkpoint(run / "checkpoints" / "step_0000006.pt")
+    with pytest.warns(UserWarning, match="resumed from step 6: 2 later checkpoint.s. and sample "
+                                         "grid.s. of the abandoned steps moved"):
+        train(config.replace(max_steps=10), run, older, progress=False)
+    aside = run / "checkpoints" / "after_step_0000006"
+    assert [p.name for p in aside.iterdir()] == ["step_0000008.pt"]
+    assert (run / "samples" / "after_step_0000006" / "step_0000008.png").is_file()
+    # the new run's history is its own: step 8 again, then 10, none pruned for the old ones
+    assert sorted(p.name for p in (run / "checkpoints").glob("step_*.pt")) == [
+        "step_0000008.pt", "step_0000010.pt"]
+    assert load_checkpoint(run / "checkpoints" / "step_0000008.pt")["step"] == 8
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_mid_run_finishes_the_step_saves_and_resumes_exactly(
         dataroot: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, signum: int) -> None:

@@ -22,8 +22,11 @@ from __future__ import annotations
 import json
 import os
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any
+
+from training.loss_log import trim_after
 
 try:
     import fcntl
@@ -268,3 +271,34 @@ def remove_stale_temp_files(folder: Path) -> list[Path]:
         except OSError:
             continue
     return removed
+
+
+def set_aside_after(folder: Path, step: int) -> list[Path]:
+    """A run resumed from an earlier checkpoint than its latest: move the history checkpoints
+    (``checkpoints/step_N.pt``) and sample grids (``samples/step_N.png``) of the abandoned
+    steps N > ``step`` into ``after_step_<step>/`` beside them. Left in place they would read
+    as this run's, and pruning (newest step numbers kept) would delete the new ones instead.
+    Returns the files' new paths."""
+    moved = []
+    for kind, pattern in (("checkpoints", "step_*.pt"), ("samples", "step_*.png")):
+        source = folder / kind
+        later = [path for path in sorted(source.glob(pattern))
+                 if path.stem[5:].isdigit() and int(path.stem[5:]) > step]
+        if not later:
+            continue
+        aside = source / f"after_step_{step:07d}"
+        aside.mkdir(exist_ok=True)
+        for path in later:
+            moved.append(path.replace(aside / path.name))
+    return moved
+
+
+def rewind_to(folder: Path, step: int) -> None:
+    """A run (re)starting at ``step``: drop the loss records of later steps and set their
+    checkpoints and sample grids aside (:func:`set_aside_after`, with a warning saying so)."""
+    trim_after(folder, step)
+    moved = set_aside_after(folder, step)
+    if moved:
+        warnings.warn(f"resumed from step {step}: {len(moved)} later checkpoint(s) and sample "
+                      f"grid(s) of the abandoned steps moved to after_step_{step:07d}/ in "
+                      "checkpoints/ and samples/", stacklevel=2)

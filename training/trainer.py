@@ -39,10 +39,10 @@ from training.config import TrainConfig, save_config
 from training.data import Preprocess, UnpairedDataset, UnpairedSampler
 from training.distributed import DistContext, barrier, gather_objects, init_distributed, shutdown
 from training.graceful_stop import GracefulStop, ignore_interrupts_in_worker
-from training.loss_log import append_record, trim_after
+from training.loss_log import append_record
 from training.model import CycleGANNetworks, CycleGANStep, losses_to_floats
 from training.networks import discriminator_min_size
-from training.run_dir import RunFolder
+from training.run_dir import RunFolder, rewind_to
 from training.samples import load_fixed_views, sample_grid, save_png_atomic
 
 
@@ -173,7 +173,7 @@ class Trainer:
         if self.ctx.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.run_dir / "config.yaml")
-            trim_after(self.run_dir, self.pos.step)  # resume: drop later records
+            rewind_to(self.run_dir, self.pos.step)  # resume: nothing of later steps stays
             fixed_a = load_fixed_views(self.dataset.files_a, cfg.num_samples, cfg.crop_size)
             fixed_b = load_fixed_views(self.dataset.files_b, cfg.num_samples, cfg.crop_size)
         bar = tqdm(total=self.total_steps, initial=self.pos.step, unit="step",

@@ -65,7 +65,7 @@ from training.distributed import (
     shutdown,
 )
 from training.graceful_stop import GracefulStop, ignore_interrupts_in_worker
-from training.loss_log import append_record, trim_after
+from training.loss_log import append_record
 from training.model import adam_options, match_optimizer_to_device
 from training.networks import (
     GeneratorSpec,
@@ -74,7 +74,7 @@ from training.networks import (
     generator_spec,
     init_weights,
 )
-from training.run_dir import RunFolder
+from training.run_dir import RunFolder, rewind_to
 from training.samples import load_fixed_views, save_png_atomic
 
 CHECKPOINT_KIND = "distill"
@@ -270,7 +270,7 @@ class DistillTrainer:
         if self.ctx.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self._write_config()
-            trim_after(self.run_dir, self.step)  # resume: drop records after the checkpoint
+            rewind_to(self.run_dir, self.step)  # resume: nothing of later steps stays
             fixed = load_fixed_views(self.dataset.files, cfg.num_samples, cfg.crop_size)
         bar = tqdm(total=self.stop_at, initial=self.step, unit="step", disable=not self.progress,
                    dynamic_ncols=True, smoothing=0.1)
