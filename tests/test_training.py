@@ -503,8 +503,17 @@ def test_cli_missing_dataroot(tmp_path: Path) -> None:
 
 
 def test_config_file_unknown_option_is_named(tmp_path: Path) -> None:
+    from training.config import load_config_file
+
     with pytest.raises(ValueError, match="unknown option"):
         from_dict({"learning_rate": 1})
+    for text, message in (("learning_rate: 1\n", "unknown option(s): learning_rate"),
+                          ("lr: fast\n", "lr: expected float, got str 'fast'")):
+        path = tmp_path / "c.yaml"
+        path.write_text(text)
+        with pytest.raises(ValueError) as info:
+            load_config_file(path)
+        assert str(info.value) == f"{path}: {message}"  # the file is named
 
 
 def test_run_limited_only_by_max_steps_trains_at_full_rate(dataroot: Path) -> None:
@@ -542,3 +551,10 @@ def test_configs_that_would_fail_mid_run_are_refused_up_front(dataroot: Path, ch
                                                              message: str) -> None:
     with pytest.raises(ValueError, match=message):
         tiny_config(dataroot, **changes)
+
+
+def test_loader_workers_are_capped_at_the_usable_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    from training import data
+
+    monkeypatch.setattr(data.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert [data.loader_workers(n) for n in (0, 1, 2, 4)] == [0, 1, 2, 2]

@@ -99,7 +99,8 @@ def _check_not_a_data_folder(run_dir: Path, dataroot: Path) -> None:
 @click.option("--gan-mode", help="lsgan | vanilla")
 @click.option("--device", help="auto | cpu | cuda | cuda:N")
 @click.option("--seed", type=int, help="Seed for init, data order and augmentation (0).")
-@click.option("--workers", type=int, help="DataLoader worker processes (4).")
+@click.option("--workers", type=int, help="DataLoader worker processes (4; at most the "
+              "usable cores).")
 @click.option("--bf16/--no-bf16", default=None, help="bfloat16 autocast for forward passes.")
 @click.option("--channels-last/--no-channels-last", default=None,
               help="NHWC memory format for networks and batches (CUDA only).")

@@ -165,8 +165,13 @@ def validate(config: TrainConfig) -> TrainConfig:
 
 def from_dict(values: dict[str, Any], base: TrainConfig | None = None) -> TrainConfig:
     """Build a config from plain values (unknown keys and wrong types are errors)."""
-    base = base or TrainConfig()
-    types = {f.name: type(getattr(base, f.name)) for f in fields(TrainConfig)}
+    return validate(replace(base or TrainConfig(), **_typed(values)))
+
+
+def _typed(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with ints taken as floats where a float is due; :class:`ConfigError` for an
+    unknown key or a value of the wrong type."""
+    types = {f.name: type(f.default) for f in fields(TrainConfig)}
     unknown = sorted(set(values) - set(types))
     if unknown:
         raise ConfigError(f"unknown option(s): {', '.join(unknown)}")
@@ -179,7 +184,7 @@ def from_dict(values: dict[str, Any], base: TrainConfig | None = None) -> TrainC
             raise ConfigError(
                 f"{key}: expected {expected.__name__}, got {type(value).__name__} {value!r}")
         converted[key] = value
-    return validate(replace(base, **converted))
+    return converted
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -199,6 +204,10 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of option names to values")
+    try:
+        _typed(data)  # names and types, said with the file's name
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     return data
 
 

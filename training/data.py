@@ -39,6 +39,18 @@ class SkippedFilesWarning(UserWarning):
     """Some files in a data folder were skipped; the message names them and why."""
 
 
+def loader_workers(requested: int) -> int:
+    """DataLoader worker processes for ``requested``: at most the cores this process may run
+    on (its affinity set: a container's or taskset's limit). More only compete with the
+    training step for the same cores, and PyTorch warns about each loader that asks for more.
+    The data order does not depend on the count."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return max(0, min(requested, max(1, cores)))
+
+
 def to_rgb_array(image: Image.Image) -> np.ndarray:
     """Convert any PIL image to an ``(H, W, 3)`` uint8 RGB array.
 

@@ -36,7 +36,7 @@ from training.checkpoint import (
     atomic_torch_save,
 )
 from training.config import TrainConfig, save_config
-from training.data import Preprocess, UnpairedDataset, UnpairedSampler
+from training.data import Preprocess, UnpairedDataset, UnpairedSampler, loader_workers
 from training.distributed import DistContext, barrier, gather_objects, init_distributed, shutdown
 from training.graceful_stop import GracefulStop, ignore_interrupts_in_worker
 from training.loss_log import append_record
@@ -248,14 +248,14 @@ class Trainer:
         cfg = self.config
         return DataLoader(
             self.dataset, batch_size=cfg.batch_size, sampler=self.sampler,
-            num_workers=cfg.num_workers,
+            num_workers=loader_workers(cfg.num_workers),
             # Page-locked batches copy to the GPU asynchronously (the non_blocking copies in
             # run()), overlapping the previous step.
             pin_memory=self.ctx.device.type == "cuda",
             # Its own generator: creating an iterator must not consume the global torch RNG,
             # or a resumed run's dropout masks would drift from an uninterrupted run's.
             generator=torch.Generator().manual_seed(cfg.seed),
-            persistent_workers=cfg.num_workers > 0,
+            persistent_workers=loader_workers(cfg.num_workers) > 0,
             worker_init_fn=ignore_interrupts_in_worker,  # the main process decides the stop
         )
 

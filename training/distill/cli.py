@@ -76,7 +76,8 @@ Students (--student, default {DEFAULT_STUDENT}; --ngf changes the width):
 @click.option("--cache-teacher", type=int,
               help="Cache the teacher's outputs for this many fixed crops (0: off).")
 @click.option("--seed", type=int, help="Seed for init, data order and augmentation (0).")
-@click.option("--workers", type=int, help="DataLoader worker processes (2).")
+@click.option("--workers", type=int, help="DataLoader worker processes (2; at most the usable "
+              "cores).")
 @click.option("--device", help="auto | cpu | cuda | cuda:N")
 @click.option("--bf16/--no-bf16", default=None, help="bfloat16 autocast for forward passes.")
 @click.option("--log-every", type=int, help="Steps between loss records (50).")

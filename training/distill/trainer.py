@@ -38,7 +38,7 @@ from training.checkpoint import (
     CheckpointError,
     atomic_torch_save,
 )
-from training.data import Preprocess, augment, read_image
+from training.data import Preprocess, augment, loader_workers, read_image
 from training.distill.config import DistillConfig, check_teacher_fits
 from training.distill.data import (
     DomainDataset,
@@ -319,7 +319,7 @@ class DistillTrainer:
     def _loader(self) -> DataLoader:
         cfg = self.config
         return DataLoader(KeyedDataset(self.dataset), batch_size=cfg.batch_size,
-                          sampler=self.sampler, num_workers=cfg.num_workers,
+                          sampler=self.sampler, num_workers=loader_workers(cfg.num_workers),
                           collate_fn=collate_keys, pin_memory=self.ctx.device.type == "cuda",
                           generator=torch.Generator().manual_seed(cfg.seed),
                           worker_init_fn=ignore_interrupts_in_worker)  # this process decides
