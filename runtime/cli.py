@@ -176,6 +176,10 @@ def main(model: str | None, inputs: tuple[str, ...], demo: bool, output: Path | 
     if demo:
         from runtime.demo import DemoMissingError, demo_inputs, demo_model_path
 
+        if model is not None and Path(model).suffix.lower() == ".onnx":
+            _fail(f"{model}: --demo runs the bundled demo model; give a MODEL or --demo, not "
+                  "both", debug)
+
         try:
             given = ([model] if model else []) + list(inputs)
             inputs = tuple(given) or tuple(str(p) for p in demo_inputs())

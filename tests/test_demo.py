@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from runtime import Translator
 from runtime.cli import main as run_cli
-from runtime.demo import DEMO_MODEL, DEMO_MODEL_REVERSE, demo_inputs
+from runtime.demo import DEMO_MODEL, DEMO_MODEL_REVERSE, demo_inputs, demo_model_path
 from runtime.metadata import read_metadata
 from runtime.synthetic import natural_images
 from training.demo_data import SPLITS, stylize
@@ -59,6 +59,10 @@ def test_cyclegan_run_demo_translates_the_bundled_samples(tmp_path: Path) -> Non
     assert written == sorted(p.name for p in demo_inputs())
     video = cv2.VideoCapture(str(tmp_path / "chelsea_pan.mp4"))
     assert video.get(cv2.CAP_PROP_FRAME_COUNT) == 48
+
+    both = CliRunner().invoke(run_cli, ["--demo", str(demo_model_path()), "-o", str(tmp_path)])
+    assert both.exit_code == 2 and "--demo runs the bundled demo model; give a MODEL or " \
+        "--demo, not both" in both.output
 
 
 def test_cyclegan_run_demo_live_from_the_sample_video(tmp_path: Path) -> None:
