@@ -109,9 +109,10 @@ def test_export_refuses_to_overwrite_its_source_before_importing_torch(tmp_path:
     assert source.read_bytes() == before and "torch" not in info["heavy"]
 
 
-def test_ctrl_c_during_training_says_the_checkpoint_is_intact(dataroot: Path, tmp_path: Path,
-                                                              monkeypatch: pytest.MonkeyPatch
-                                                              ) -> None:
+def test_ctrl_c_during_training_says_what_there_is_to_resume(
+        dataroot: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # an immediate stop (the second Ctrl-C): the message depends on a checkpoint being there
     import training.trainer
 
     def interrupted(*args: object, **kwargs: object) -> None:
@@ -120,8 +121,18 @@ def test_ctrl_c_during_training_says_the_checkpoint_is_intact(dataroot: Path, tm
     monkeypatch.setattr(training.trainer, "train", interrupted)
     result = CliRunner().invoke(train_cli, [str(dataroot), "-o", str(tmp_path / "run")])
     assert result.exit_code == 130
-    assert result.output == ("interrupted: the last complete checkpoint is intact; continue "
-                             "with --resume\n")
+    assert result.output == ("interrupted before the first checkpoint: nothing to resume; "
+                             "start the run again\n")
+    from training.cli_common import interrupted_run
+
+    latest = tmp_path / "run" / "checkpoints" / "latest.pt"
+    latest.parent.mkdir(parents=True)
+    latest.write_bytes(b"a checkpoint")
+    with pytest.raises(SystemExit) as info:
+        interrupted_run(latest)
+    assert info.value.code == 130
+    assert capsys.readouterr().err == ("interrupted: the last complete checkpoint is intact; "
+                                       "continue with --resume\n")
 
 
 def test_python_m_cyclegan_export_is_the_command() -> None:

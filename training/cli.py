@@ -32,6 +32,7 @@ _OVERRIDES = {
     "max_steps": "max_steps", "lr": "lr", "gan_mode": "gan_mode", "device": "device",
     "seed": "seed", "workers": "num_workers", "sample_every": "sample_every",
     "checkpoint_every": "checkpoint_every", "log_every": "log_every",
+    "max_dataset_size": "max_dataset_size",
 }
 
 
@@ -99,6 +100,7 @@ def _check_not_a_data_folder(run_dir: Path, dataroot: Path) -> None:
 @click.option("--gan-mode", help="lsgan | vanilla")
 @click.option("--device", help="auto | cpu | cuda | cuda:N")
 @click.option("--seed", type=int, help="Seed for init, data order and augmentation (0).")
+@click.option("--max-dataset-size", type=int, help="Use at most N images per domain (0: all).")
 @click.option("--workers", type=int, help="DataLoader worker processes (4; at most the "
               "usable cores).")
 @click.option("--bf16/--no-bf16", default=None, help="bfloat16 autocast for forward passes.")
