@@ -174,7 +174,7 @@ class SlowTranslator:
 def test_batches_in_flight_overlap_and_keep_their_order(in_flight: int | None,
                                                         expected: int) -> None:
     slow = SlowTranslator()
-    given = frames(8)
+    given = frames(16)  # 8 batches: room for the most to overlap on a busy machine too
     got = [out for _, out in pipelined(slow, given, lambda image: image,  # type: ignore[arg-type]
                                        batch_size=2, in_flight=in_flight)]
     assert slow.most == expected
