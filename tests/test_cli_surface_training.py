@@ -129,7 +129,7 @@ def test_ctrl_c_during_training_says_what_there_is_to_resume(
     latest.parent.mkdir(parents=True)
     latest.write_bytes(b"a checkpoint")
     with pytest.raises(SystemExit) as info:
-        interrupted_run(latest)
+        interrupted_run(latest, KeyboardInterrupt())
     assert info.value.code == 130
     assert capsys.readouterr().err == ("interrupted: the last complete checkpoint is intact; "
                                        "continue with --resume\n")

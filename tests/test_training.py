@@ -221,16 +221,26 @@ def test_resuming_from_an_earlier_checkpoint_sets_the_later_files_aside(dataroot
     assert sorted(p.name for p in (run / "checkpoints").glob("step_*.pt")) == [
         "step_0000006.pt", "step_0000008.pt"]
     older = load_checkpoint(run / "checkpoints" / "step_0000006.pt")
-    with pytest.warns(UserWarning, match="resumed from step 6: 2 later checkpoint.s. and sample "
-                                         "grid.s. of the abandoned steps moved"):
+    with pytest.warns(UserWarning, match="resumed from step 6: 3 file.s. of the abandoned later "
+                                         "steps .checkpoints, sample grids. moved to "
+                                         "checkpoints/after_step_0000006/, "
+                                         "samples/after_step_0000006/"):
         train(config.replace(max_steps=10), run, older, progress=False)
     aside = run / "checkpoints" / "after_step_0000006"
-    assert [p.name for p in aside.iterdir()] == ["step_0000008.pt"]
+    # latest.pt of step 8 too: a --resume must not continue the abandoned steps
+    assert sorted(p.name for p in aside.iterdir()) == ["latest.pt", "step_0000008.pt"]
+    assert load_checkpoint(aside / "latest.pt")["step"] == 8
     assert (run / "samples" / "after_step_0000006" / "step_0000008.png").is_file()
     # the new run's history is its own: step 8 again, then 10, none pruned for the old ones
     assert sorted(p.name for p in (run / "checkpoints").glob("step_*.pt")) == [
         "step_0000008.pt", "step_0000010.pt"]
     assert load_checkpoint(run / "checkpoints" / "step_0000008.pt")["step"] == 8
+    # a second rewind to step 6 keeps the first one's files apart
+    with pytest.warns(UserWarning, match="after_step_0000006-2/"):
+        train(config.replace(max_steps=8), run, older, progress=False)
+    assert (aside / "step_0000008.pt").is_file()
+    assert sorted(p.name for p in (run / "checkpoints" / "after_step_0000006-2").iterdir()) == [
+        "latest.pt", "step_0000008.pt", "step_0000010.pt"]
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
@@ -250,10 +260,11 @@ def test_a_signal_mid_run_finishes_the_step_saves_and_resumes_exactly(
         return real_step(self, real_a, real_b)
 
     monkeypatch.setattr(CycleGANStep, "step", step_with_a_signal)
+    before = signal.getsignal(signum)
     stopped = train(config.replace(max_steps=6), tmp_path / "resumed", progress=False)
     monkeypatch.setattr(CycleGANStep, "step", real_step)
     assert stopped.stopped_by == signal.Signals(signum).name and stopped.step == 3
-    assert signal.getsignal(signum) is not None  # the previous handler is back
+    assert signal.getsignal(signum) is before  # the previous handler is back
     half = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "latest.pt")
     assert half["step"] == 3
     resumed = train(config.replace(max_steps=6), tmp_path / "resumed", half, progress=False)
@@ -262,9 +273,28 @@ def test_a_signal_mid_run_finishes_the_step_saves_and_resumes_exactly(
     assert [k for k in a if not torch.equal(a[k], b[k])] == []
 
 
-def test_ctrl_c_ends_cyclegan_train_with_a_checkpoint_and_130(dataroot: Path,
-                                                               tmp_path: Path) -> None:
-    # a real terminal's Ctrl-C reaches the data workers too: they must not die of it
+def test_a_signal_in_the_last_step_leaves_a_finished_run(dataroot: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    real_step, calls = CycleGANStep.step, []
+
+    def step_with_a_signal(self: CycleGANStep, real_a: torch.Tensor,
+                           real_b: torch.Tensor) -> dict[str, torch.Tensor]:
+        calls.append(1)
+        if len(calls) == 3:  # the last of max_steps=3
+            signal.raise_signal(signal.SIGINT)
+        return real_step(self, real_a, real_b)
+
+    monkeypatch.setattr(CycleGANStep, "step", step_with_a_signal)
+    done = train(tiny_config(dataroot, max_steps=3), tmp_path / "run", progress=False)
+    assert done.step == 3 and done.stopped_by == ""  # complete, not "continue with --resume"
+    assert (tmp_path / "run" / "samples" / "step_0000003.png").is_file()  # its final grid
+
+
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_to_the_group_ends_cyclegan_train_with_a_checkpoint(
+        dataroot: Path, tmp_path: Path, signum: int, status: int) -> None:
+    # a terminal's Ctrl-C, and systemd's or Slurm's SIGTERM, reach the data workers too: they
+    # must not die of it while the main process finishes its step
     run = tmp_path / "run"
     process = subprocess.Popen(
         [sys.executable, "-m", "training", str(dataroot), "-o", str(run), "--generator",
@@ -276,11 +306,12 @@ def test_ctrl_c_ends_cyclegan_train_with_a_checkpoint_and_130(dataroot: Path,
     while not (log.is_file() and log.read_text().count("\n") >= 2):
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()
         time.sleep(0.2)
-    os.killpg(process.pid, signal.SIGINT)  # to the whole group, as a terminal sends it
+    os.killpg(process.pid, signum)  # to the whole group
     out, err = process.communicate(timeout=120)
-    assert process.returncode == 130, (out, err)
+    assert process.returncode == status, (out, err)
     step = load_checkpoint(run / "checkpoints" / "latest.pt")["step"]
-    assert f"stopped by SIGINT at step {step} ({step} in this run); checkpoint saved" in err
+    name = signal.Signals(signum).name
+    assert f"stopped by {name} at step {step} ({step} in this run); checkpoint saved" in err
     assert "Traceback" not in err and step >= 2
 
 

@@ -112,6 +112,20 @@ def _load_failure_reason(exc: Exception, head: bytes) -> str:
     return "is not a PyTorch file (neither the zip nor the pickle format torch.save writes)"
 
 
+def checkpoint_step(path: Path) -> int | None:
+    """The ``step`` of the training checkpoint at ``path``, None when there is none or it
+    cannot be read. Memory-mapped: the weights are not read."""
+    if not path.is_file():
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return int(state["step"])
+    except Exception:  # noqa: BLE001 - unreadable or not ours: no step to compare
+        return None
+
+
 class CheckpointWriteError(OSError):
     """A checkpoint could not be written; the message names the file and why. Nothing is
     left of it: the previous file at that path, if any, is untouched."""

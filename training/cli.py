@@ -163,8 +163,8 @@ def main(dataroot: Path, run_dir: Path | None, run_dir_alias: Path | None,
         config = build_config(dataroot, config_file, overrides, resume_state)
         try:
             result = train(config, folder or output, resume_state, progress=not quiet)
-        except KeyboardInterrupt:
-            interrupted_run(output / "checkpoints" / "latest.pt")
+        except KeyboardInterrupt as exc:
+            interrupted_run(output / "checkpoints" / "latest.pt", exc)
     except (RunDirError, ConfigError, DataError, CheckpointError, ValueError, OSError,
             RuntimeError) as exc:
         if debug:

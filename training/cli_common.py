@@ -22,6 +22,8 @@ from typing import Any, NoReturn
 
 import click
 
+from training.graceful_stop import Terminated
+
 # Top-level module -> how a user knows it, for the optional extras (see setup.cfg).
 EXTRA_MODULES = {
     "torch": "PyTorch", "torchvision": "torchvision", "PIL": "Pillow", "yaml": "PyYAML",
@@ -42,13 +44,15 @@ def interrupted(message: str = "interrupted", signal_name: str = "SIGINT") -> No
     sys.exit(TERMINATED_EXIT if signal_name == "SIGTERM" else INTERRUPTED_EXIT)
 
 
-def interrupted_run(latest: Path) -> NoReturn:
-    """A training run stopped at once (a second Ctrl-C): say what remains to resume from."""
+def interrupted_run(latest: Path, exc: KeyboardInterrupt) -> NoReturn:
+    """A training run stopped at once (a second Ctrl-C, or SIGTERM: ``exc`` is then a
+    ``Terminated``, exit 143): say what remains to resume from."""
+    signal_name = "SIGTERM" if isinstance(exc, Terminated) else "SIGINT"
     if latest.is_file():
         interrupted("interrupted: the last complete checkpoint is intact; continue with "
-                    "--resume")
+                    "--resume", signal_name)
     interrupted("interrupted before the first checkpoint: nothing to resume; start the run "
-                "again")
+                "again", signal_name)
 
 
 def stopped_early(result: Any, start_step: int) -> NoReturn:

@@ -23,28 +23,32 @@ from typing import Any
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+class Terminated(KeyboardInterrupt):
+    """A second SIGTERM: stop at once, as a second Ctrl-C does (exit status 143, not 130)."""
+
+
 class GracefulStop:
     """Context manager: defer the first SIGINT/SIGTERM to the end of the current step.
 
     ``enabled`` False (several processes, or not the main thread) leaves the signals alone and
-    :attr:`requested` stays False. ``message``: printed to stderr when the first signal comes.
+    :attr:`requested` stays False. The first signal prints one line to stderr; a second raises
+    ``KeyboardInterrupt`` (:class:`Terminated` for SIGTERM).
     """
 
-    def __init__(self, enabled: bool = True,
-                 message: str = "stopping after this step to save a checkpoint "
-                                "(Ctrl-C again to stop at once)") -> None:
+    def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled and threading.current_thread() is threading.main_thread()
-        self.message = message
         self.requested = False
         self.signal_name = ""
         self._previous: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.requested:  # the second one: stop now
-            raise KeyboardInterrupt
+            raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
         self.requested = True
         self.signal_name = signal.Signals(signum).name
-        print(f"\n{self.message}", file=sys.stderr, flush=True)
+        again = "Ctrl-C" if signum == signal.SIGINT else self.signal_name
+        print(f"\nstopping after this step to save a checkpoint ({again} again to stop at "
+              "once)", file=sys.stderr, flush=True)
 
     def start(self) -> GracefulStop:
         """Install the handlers (when enabled); :meth:`restore` puts the previous ones back."""
@@ -67,7 +71,10 @@ class GracefulStop:
 
 
 def ignore_interrupts_in_worker(worker_id: int) -> None:
-    """``DataLoader(worker_init_fn=...)``: a data worker ignores Ctrl-C (the terminal sends it
-    to the whole process group), so that the main process decides when the run stops and the
-    step being finished still gets its batches."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    """``DataLoader(worker_init_fn=...)``: a data worker ignores SIGINT and SIGTERM (a
+    terminal's Ctrl-C goes to the whole process group, and systemd, Slurm's scancel or
+    ``kill -TERM -PGID`` send SIGTERM to every process of the job), so that the main process
+    decides when the run stops and the step being finished still gets its batches. The workers
+    still end with the loader, or when the main process is gone (PyTorch watches for that)."""
+    for signum in _SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)

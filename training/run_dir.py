@@ -273,32 +273,45 @@ def remove_stale_temp_files(folder: Path) -> list[Path]:
     return removed
 
 
-def set_aside_after(folder: Path, step: int) -> list[Path]:
-    """A run resumed from an earlier checkpoint than its latest: move the history checkpoints
-    (``checkpoints/step_N.pt``) and sample grids (``samples/step_N.png``) of the abandoned
-    steps N > ``step`` into ``after_step_<step>/`` beside them. Left in place they would read
-    as this run's, and pruning (newest step numbers kept) would delete the new ones instead.
+def set_aside_after(folder: Path, step: int, latest_step: int | None = None) -> list[Path]:
+    """A run resumed from an earlier checkpoint than its latest: move what the abandoned steps
+    N > ``step`` left, the history checkpoints (``checkpoints/step_N.pt``), the sample grids
+    (``samples/step_N.png``) and ``checkpoints/latest.pt`` when ``latest_step`` > ``step``, into
+    a new ``after_step_<step>/`` (``-2``, ``-3``... when one is there already) beside them.
+    Left in place they would read as this run's: ``--resume`` would continue the abandoned
+    steps, and pruning (newest step numbers kept) would delete the new checkpoints instead.
     Returns the files' new paths."""
-    moved = []
+    later: dict[Path, list[Path]] = {}
     for kind, pattern in (("checkpoints", "step_*.pt"), ("samples", "step_*.png")):
         source = folder / kind
-        later = [path for path in sorted(source.glob(pattern))
-                 if path.stem[5:].isdigit() and int(path.stem[5:]) > step]
-        if not later:
+        later[source] = [path for path in sorted(source.glob(pattern))
+                         if path.stem[5:].isdigit() and int(path.stem[5:]) > step]
+    if latest_step is not None and latest_step > step:
+        later[folder / "checkpoints"].append(folder / "checkpoints" / "latest.pt")
+    moved = []
+    for source, paths in later.items():
+        if not paths:
             continue
         aside = source / f"after_step_{step:07d}"
-        aside.mkdir(exist_ok=True)
-        for path in later:
-            moved.append(path.replace(aside / path.name))
+        count = 1
+        while aside.exists():  # an earlier rewind to the same step keeps its own files
+            count += 1
+            aside = source / f"after_step_{step:07d}-{count}"
+        aside.mkdir()
+        moved += [path.replace(aside / path.name) for path in paths]
     return moved
 
 
-def rewind_to(folder: Path, step: int) -> None:
+def rewind_to(folder: Path, step: int, latest_step: int | None = None) -> None:
     """A run (re)starting at ``step``: drop the loss records of later steps and set their
     checkpoints and sample grids aside (:func:`set_aside_after`, with a warning saying so)."""
     trim_after(folder, step)
-    moved = set_aside_after(folder, step)
+    moved = set_aside_after(folder, step, latest_step)
     if moved:
-        warnings.warn(f"resumed from step {step}: {len(moved)} later checkpoint(s) and sample "
-                      f"grid(s) of the abandoned steps moved to after_step_{step:07d}/ in "
-                      "checkpoints/ and samples/", stacklevel=2)
+        warnings.warn(f"resumed from step {step}: {len(moved)} file(s) of the abandoned later "
+                      f"steps (checkpoints, sample grids) moved to {_asides(moved, folder)}",
+                      stacklevel=2)
+
+
+def _asides(moved: list[Path], folder: Path) -> str:
+    return ", ".join(sorted({str(path.parent.relative_to(folder)) + "/" for path in moved}))

@@ -34,6 +34,7 @@ from training.checkpoint import (
     CHECKPOINT_VERSION,
     CheckpointError,
     atomic_torch_save,
+    checkpoint_step,
 )
 from training.config import TrainConfig, save_config
 from training.data import Preprocess, UnpairedDataset, UnpairedSampler, loader_workers
@@ -173,7 +174,9 @@ class Trainer:
         if self.ctx.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.run_dir / "config.yaml")
-            rewind_to(self.run_dir, self.pos.step)  # resume: nothing of later steps stays
+            # resume: nothing of later steps stays (latest.pt at a later step included)
+            rewind_to(self.run_dir, self.pos.step,
+                      checkpoint_step(self.run_dir / "checkpoints" / "latest.pt"))
             fixed_a = load_fixed_views(self.dataset.files_a, cfg.num_samples, cfg.crop_size)
             fixed_b = load_fixed_views(self.dataset.files_b, cfg.num_samples, cfg.crop_size)
         bar = tqdm(total=self.total_steps, initial=self.pos.step, unit="step",
@@ -230,7 +233,9 @@ class Trainer:
                     self.pos.epoch += 1
                     self.pos.batch_in_epoch = 0
                     self.step_fn.end_epoch()
-            if self.ctx.is_main and not stop.requested:
+            # a signal during the last step stops nothing: the run is complete
+            stopped_by = stop.signal_name if not self._finished() else ""
+            if self.ctx.is_main and not stopped_by:
                 self._write_samples(fixed_a, fixed_b)
             if saved_at != self.pos.step:
                 checkpoint = self._save(history=False)
@@ -241,7 +246,7 @@ class Trainer:
         barrier(self.ctx)
         return TrainResult(self.run_dir, self.pos.step, self.pos.epoch,
                            checkpoint if self.ctx.is_main else None, losses_to_floats(losses),
-                           stopped_by=stop.signal_name)
+                           stopped_by=stopped_by)
 
     def _loader(self) -> DataLoader:
         """The run's DataLoader; iterate it once per epoch, after ``sampler.set_epoch``."""

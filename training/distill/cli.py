@@ -146,8 +146,8 @@ def main(teacher: Path, dataroot: Path, run_dir: Path | None, run_dir_alias: Pat
         lines = [line for line in str(exc).strip().splitlines() if line.strip()]
         click.echo(f"error: {lines[-1] if lines else type(exc).__name__}", err=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        interrupted_run(run_dir / "checkpoints" / "latest.pt")
+    except KeyboardInterrupt as exc:
+        interrupted_run(run_dir / "checkpoints" / "latest.pt", exc)
     for note in result.notes:  # decisions taken for the user: shown even with --quiet
         click.echo(f"note: {note}", err=True)
     if result.stopped_by:  # a first Ctrl-C/SIGTERM: the step finished, then saved

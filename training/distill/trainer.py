@@ -37,6 +37,7 @@ from training.checkpoint import (
     CHECKPOINT_VERSION,
     CheckpointError,
     atomic_torch_save,
+    checkpoint_step,
 )
 from training.data import Preprocess, augment, loader_workers, read_image
 from training.distill.config import DistillConfig, check_teacher_fits
@@ -270,7 +271,9 @@ class DistillTrainer:
         if self.ctx.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self._write_config()
-            rewind_to(self.run_dir, self.step)  # resume: nothing of later steps stays
+            # resume: nothing of later steps stays (latest.pt at a later step included)
+            rewind_to(self.run_dir, self.step,
+                      checkpoint_step(self.run_dir / "checkpoints" / "latest.pt"))
             fixed = load_fixed_views(self.dataset.files, cfg.num_samples, cfg.crop_size)
         bar = tqdm(total=self.stop_at, initial=self.step, unit="step", disable=not self.progress,
                    dynamic_ncols=True, smoothing=0.1)
@@ -305,7 +308,9 @@ class DistillTrainer:
                 if self.batch_in_epoch >= self.steps_per_epoch:
                     self.epoch += 1
                     self.batch_in_epoch = 0
-            if self.ctx.is_main and not stop.requested:
+            # a signal during the last step stops nothing: the run is complete
+            stopped_by = stop.signal_name if self.step < self.stop_at else ""
+            if self.ctx.is_main and not stopped_by:
                 self._write_samples(fixed)
             if saved_at != self.step:
                 checkpoint = self._save(history=False)
@@ -314,7 +319,7 @@ class DistillTrainer:
             bar.close()
         barrier(self.ctx)
         return DistillResult(self.run_dir, self.step, checkpoint if self.ctx.is_main else None,
-                             losses, self.notes, stopped_by=stop.signal_name)
+                             losses, self.notes, stopped_by=stopped_by)
 
     def _loader(self) -> DataLoader:
         cfg = self.config
