@@ -394,6 +394,8 @@ def _run_live(translator: Any, source: str, output: Path | None, no_display: boo
     except (OSError, ValueError, RuntimeError) as exc:  # e.g. cannot record, inference error
         _fail(first_line(exc), debug, exc)
     click.echo(stats.line())
+    for warning in stats.warnings:
+        click.echo(f"warning: {warning}", err=True)
     if stats.error:
         click.echo(f"error: {stats.error}", err=True)
         sys.exit(EXIT_FAILED_INPUTS)

@@ -34,6 +34,8 @@ def to_model_input(images: np.ndarray | Sequence[np.ndarray],
     # those of the formula exactly (1.5x faster than numpy's divide per channel at 1280x720).
     count, height, width = batch.shape[:3]
     nchw = np.empty((count, 3, height, width), np.float32)
+    if nchw.size == 0:
+        return nchw
     order = (2, 1, 0) if color_order == "BGR" else (0, 1, 2)
     for index in range(count):
         channels = cv2.split(np.ascontiguousarray(batch[index]))
@@ -53,8 +55,11 @@ def from_model_output(output: np.ndarray, color_order: str = "BGR") -> np.ndarra
     # per plane OpenCV scales, rounds half to even and saturates to uint8 in one SIMD pass
     # (addWeighted with a zero second weight) and interleaves the planes (cv2.merge): no
     # transposed copy, no float temporaries per step; 1.5x faster than numpy's rint, clip and
-    # cast at 1280x720, with identical results (NaN gives 0).
+    # cast at 1280x720, with identical results for every float32 (NaN gives 0).
     shifted = np.add(output, 1.0, dtype=np.float32)
+    # OpenCV's rounding overflows past 2**24 (+inf, or a model without a tanh) and would give 0:
+    # anything above 255 / 127.5 saturates to 255 as numpy's clip did (NaN stays NaN: 0).
+    np.minimum(shifted, 4.0, out=shifted)
     order = (2, 1, 0) if color_order == "BGR" else (0, 1, 2)
     pixels = np.empty((output.shape[0], *output.shape[2:], 3), np.uint8)
     for index, planes in enumerate(shifted):

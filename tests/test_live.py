@@ -589,3 +589,24 @@ def test_a_source_that_yields_no_frame_is_an_error(translator: Translator, video
     monkeypatch.setattr(LatestFrameGrabber, "read", lambda self, last: None)
     with pytest.raises(LiveError, match="no frame could be read"):
         run_live(translator, str(video), display=False)
+
+
+
+def test_a_source_that_changes_size_ends_the_recording_cleanly(model: Path, video: Path,
+                                                              tmp_path: Path) -> None:
+    # a stream back at another resolution: the recording cannot hold both sizes
+    translator = Translator(model, providers="cpu", threads=1)
+    real, calls = translator.translate, []
+
+    def translate(frame: np.ndarray, **options: object) -> np.ndarray:
+        calls.append(1)
+        out = real(frame)
+        return cv2.resize(out, (80, 60)) if len(calls) > 12 else out
+
+    translator.translate = translate  # type: ignore[method-assign]
+    record = tmp_path / "rec.mp4"
+    stats = run_live(translator, str(video), display=False, record=record)
+    assert stats.error == ("frame 13: the source changed size from 64x48 to 80x60; the "
+                           "recording holds the frames before")
+    assert stats.recording == record
+    assert_complete_recording(record, 12)  # and no temp file left

@@ -171,6 +171,9 @@ def test_pipes_and_broken_links_are_named_failures_never_opened(tmp_path: Path) 
     assert f"{photos / 'gone.png'}: a broken link" in result.output
     direct = run(MODEL, photos / "pipe.jpg", "-o", tmp_path / "one.png")
     assert direct.exit_code == 1 and "not a regular file" in direct.output, direct.output
+    matched = run(MODEL, str(photos / "*"), "-o", tmp_path / "globbed")  # a pattern names them too
+    assert matched.exit_code == 1 and "translated 1 of 3" in matched.output, matched.output
+    assert "not a regular file" in matched.output and "a broken link" in matched.output
 
 
 def test_a_name_at_the_file_systems_limit_is_written(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ from runtime.media.sinks import OutputWriteError, draw_fps, side_by_side, write_
 from runtime.media.sources import LatestFrameGrabber, parse_live_source
 from runtime.media.temporal import TemporalStabilizer
 from runtime.media.video import AtomicVideoWriter
-from runtime.reasons import first_line
+from runtime.reasons import first_line, why_no_file
 from runtime.translator import Translator
 
 VIEWS = ("translated", "side by side", "original")
@@ -52,6 +52,7 @@ class LiveStats:
     recording: Path | None = None
     ended_by: str = ""
     error: str | None = None  # the source failed (a dropped stream), or translating a frame
+    warnings: list[str] = field(default_factory=list)  # e.g. a snapshot that was not written
     working_size: tuple[int, int] | None = None  # (W, H) translated at last; None: frame's own
 
     @property
@@ -152,12 +153,9 @@ def check_live_source(source: str) -> int | str:
     parsed = parse_live_source(source)
     if isinstance(parsed, str) and "://" not in parsed:
         path = Path(parsed)
-        if path.is_dir():
-            raise LiveError(f"{parsed}: is a folder (give a camera index, a video file or a "
-                            "stream URL)")
-        if not path.exists():
-            raise LiveError(f"{parsed}: no such file (give a camera index, a video file or a "
-                            "stream URL)")
+        if not path.is_file() and not path.is_char_device():  # /dev/video0 is a camera
+            raise LiveError(f"{parsed}: {why_no_file(path)} (give a camera index, a video file "
+                            "or a stream URL)")
     return parsed
 
 
@@ -202,6 +200,8 @@ def run_live(translator: Translator, source: str = "0", *, display: bool = True,
     meta = translator.metadata
     write_error: OutputWriteError | None = None
     loop_error: str | None = None
+    record_size: tuple[int, ...] | None = None  # (H, W) of the recording's frames
+    number = 0
     try:
         if display:
             import cv2 as _cv2
@@ -217,6 +217,7 @@ def run_live(translator: Translator, source: str = "0", *, display: bool = True,
                 stats.ended_by = grabber.error or "source ended"
                 break
             last_index, frame = item
+            number = stats.frames + 1  # this frame's, for a failure to name
             if adaptive and sizer is None:
                 sizer = WorkingSize(target_fps, max(frame.shape[:2]),
                                     max(meta.min_size, meta.size_multiple))
@@ -245,6 +246,14 @@ def run_live(translator: Translator, source: str = "0", *, display: bool = True,
                 # The recording holds the translated frames whatever the window shows, at the
                 # rate they were made (measured over the first frames), so it plays in real
                 # time rather than fast-forward when the model is slower than the source.
+                if record_size is None:
+                    record_size = translated.shape[:2]
+                elif translated.shape[:2] != record_size:  # a stream back at another size
+                    stats.ended_by = "failed"
+                    loop_error = (f"frame {number}: the source changed size from "
+                                  f"{record_size[1]}x{record_size[0]} to {translated.shape[1]}x"
+                                  f"{translated.shape[0]}; the recording holds the frames before")
+                    break
                 pending.append(translated)
                 made_at.append(now)
                 try:
@@ -269,17 +278,20 @@ def run_live(translator: Translator, source: str = "0", *, display: bool = True,
                 if key == ord("s"):
                     path = snapshot_dir / f"snapshot_{time.strftime('%Y%m%d_%H%M%S')}_" \
                                           f"{stats.frames:06d}.png"
-                    stats.snapshots.append(write_image_atomic(path, shown))
+                    try:
+                        stats.snapshots.append(write_image_atomic(path, shown))
+                    except OutputWriteError as exc:  # a lost snapshot does not end the run
+                        stats.warnings.append(f"snapshot not saved: {first_line(exc)}")
                 if key == ord(" "):
                     view = (view + 1) % len(VIEWS)
         else:
             stats.ended_by = f"reached --max-frames {max_frames}"
     except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (runtime.console.Terminated)
         stats.ended_by = "interrupted"
-    except Exception as exc:  # noqa: BLE001 - the model, the stabiliser or a snapshot failed
+    except Exception as exc:  # noqa: BLE001 - the model, the stabiliser or the window failed
         # on a frame: the recording keeps the frames before it, as when the source drops
         stats.ended_by = "failed"
-        loop_error = f"frame {stats.frames + 1}: {first_line(exc)}"
+        loop_error = (f"frame {number}: " if number else "") + first_line(exc)
     finally:
         stats.seconds = time.perf_counter() - started
         translator.max_side = given_side
@@ -318,7 +330,7 @@ def _finish_recording(writer: AtomicVideoWriter | None, record: Path,
     try:
         for kept in pending:
             writer.write(kept)
-    except OutputWriteError:
+    except BaseException:  # a full disk, or Ctrl-C: no temp file stays
         writer.abort()
         raise
     pending.clear()

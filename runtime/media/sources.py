@@ -203,7 +203,9 @@ def expand_inputs(inputs: list[str], exclude: Path | None = None) -> InputSet:
         elif path.exists() or path.is_symlink():
             found.errors.append(InputError(path, why_no_file(path)))
         elif glob.has_magic(raw):
-            matches = sorted(Path(p) for p in glob.glob(raw, recursive=True) if Path(p).is_file())
+            # everything but folders: pipes and broken links are then named by _filter
+            matches = sorted(Path(p) for p in glob.glob(raw, recursive=True)
+                             if not Path(p).is_dir())
             if not matches:
                 found.errors.append(InputError(path, "pattern matches no files"))
             root = _glob_root(raw)
