@@ -10,6 +10,7 @@ installs it).
 from __future__ import annotations
 
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -540,3 +541,35 @@ def test_ffmpeg_decodes_what_we_write(tmp_path: Path) -> None:
         assert psnr(frames[2], decoded[2], 255.0) > 30.0
     cv2_count = cv2.VideoCapture(str(tmp_path / "a.mp4")).get(cv2.CAP_PROP_FRAME_COUNT)
     assert cv2_count == 5
+
+
+def test_matroska_shortfalls_size_changes_and_transport_streams(tmp_path: Path) -> None:
+    # Matroska counts no frames: a cut file is found by its duration, a longer audio is not one
+    clip = tmp_path / "clip.webm"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=96x64:rate=15", "-t", "3", "-c:v", "libvpx-vp9",
+           "-deadline", "realtime", clip)
+    cut = tmp_path / "cut.webm"
+    cut.write_bytes(clip.read_bytes()[:clip.stat().st_size // 2])
+    result = run(cut, "-o", tmp_path / "cut.mp4")
+    assert result.exit_code == 0, result.output
+    assert re.search(r"cut\.webm: read \d+ frames, [\d.]+ s of the 3\.00 s its container "
+                     r"announces \(truncated\?\)", result.output), result.output
+    longer_audio = tmp_path / "audio.mkv"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=96x64:rate=15:duration=1", "-f", "lavfi", "-i",
+           "sine=duration=3", "-c:v", "libx264", "-c:a", "libopus", longer_audio)
+    result = run(longer_audio, "-o", tmp_path / "audio_out.mkv")
+    assert result.exit_code == 0 and "truncated" not in result.output, result.output
+    # joined clips of two sizes: scaled to the first, said once; a .ts is a video input
+    parts = []
+    for index, size in enumerate(("96x64", "128x96")):
+        parts.append(tmp_path / f"part{index}.ts")
+        ffmpeg("-f", "lavfi", "-i", f"testsrc2=size={size}:rate=15", "-t", "1", "-c:v",
+               "libx264", parts[-1])
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(b"".join(part.read_bytes() for part in parts))
+    result = run(joined, "-o", tmp_path / "joined.mp4")
+    assert result.exit_code == 0, result.output
+    assert "joined.ts: frames from 16 on are 128x96; scaled to the first frames' 96x64" \
+        in result.output
+    facts = stream_facts(tmp_path / "joined.mp4")
+    assert facts.size == (96, 64) and len(facts.times) == 30

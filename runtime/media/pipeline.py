@@ -18,6 +18,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, TypeVar
 
+import cv2
 import numpy as np
 
 from runtime.cpu import usable_cores
@@ -265,6 +266,7 @@ def translate_video(translator: Translator, job: Job, plan: OutputPlan, batch_si
     frames_out: queue.Queue[tuple[np.ndarray, DecodedFrame] | None] = queue.Queue(queue_size)
     errors: list[str] = []
     writers: list[AtomicVideoWriter] = []
+    resized: list[bool] = []  # frames scaled to the first size (the video changed size)
 
     def put(target: queue.Queue[Any], item: Any) -> bool:
         while not stop.is_set():
@@ -286,6 +288,17 @@ def translate_video(translator: Translator, job: Job, plan: OutputPlan, batch_si
                         copy_streams=reader.copy_streams, model_on_cpu=on_cpu))
                 for packet in frame.packets:
                     writers[0].copy(packet)
+                size = writers[0].size
+                if (image.shape[1], image.shape[0]) != size:
+                    # the video changes size mid-stream (joined clips, an adaptive stream):
+                    # scaled to its first size, as ffmpeg does, and said once
+                    if not resized:
+                        writers[0].notes.append(
+                            f"{job.source}: frames from {writers[0].frames + 1} on are "
+                            f"{image.shape[1]}x{image.shape[0]}; scaled to the first frames' "
+                            f"{size[0]}x{size[1]}")
+                    resized.append(True)
+                    image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
                 writers[0].write(image, _rescale(frame.pts, frame.time_base,
                                                  reader.info.time_base))
             if writers and not stop.is_set():

@@ -245,11 +245,22 @@ def _info(stream: av.video.stream.VideoStream, container: av.container.InputCont
     duration = None
     if stream.duration is not None:
         duration = float(stream.duration * time_base)
+    elif (tagged := _tag_seconds(stream.metadata.get("DURATION"))) is not None:
+        duration = tagged  # Matroska's per-stream tag: the video's own, not its longest stream's
     elif container.duration is not None:
         duration = container.duration / av.time_base
     count = stream.frames or 0
     return VideoFileInfo(stream.codec_context.width, stream.codec_context.height, fps or 30.0,
                          count, Fraction(time_base), duration)
+
+
+def _tag_seconds(value: str | None) -> float | None:
+    """``"HH:MM:SS.fraction"`` (Matroska's DURATION tag) in seconds; None if absent or not so."""
+    try:
+        hours, minutes, seconds = (value or "").split(":")
+        return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    except ValueError:
+        return None
 
 
 def probe_video(path: Path) -> VideoFileInfo:
@@ -314,6 +325,8 @@ class VideoReader:
         self.leftover: list[av.Packet] = []
         self.error: str | None = None
         self._rotation_known = False
+        # first and last picture times, seconds: what was read, against the container's duration
+        self.span: tuple[float, float] | None = None
 
     def frames(self) -> Iterator[DecodedFrame]:
         carried: list[av.Packet] = []
@@ -330,6 +343,9 @@ class VideoReader:
                     continue
                 for frame in decoded:
                     assert isinstance(frame, av.VideoFrame)  # a packet of the video stream
+                    if frame.pts is not None and frame.time_base:
+                        at = float(frame.pts * frame.time_base)
+                        self.span = (self.span[0] if self.span else at, at)
                     yield DecodedFrame(self._image(frame), frame.pts,
                                        Fraction(frame.time_base or self.info.time_base),
                                        carried)
@@ -345,8 +361,19 @@ class VideoReader:
         if self.info.frame_count > frames_read:
             missing.append(f"{self.path}: read {frames_read} of the {self.info.frame_count} "
                            "frames its container announces (truncated?)")
+        elif not self.info.frame_count and self.info.duration and self.span and self.info.fps:
+            # Matroska/WebM count no frames: compare the time read with the announced duration
+            # (short by more than 10 % and two frames: a real loss, not rounding)
+            read = self.span[1] - self.span[0] + 1.0 / self.info.fps
+            if read < self.info.duration * 0.9 - 2.0 / self.info.fps:
+                missing.append(f"{self.path}: read {frames_read} frames, {read:.2f} s of the "
+                               f"{self.info.duration:.2f} s its container announces "
+                               "(truncated?)")
         if self.corrupt_packets:
             missing.append(f"{self.path}: skipped {self.corrupt_packets} undecodable packet(s)")
+        if self.error and frames_read:
+            missing.append(f"{self.path}: reading stopped after {frames_read} frames "
+                           f"({self.error})")
         return missing
 
     def _image(self, frame: av.VideoFrame) -> np.ndarray:
