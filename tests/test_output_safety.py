@@ -330,12 +330,15 @@ def test_animated_gif_keeps_every_frame_and_its_timing(tmp_path: Path) -> None:
     animation = cv2.Animation()
     animation.frames = list(natural_images(4, 24, 32, seed=12))
     animation.durations = [80, 120, 80, 200]
+    animation.loop_count = 3  # plays a set number of times, not forever
     assert cv2.imwriteanimation(str(tmp_path / "anim.gif"), animation)
+    ok, given = cv2.imreadanimation(str(tmp_path / "anim.gif"))
     result = run(MODEL, tmp_path / "anim.gif", "-o", tmp_path / "out.gif")
     assert result.exit_code == 0, result.output
     ok, back = cv2.imreadanimation(str(tmp_path / "out.gif"))
     assert ok and len(back.frames) == 4
     assert [int(d) for d in np.asarray(back.durations).ravel()] == [80, 120, 80, 200]
+    assert back.loop_count == given.loop_count != 0
 
 
 # ---- leftovers -----------------------------------------------------------------------------

@@ -404,9 +404,10 @@ def _get(source: queue.Queue[T | None], stop: threading.Event) -> T | None:
 
 def translate_animation(translator: Translator, job: Job, plan: OutputPlan, batch_size: int,
                         side: bool, progress: Progress, summary: RunSummary) -> None:
-    """An animated GIF/WebP/PNG: every frame translated, written with the same durations."""
+    """An animated GIF/WebP/PNG: every frame translated, written with the same durations and
+    loop count."""
     try:
-        frames, durations = read_animation(job.source)
+        frames, durations, loops = read_animation(job.source)
         outputs: list[np.ndarray] = []
         for start in range(0, len(frames), batch_size):
             chunk = frames[start:start + batch_size]
@@ -414,7 +415,7 @@ def translate_animation(translator: Translator, job: Job, plan: OutputPlan, batc
             outputs += [side_by_side(i, o) if side else o
                         for i, o in zip(chunk, translated, strict=True)]
             progress(len(chunk))
-        written = write_animation_atomic(job.target, outputs, durations)
+        written = write_animation_atomic(job.target, outputs, durations, loop_count=loops)
         plan.manifest_for(written).record(written, job.kind)
     except InputError as err:
         summary.failed.append(err)

@@ -65,8 +65,9 @@ def animation_frames(path: Path) -> int:
         return 1  # undecodable: read_image names the reason
 
 
-def read_animation(path: Path) -> tuple[list[np.ndarray], list[int]]:
-    """All frames of an animated image (HWC uint8 BGR(A)) and their durations in ms."""
+def read_animation(path: Path) -> tuple[list[np.ndarray], list[int], int]:
+    """All frames of an animated image (HWC uint8 BGR(A)), their durations in ms and its loop
+    count (0: forever)."""
     try:
         ok, animation = cv2.imreadanimation(str(path))
     except cv2.error:
@@ -74,7 +75,7 @@ def read_animation(path: Path) -> tuple[list[np.ndarray], list[int]]:
     if not ok or not animation.frames:
         raise InputError(path, "corrupt or truncated animation")
     durations = [int(d) for d in np.asarray(animation.durations).ravel()]
-    return list(animation.frames), durations
+    return list(animation.frames), durations, int(animation.loop_count)
 
 
 def read_image(path: Path) -> np.ndarray:
