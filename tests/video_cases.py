@@ -573,3 +573,17 @@ def test_matroska_shortfalls_size_changes_and_transport_streams(tmp_path: Path) 
         in result.output
     facts = stream_facts(tmp_path / "joined.mp4")
     assert facts.size == (96, 64) and len(facts.times) == 30
+
+
+def test_avi_with_b_frames_keeps_even_time(tmp_path: Path) -> None:
+    # AVI holds no presentation times; with B-frames PyAV's pts come out of order (1, 3, 4, 2..)
+    source = tmp_path / "bframes.avi"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=96x64:rate=15", "-f", "lavfi", "-i", "sine",
+           "-t", "2", "-c:v", "libx264", "-bf", "2", "-c:a", "libmp3lame", source)
+    for target in (tmp_path / "out.mp4", tmp_path / "out.avi"):
+        result = run(source, "-o", target)
+        assert result.exit_code == 0, result.output
+        assert "unevenly timed" not in result.output
+        facts = stream_facts(target)
+        assert len(facts.times) == 30
+        assert facts.times == pytest.approx([i / 15 for i in range(30)], abs=1e-3)

@@ -327,6 +327,12 @@ class VideoReader:
         self._rotation_known = False
         # first and last picture times, seconds: what was read, against the container's duration
         self.span: tuple[float, float] | None = None
+        # containers of one tick per frame (AVI): pictures numbered in display order
+        self._numbered = (self.container.format.name in _CFR_FORMATS
+                          and self.stream.time_base is not None and self.info.fps > 0
+                          and abs(float(self.stream.time_base) * self.info.fps - 1) < 1e-6)
+        self._decoded = 0
+        self._slots = 0  # frame slots the AVI's own timing spans (its skipped ones included)
 
     def frames(self) -> Iterator[DecodedFrame]:
         carried: list[av.Packet] = []
@@ -343,10 +349,17 @@ class VideoReader:
                     continue
                 for frame in decoded:
                     assert isinstance(frame, av.VideoFrame)  # a packet of the video stream
-                    if frame.pts is not None and frame.time_base:
-                        at = float(frame.pts * frame.time_base)
+                    pts = frame.pts
+                    if self._numbered:
+                        # AVI keeps no presentation times: with B-frames PyAV's run 1, 3, 4,
+                        # 2...; the file is one tick per frame, so count the frames instead
+                        if pts is not None:
+                            self._slots = max(self._slots, pts + 1)
+                        pts, self._decoded = self._decoded, self._decoded + 1
+                    if pts is not None and frame.time_base:
+                        at = float(pts * frame.time_base)
                         self.span = (self.span[0] if self.span else at, at)
-                    yield DecodedFrame(self._image(frame), frame.pts,
+                    yield DecodedFrame(self._image(frame), pts,
                                        Fraction(frame.time_base or self.info.time_base),
                                        carried)
                     carried = []
@@ -371,6 +384,9 @@ class VideoReader:
                                "(truncated?)")
         if self.corrupt_packets:
             missing.append(f"{self.path}: skipped {self.corrupt_packets} undecodable packet(s)")
+        if self._numbered and self._slots > frames_read + 2:
+            missing.append(f"{self.path}: its timing skips {self._slots - frames_read} frame "
+                           "slot(s) (dropped-frame chunks); written one slot per frame")
         if self.error and frames_read:
             missing.append(f"{self.path}: reading stopped after {frames_read} frames "
                            f"({self.error})")
