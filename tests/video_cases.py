@@ -587,3 +587,15 @@ def test_avi_with_b_frames_keeps_even_time(tmp_path: Path) -> None:
         facts = stream_facts(target)
         assert len(facts.times) == 30
         assert facts.times == pytest.approx([i / 15 for i in range(30)], abs=1e-3)
+
+
+def test_streams_that_are_not_copied_are_named(tmp_path: Path) -> None:
+    subtitle = tmp_path / "font.txt"
+    subtitle.write_text("an attached file, as a font is")
+    source = tmp_path / "attached.mkv"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=96x64:rate=15", "-t", "1", "-c:v", "libx264",
+           "-attach", subtitle, "-metadata:s:t", "mimetype=text/plain", source)
+    result = run(source, "-o", tmp_path / "out.mkv")
+    assert result.exit_code == 0, result.output
+    assert "attached.mkv: stream(s) #1 (attachment) not copied (only audio and subtitles " \
+        "are)" in result.output

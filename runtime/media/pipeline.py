@@ -389,6 +389,9 @@ def _finish_video(job: Job, plan: OutputPlan, summary: RunSummary, reader: Video
         streams = ", ".join(f"#{index}" for index in reader.other_video)
         summary.notes.append(f"{job.source}: only its first video stream is translated; video "
                              f"stream(s) {streams} left out")
+    if reader.not_copied:
+        summary.notes.append(f"{job.source}: stream(s) {', '.join(reader.not_copied)} not "
+                             "copied (only audio and subtitles are)")
     summary.warnings += reader.shortfalls(count)
 
 

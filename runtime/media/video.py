@@ -320,6 +320,10 @@ class VideoReader:
         self.other_video = [s.index for s in self.container.streams.video
                             if s is not stream and not
                             s.disposition & av.stream.Disposition.attached_pic]
+        # Streams of no kind that is copied (attachments such as fonts, data such as a
+        # QuickTime timecode): left out, and said so.
+        self.not_copied = [f"#{s.index} ({s.type})" for s in self.container.streams
+                           if s.type not in ("video", *_COPIED_KINDS)]
         self.rotation = 0
         self.corrupt_packets = 0
         self.leftover: list[av.Packet] = []
