@@ -599,3 +599,14 @@ def test_streams_that_are_not_copied_are_named(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "attached.mkv: stream(s) #1 (attachment) not copied (only audio and subtitles " \
         "are)" in result.output
+
+
+def test_a_stream_copied_cut_is_not_called_truncated(tmp_path: Path) -> None:
+    # its edit list drops the pre-roll frames its frame count includes: 27 of 40 is all of it
+    source = tmp_path / "src.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=96x64:rate=25", "-t", "3", "-c:v", "libx264",
+           "-g", "25", source)
+    cut = tmp_path / "cut.mp4"
+    ffmpeg("-ss", "0.5", "-i", source, "-c", "copy", "-t", "1", cut)
+    result = run(cut, "-o", tmp_path / "out.mp4")
+    assert result.exit_code == 0 and "truncated" not in result.output, result.output
