@@ -339,7 +339,7 @@ def _check_recording(output: Path | None, source: str, debug: bool) -> None:
 def _check_codec(targets: list[Path], codec: str | None, crf: int | None, preset: str | None,
                  debug: bool) -> None:
     """--codec / --crf / --preset against every video output, before the model is loaded
-    (exit 2); given with no video output, a note says they change nothing."""
+    (exit 2); given with no video output, a warning says they change nothing."""
     from runtime.media.video import VideoCodecError, choose_codec
 
     given = [name for name, value in (("--codec", codec), ("--crf", crf), ("--preset", preset))

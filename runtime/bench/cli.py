@@ -207,7 +207,6 @@ def main(models: tuple[Path, ...], int8_models: tuple[Path, ...], fp16_models: t
         if json_path is not None:
             written.append(report.save_json(json_path))
         if markdown_path is not None:
-            markdown_path.parent.mkdir(parents=True, exist_ok=True)
             written.append(write_bytes_atomic(markdown_path, report.markdown().encode()))
         if plot_path is not None:
             written.append(plot_report(report, plot_path, plot_metric))

@@ -368,10 +368,8 @@ class BenchReport:
         """Write the report to ``path`` atomically (temp file, then rename)."""
         from runtime.media.sinks import write_bytes_atomic  # cv2 and numpy: not at import
 
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         text = json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
-        return write_bytes_atomic(path, text.encode())
+        return write_bytes_atomic(Path(path), text.encode())  # it makes the folder
 
     @classmethod
     def load_json(cls, path: str | Path) -> BenchReport:
@@ -483,11 +481,9 @@ def plot_report(report: BenchReport, path: str | Path, metric: str = "throughput
     axes.set_title(f"{m.cpu}, {m.cores_usable} core(s){gemm}", fontsize=9)
     from runtime.media.sinks import write_bytes_atomic
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     png = io.BytesIO()
     figure.savefig(png, format="png", dpi=120)
-    return write_bytes_atomic(path, png.getvalue())
+    return write_bytes_atomic(Path(path), png.getvalue())  # it makes the folder
 
 
 # metric -> (BenchRow attribute, axis label)

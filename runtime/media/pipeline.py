@@ -266,7 +266,6 @@ def translate_video(translator: Translator, job: Job, plan: OutputPlan, batch_si
     frames_out: queue.Queue[tuple[np.ndarray, DecodedFrame] | None] = queue.Queue(queue_size)
     errors: list[str] = []
     writers: list[AtomicVideoWriter] = []
-    resized: list[bool] = []  # frames scaled to the first size (the video changed size)
 
     def put(target: queue.Queue[Any], item: Any) -> bool:
         while not stop.is_set():
@@ -278,6 +277,7 @@ def translate_video(translator: Translator, job: Job, plan: OutputPlan, batch_si
         return False
 
     def encode() -> None:
+        resized = False  # frames scaled to the first size: the video changed size
         try:
             while (item := _get(frames_out, stop)) is not None:
                 image, frame = item
@@ -297,7 +297,7 @@ def translate_video(translator: Translator, job: Job, plan: OutputPlan, batch_si
                             f"{job.source}: frames from {writers[0].frames + 1} on are "
                             f"{image.shape[1]}x{image.shape[0]}; scaled to the first frames' "
                             f"{size[0]}x{size[1]}")
-                    resized.append(True)
+                    resized = True
                     image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
                 writers[0].write(image, _rescale(frame.pts, frame.time_base,
                                                  reader.info.time_base))
