@@ -251,16 +251,17 @@ class Trainer:
     def _loader(self) -> DataLoader:
         """The run's DataLoader; iterate it once per epoch, after ``sampler.set_epoch``."""
         cfg = self.config
+        workers = loader_workers(cfg.num_workers)
         return DataLoader(
             self.dataset, batch_size=cfg.batch_size, sampler=self.sampler,
-            num_workers=loader_workers(cfg.num_workers),
+            num_workers=workers,
             # Page-locked batches copy to the GPU asynchronously (the non_blocking copies in
             # run()), overlapping the previous step.
             pin_memory=self.ctx.device.type == "cuda",
             # Its own generator: creating an iterator must not consume the global torch RNG,
             # or a resumed run's dropout masks would drift from an uninterrupted run's.
             generator=torch.Generator().manual_seed(cfg.seed),
-            persistent_workers=loader_workers(cfg.num_workers) > 0,
+            persistent_workers=workers > 0,
             worker_init_fn=ignore_interrupts_in_worker,  # the main process decides the stop
         )
 

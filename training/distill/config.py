@@ -81,7 +81,7 @@ def validate(config: DistillConfig) -> DistillConfig:
                                  f"{config.load_size}")  # as cyclegan-train says
     for name in ("lambda_l1", "lambda_feat", "lambda_gan", "ngf", "cache_teacher",
                  "max_steps"):
-        if not getattr(config, name) >= 0 or getattr(config, name) == math.inf:  # NaN too
+        if not 0 <= getattr(config, name) < math.inf:  # NaN fails it too
             raise DistillConfigError(f"{name} must be >= 0, got {getattr(config, name)}")
     if not math.isfinite(config.lr) or config.lr <= 0:
         raise DistillConfigError(f"lr must be a positive number, got {config.lr}")
