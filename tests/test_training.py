@@ -243,6 +243,21 @@ def test_resuming_from_an_earlier_checkpoint_sets_the_later_files_aside(dataroot
         "latest.pt", "step_0000008.pt", "step_0000010.pt"]
 
 
+def signal_in_step(monkeypatch: pytest.MonkeyPatch, step: int, signum: int) -> None:
+    """Make CycleGANStep.step raise ``signum`` as its ``step``-th call begins (handled at once,
+    in this, the main, thread)."""
+    real_step, calls = CycleGANStep.step, []
+
+    def step_with_a_signal(self: CycleGANStep, real_a: torch.Tensor,
+                           real_b: torch.Tensor) -> dict[str, torch.Tensor]:
+        calls.append(1)
+        if len(calls) == step:
+            signal.raise_signal(signum)
+        return real_step(self, real_a, real_b)
+
+    monkeypatch.setattr(CycleGANStep, "step", step_with_a_signal)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_mid_run_finishes_the_step_saves_and_resumes_exactly(
         dataroot: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, signum: int) -> None:
@@ -250,16 +265,8 @@ def test_a_signal_mid_run_finishes_the_step_saves_and_resumes_exactly(
     # step 3 and stops
     config = tiny_config(dataroot, dropout=True)
     straight = train(config.replace(max_steps=6), tmp_path / "straight", progress=False)
-    real_step, calls = CycleGANStep.step, []
-
-    def step_with_a_signal(self: CycleGANStep, real_a: torch.Tensor,
-                           real_b: torch.Tensor) -> dict[str, torch.Tensor]:
-        calls.append(1)
-        if len(calls) == 3:
-            signal.raise_signal(signum)  # handled at once, in this (the main) thread
-        return real_step(self, real_a, real_b)
-
-    monkeypatch.setattr(CycleGANStep, "step", step_with_a_signal)
+    real_step = CycleGANStep.step
+    signal_in_step(monkeypatch, 3, signum)
     before = signal.getsignal(signum)
     stopped = train(config.replace(max_steps=6), tmp_path / "resumed", progress=False)
     monkeypatch.setattr(CycleGANStep, "step", real_step)
@@ -275,16 +282,7 @@ def test_a_signal_mid_run_finishes_the_step_saves_and_resumes_exactly(
 
 def test_a_signal_in_the_last_step_leaves_a_finished_run(dataroot: Path, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    real_step, calls = CycleGANStep.step, []
-
-    def step_with_a_signal(self: CycleGANStep, real_a: torch.Tensor,
-                           real_b: torch.Tensor) -> dict[str, torch.Tensor]:
-        calls.append(1)
-        if len(calls) == 3:  # the last of max_steps=3
-            signal.raise_signal(signal.SIGINT)
-        return real_step(self, real_a, real_b)
-
-    monkeypatch.setattr(CycleGANStep, "step", step_with_a_signal)
+    signal_in_step(monkeypatch, 3, signal.SIGINT)  # the last of max_steps=3
     done = train(tiny_config(dataroot, max_steps=3), tmp_path / "run", progress=False)
     assert done.step == 3 and done.stopped_by == ""  # complete, not "continue with --resume"
     assert (tmp_path / "run" / "samples" / "step_0000003.png").is_file()  # its final grid
