@@ -74,6 +74,8 @@ if str(HERE) not in sys.path:  # train_throughput and colour_fit, beside this fi
 import numpy as np  # noqa: E402
 from colour_fit import fit_colour_transform  # noqa: E402
 
+from runtime.bench.engines import time_calls  # noqa: E402
+
 STARTED = time.perf_counter()
 
 
@@ -281,27 +283,21 @@ def _finite(value: Any) -> Any:
 def _write_atomic(path: Path, text: str) -> None:
     from runtime.media.sinks import write_bytes_atomic
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomic(path, text.encode("utf-8"))
+    write_bytes_atomic(path, text.encode("utf-8"))  # its temp file makes the folder
 
 
 # ---- measuring ------------------------------------------------------------------------------
 
 
-def timed_calls(call: Callable[[], object], seconds: float, min_calls: int,
-                sync: Callable[[], None] | None = None) -> list[float]:
-    """Seconds of each call of ``call``, timed one by one until ``seconds`` of calls have run
-    (at least ``min_calls``); ``sync`` (e.g. ``torch.cuda.synchronize``) ends each call."""
-    times: list[float] = []
-    spent = 0.0
-    while len(times) < min_calls or spent < seconds:
-        started = time.perf_counter()
-        call()
-        if sync is not None:
-            sync()
-        times.append(time.perf_counter() - started)
-        spent += times[-1]
-    return times
+def ms_per_call(call: Callable[[], object], plan: Plan, average: Callable[..., Any] = np.mean,
+                sync: Callable[[], None] | None = None) -> Callable[[], float]:
+    """One round's runner for :func:`alternate`: times ``call`` one by one for ``plan.round_s``
+    seconds (at least ``plan.min_calls`` calls; ``sync``, e.g. ``torch.cuda.synchronize``, ends
+    each) and returns the ``average`` of the calls, in ms."""
+    def run() -> float:
+        seconds = time_calls(call, 0, None, plan.round_s, min_calls=plan.min_calls, sync=sync)
+        return 1000.0 * float(average(seconds))
+    return run
 
 
 def alternate(runners: dict[str, Callable[[], float]], plan: Plan,
@@ -436,19 +432,13 @@ def part_compare(ctx: Context) -> dict[str, Any]:
             errors[name] = f"{type(exc).__name__}: {exc}".strip()
             log(f"  {name}: not measured: {errors[name]}")
 
-    def ms_per_call(call: Callable[[], object],
-                    sync: Callable[[], None] | None = None) -> Callable[[], float]:
-        def run() -> float:
-            return 1000.0 * float(np.mean(timed_calls(call, plan.round_s, plan.min_calls, sync)))
-        return run
-
     def eager() -> Callable[[], float]:
         if ctx.net is None:
             raise SkipPart("no PyTorch model (setup failed)")
         cuda = ctx.device == "cuda"
         torch.backends.cudnn.benchmark = True
         dtype = torch.float16 if cuda else torch.float32  # fp16 convolutions are a GPU's
-        net = ctx.net.to(dtype)
+        net = ctx.net.to(dtype)  # in place: later parts need only ctx.weights, not ctx.net
         x = (torch.from_numpy(np.ascontiguousarray(images[..., ::-1])).permute(0, 3, 1, 2)
              .to(ctx.device, dtype) / 127.5 - 1)
         sync = torch.cuda.synchronize if cuda else None
@@ -466,7 +456,7 @@ def part_compare(ctx: Context) -> dict[str, Any]:
                                              "synchronize after each call" if cuda else
                                              "fp32 on the CPU (no fp16 convolutions there)",
                                       "input": "already on the device"}
-        return ms_per_call(call, sync)
+        return ms_per_call(call, plan, sync=sync)
 
     def onnxruntime(translator: Any, name: str) -> Callable[[], float]:
         feed = model_feed(translator, images)
@@ -477,7 +467,7 @@ def part_compare(ctx: Context) -> dict[str, Any]:
                            f"{'x'.join(map(str, feed.shape))}, from host memory (IO binding "
                            "copies it in and the output out)" if ctx.device == "cuda" else
                            f"{feed.dtype} {'x'.join(map(str, feed.shape))}"}
-        return ms_per_call(lambda: translator.backend.run(feed))
+        return ms_per_call(lambda: translator.backend.run(feed), plan)
 
     add("pytorch_eager", eager)
     if ctx.translator is None:
@@ -553,12 +543,10 @@ def part_frame(ctx: Context) -> dict[str, Any]:
         translator.translate(frame)
         translator.backend.run(feed)
 
-    def ms(call: Callable[[], object]) -> Callable[[], float]:
-        return lambda: 1000.0 * float(np.median(timed_calls(call, plan.round_s,
-                                                            plan.min_calls)))
-
-    values = alternate({"model": ms(lambda: translator.backend.run(feed)),
-                        "translate": ms(lambda: translator.translate(frame))},
+    values = alternate({"model": ms_per_call(lambda: translator.backend.run(feed), plan,
+                                             np.median),
+                        "translate": ms_per_call(lambda: translator.translate(frame), plan,
+                                                 np.median)},
                        plan, ctx.part_deadline(SHARES["frame"]))
     return {"height": height, "width": width, "feed": f"{feed.dtype} "
             f"{'x'.join(map(str, feed.shape))}", "model": summary(values["model"], "ms"),
@@ -625,8 +613,8 @@ def part_pipeline(ctx: Context) -> dict[str, Any]:
         feed = model_feed(translator, frames[:batch])
         for _ in range(3):
             translator.backend.run(feed)
-        return lambda: batch / float(np.mean(timed_calls(
-            lambda: translator.backend.run(feed), plan.round_s, plan.min_calls)))
+        ms = ms_per_call(lambda: translator.backend.run(feed), plan)
+        return lambda: 1000.0 * batch / ms()
 
     model_folder, model_video = model_only(photos), model_only(clip)
     for kind, source in warm.items():  # decoders, encoders, threads, per-shape setup
@@ -756,8 +744,7 @@ def part_tensorrt(ctx: Context) -> dict[str, Any]:
                                              plan.compare_side, seed=40))
     for _ in range(3):
         translator.backend.run(feed)
-    values = alternate({"tensorrt": lambda: 1000.0 * float(np.mean(timed_calls(
-        lambda: translator.backend.run(feed), plan.round_s, plan.min_calls)))},
+    values = alternate({"tensorrt": ms_per_call(lambda: translator.backend.run(feed), plan)},
         plan, ctx.part_deadline(SHARES["tensorrt"]))
     return {"load_s": round(load_s, 1), **session_description(translator),
             "batch": plan.batch, "height": plan.compare_side, "width": plan.compare_side,

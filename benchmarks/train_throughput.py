@@ -292,7 +292,7 @@ def machine_tag(device: torch.device) -> tuple[str, dict[str, Any]]:
 def save_atomic(data: dict[str, Any], path: Path) -> None:
     from runtime.media.sinks import write_bytes_atomic
 
-    path.parent.mkdir(parents=True, exist_ok=True)
+    # write_bytes_atomic's temp file makes the folder
     write_bytes_atomic(path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
 
 

@@ -188,9 +188,12 @@ def _model_input(images_rgb: np.ndarray, io: str, color_order: str) -> np.ndarra
 
 
 def time_calls(call: Callable[[], object], warmup: int, iterations: int | None,
-               seconds: float | None) -> list[float]:
+               seconds: float | None, min_calls: int = 1,
+               sync: Callable[[], None] | None = None) -> list[float]:
     """Call ``warmup`` times untimed, then time calls until ``iterations`` calls or ``seconds``
-    of timed calls, whichever comes first (at least one). Returns seconds per call."""
+    of timed calls, whichever comes first, but at least ``min_calls``. ``sync`` (e.g.
+    ``torch.cuda.synchronize``) ends each timed call, for work a call only queues. Returns
+    seconds per call."""
     for _ in range(warmup):
         call()
     times: list[float] = []
@@ -198,8 +201,12 @@ def time_calls(call: Callable[[], object], warmup: int, iterations: int | None,
     while True:
         started = time.perf_counter()
         call()
+        if sync is not None:
+            sync()
         times.append(time.perf_counter() - started)
         spent += times[-1]
+        if len(times) < min_calls:
+            continue
         if iterations is not None and len(times) >= iterations:
             return times
         if seconds is not None and spent >= seconds:
