@@ -56,3 +56,22 @@ def generator() -> torch.nn.Module:
     net = build_generator(generator_spec("resnet_6blocks", ngf=8))
     init_weights(net)
     return net.eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real training checkpoint (2 steps of resnet_6blocks, ngf 8) with named domains."""
+    from training.config import from_dict
+    from training.trainer import train
+
+    root = tmp_path_factory.mktemp("export_data")
+    rng = np.random.default_rng(5)
+    write_domain(root / "trainA", 3, rng)
+    write_domain(root / "trainB", 3, rng)
+    config = from_dict(dict(dataroot=str(root), generator="resnet_6blocks", ngf=8, ndf=8,
+                            load_size=36, crop_size=32, num_workers=0, max_steps=2,
+                            sample_every=0, checkpoint_every=0, domain_a="horse",
+                            domain_b="zebra"))
+    result = train(config, root / "run", progress=False)
+    assert result.checkpoint is not None
+    return result.checkpoint

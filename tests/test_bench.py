@@ -386,6 +386,36 @@ def test_unusable_requests_are_refused_before_running(models: dict[str, Path],
         run_benchmark([models["fp32"]], gemm_size=0, **options)  # type: ignore[arg-type]
 
 
+def test_pytorch_peer_follows_the_reference_models_direction(tiny_checkpoint: Path,
+                                                             tmp_path: Path) -> None:
+    """A BtoA export benchmarked against its training checkpoint: by default the PyTorch row
+    runs G_BA too (the same generator: fp32 PSNR); an explicit --direction AtoB is honoured
+    but noted, and its PSNR shows it is another generator."""
+    model = tmp_path / "BtoA.onnx"
+    export_onnx(tiny_checkpoint, model, direction="BtoA", verify=False)
+    common: dict[str, object] = dict(checkpoint=tiny_checkpoint, engines=["onnxruntime",
+                                     "pytorch"], providers="cpu", sizes=[32], timing=FAST,
+                                     gemm_size=0, isolate=False)
+    followed = run_benchmark([model], **common)  # type: ignore[arg-type]
+    eager = next(row for row in followed.rows if row.engine == "pytorch")
+    assert followed.settings["direction"] == "BtoA" and not followed.notes
+    assert eager.psnr_db is not None and eager.psnr_db >= PSNR_FLOOR_DB["fp32"]
+    crossed = run_benchmark([model], direction="AtoB", **common)  # type: ignore[arg-type]
+    eager = next(row for row in crossed.rows if row.engine == "pytorch")
+    assert crossed.settings["direction"] == "AtoB"
+    assert [note for note in crossed.notes if note.startswith("--direction AtoB, but BtoA.onnx "
+                                                             "is the BtoA generator")]
+    assert eager.psnr_db is not None and eager.psnr_db < 40
+
+
+def test_cli_direction_without_checkpoint_warns(models: dict[str, Path]) -> None:
+    result = CliRunner().invoke(bench_cli, [str(models["fp32"]), "--direction", "BtoA",
+                                            "--size", "x"])
+    assert result.exit_code != 0
+    assert "warning: --direction picks a generator of --checkpoint; without one it changes " \
+        "nothing" in result.output
+
+
 def test_missing_model_is_refused(tmp_path: Path) -> None:
     with pytest.raises(BenchError, match="no such file"):
         run_benchmark([tmp_path / "missing.onnx"], gemm_size=0)

@@ -27,27 +27,6 @@ def run_onnx(path: Path, feed: np.ndarray) -> np.ndarray:
     return session.run(None, {session.get_inputs()[0].name: feed})[0]
 
 
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real training checkpoint (2 steps of resnet_6blocks, ngf 8) with named domains."""
-    from conftest import write_domain
-
-    from training.config import from_dict
-    from training.trainer import train
-
-    root = tmp_path_factory.mktemp("export_data")
-    rng = np.random.default_rng(5)
-    write_domain(root / "trainA", 3, rng)
-    write_domain(root / "trainB", 3, rng)
-    config = from_dict(dict(dataroot=str(root), generator="resnet_6blocks", ngf=8, ndf=8,
-                            load_size=36, crop_size=32, num_workers=0, max_steps=2,
-                            sample_every=0, checkpoint_every=0, domain_a="horse",
-                            domain_b="zebra"))
-    result = train(config, root / "run", progress=False)
-    assert result.checkpoint is not None
-    return result.checkpoint
-
-
 def official_file(tmp_path: Path, name: str, **options: object) -> tuple[Path, torch.nn.Module]:
     torch.manual_seed(0)
     net = build_generator(generator_spec(name, ngf=8, **options))

@@ -180,7 +180,7 @@ def plan_rows(models: Sequence[_Model], reference: _Model, checkpoint: str | Pat
 
 
 def run_benchmark(models: Sequence[str | Path], *, checkpoint: str | Path | None = None,
-                  direction: str = "AtoB", batches: Sequence[int] = (1,),
+                  direction: str | None = None, batches: Sequence[int] = (1,),
                   sizes: Sequence[int | tuple[int, int]] = (256,),
                   engines: Sequence[str] | None = None,
                   providers: str | Sequence[str] | None = None, timing: Timing | None = None,
@@ -195,6 +195,9 @@ def run_benchmark(models: Sequence[str | Path], *, checkpoint: str | Path | None
             its row always runs, whatever ``engines`` says.
         checkpoint: training checkpoint or generator state_dict for the PyTorch eager peer
             (needs torch and this project's training/export packages; fp32 only).
+        direction: ``"AtoB"`` or ``"BtoA"``: which generator of a training checkpoint; default
+            (None) the reference model's own, from its metadata. One that differs from it is
+            noted in the report (that row's PSNR then compares two different generators).
         batches, sizes: batch sizes and resolutions (``256`` or ``(H, W)``); each must suit
             every model's metadata (size multiple, static size, fixed batch).
         engines: subset of :data:`ENGINES` (default: :func:`available_engines`).
@@ -230,6 +233,12 @@ def run_benchmark(models: Sequence[str | Path], *, checkpoint: str | Path | None
     if reference.meta.precision != "fp32":
         notes.append(f"no fp32 model given: PSNR is against {reference.path.name} "
                      f"({reference.meta.precision}) on onnxruntime CPU")
+    if direction is None:
+        direction = reference.meta.direction
+    elif checkpoint is not None and direction != reference.meta.direction:
+        notes.append(f"--direction {direction}, but {reference.path.name} is the "
+                     f"{reference.meta.direction} generator: a training checkpoint's PyTorch "
+                     "rows run the other one, so their PSNR compares different generators")
     if checkpoint is not None and "pytorch" not in chosen:
         notes.append("PyTorch eager skipped: torch or the training package is not installed")
 

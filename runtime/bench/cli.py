@@ -61,8 +61,9 @@ def _parse_batches(values: tuple[str, ...]) -> list[int]:
 @click.option("--checkpoint", type=click.Path(path_type=Path),
               help="Training checkpoint or generator .pth: adds PyTorch eager as a peer "
               "(needs torch and the training package).")
-@click.option("--direction", type=click.Choice(["AtoB", "BtoA"]), default="AtoB",
-              show_default=True, help="Which generator of --checkpoint.")
+@click.option("--direction", type=click.Choice(["AtoB", "BtoA"]),
+              help="Which generator of a training --checkpoint.  [default: the reference "
+              "model's, from its metadata]")
 @click.option("--batch-size", "batches", multiple=True, metavar="N[,N...]",
               help="Batch size(s); repeatable or comma-separated.  [default: 1]")
 @click.option("--batch", "old_batches", multiple=True, hidden=True)  # old spelling
@@ -105,7 +106,7 @@ def _parse_batches(values: tuple[str, ...]) -> list[int]:
 @click.version_option(package_version(), "--version", prog_name="cyclegan-bench",
                       message="%(prog)s %(version)s")
 def main(models: tuple[Path, ...], int8_models: tuple[Path, ...], fp16_models: tuple[Path, ...],
-         checkpoint: Path | None, direction: str, batches: tuple[str, ...],
+         checkpoint: Path | None, direction: str | None, batches: tuple[str, ...],
          old_batches: tuple[str, ...], sizes: tuple[str, ...], engines: tuple[str, ...],
          providers: str | None, warmup: int, iterations: int | None, seconds: float | None,
          threads: int | None, psnr_images: int, gemm_size: int, output: Path | None,
@@ -159,6 +160,9 @@ def main(models: tuple[Path, ...], int8_models: tuple[Path, ...], fp16_models: t
         if found != expected:
             click.echo(f"warning: {path} was given as --{expected} but its metadata says "
                        f"{found}; benchmarking it as {found}", err=True)
+    if direction is not None and checkpoint is None:
+        click.echo("warning: --direction picks a generator of --checkpoint; without one it "
+                   "changes nothing", err=True)
     _check_report_targets([p for p in (json_path, markdown_path, plot_path) if p is not None],
                           all_models, debug)
     if preset is not None:
