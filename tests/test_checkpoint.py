@@ -37,13 +37,28 @@ def test_pickle_that_runs_code_is_refused_and_never_executed(tmp_path: Path) -> 
     assert not marker.exists()
 
 
-def test_plain_pickle_file_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_plain_pickle_file_is_refused(tmp_path: Path, protocol: int) -> None:
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pkl"
-    path.write_bytes(pickle.dumps(RunsCode(marker)))
-    with pytest.raises(CheckpointError, match=r"evil\.pkl"):
+    path.write_bytes(pickle.dumps(RunsCode(marker), protocol=protocol))
+    with pytest.raises(CheckpointError, match=r"evil\.pkl: (refused to load|is a plain Python "
+                       r"pickle)"):
         load_torch_file(path)
     assert not marker.exists()
+    path.write_bytes(pickle.dumps({"w": [0.0]}, protocol=protocol))  # harmless, still not ours
+    with pytest.raises(CheckpointError, match=r"evil\.pkl: is a plain Python pickle \(as "
+                       r"pickle\.dump writes\), not a file torch\.save wrote"):
+        load_torch_file(path)
+
+
+def test_damaged_legacy_torch_file_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "old.pt"
+    torch.save({"w": torch.zeros(4)}, path, _use_new_zipfile_serialization=False)
+    path.write_bytes(path.read_bytes()[:40])
+    with pytest.raises(CheckpointError, match=r"old\.pt: is damaged or not a PyTorch file "
+                       r"\(torch\.save's legacy pickle format"):
+        load_torch_file(path)
 
 
 @pytest.mark.parametrize(

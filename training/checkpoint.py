@@ -44,6 +44,8 @@ class CheckpointError(Exception):
 # for older files such as the official pretrained generators, a pickle (protocol 2: 0x80 0x02).
 _ZIP_MAGIC = b"PK\x03\x04"
 _PICKLE_MAGIC = b"\x80"
+# torch.save's legacy (non-zip) format opens with a protocol-2 pickle of this magic number.
+_TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
 # An ONNX file is a protobuf ModelProto: field 1 (ir_version, varint; tag byte 0x08) comes
 # first, then a small version number and the tag of another ModelProto field.
 _ONNX_NEXT_TAGS = frozenset({0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x72})
@@ -102,13 +104,17 @@ def _load_failure_reason(exc: Exception, head: bytes) -> str:
                 "(loaded with weights_only=True, nothing was executed)")
     if head.startswith(_ZIP_MAGIC):
         return f"is a zip archive but not a PyTorch file ({_first_line(exc)})"
+    if head.startswith(_PICKLE_MAGIC) and not head.startswith(_TORCH_LEGACY_MAGIC):
+        return ("is a plain Python pickle (as pickle.dump writes), not a file torch.save "
+                "wrote; it was not loaded, since unpickling it could run code")
     if head.startswith(_PICKLE_MAGIC):
-        # A pickle, but not one torch.save wrote (e.g. pickle.dump of arbitrary objects).
+        # torch.save's legacy format, but damaged or holding what weights_only refuses.
         reason = message.split("WeightsUnpickler error:")[-1] if isinstance(
             exc, pickle.UnpicklingError) else _first_line(exc)
         detail = next((line.strip() for line in reason.splitlines() if line.strip()),
                       type(exc).__name__)
-        return f"is not a PyTorch file (a Python pickle torch.load cannot read safely: {detail})"
+        return ("is damaged or not a PyTorch file (torch.save's legacy pickle format, but "
+                f"torch.load could not read it safely: {detail})")
     return "is not a PyTorch file (neither the zip nor the pickle format torch.save writes)"
 
 
