@@ -341,16 +341,27 @@ class OpenCVBackend:
                                    "truncated?); export it again") from None
             raise BackendError(f"{model_path}: OpenCV DNN cannot load it ({reason}); "
                                "re-export with --portable-pad or use onnxruntime") from None
-        if threads is not None:
-            cv2.setNumThreads(threads)
+        self.threads = threads
         self.providers = [f"OpenCV DNN {cv2.__version__} (CPU)"]
         self.precision = _file_precision(model_path)
         self._lock = threading.Lock()
 
     def run(self, batch: np.ndarray) -> np.ndarray:
+        import cv2
+
         with self._lock:
             self.net.setInput(np.ascontiguousarray(batch))
-            return np.array(self.net.forward())
+            if self.threads is None:
+                return np.array(self.net.forward())
+            # OpenCV's thread count is the whole process's: set for this call only, so the
+            # app's own cv2 calls (and backend="auto" merely trying OpenCV) keep theirs.
+            # A set costs well under a microsecond.
+            before = cv2.getNumThreads()
+            cv2.setNumThreads(self.threads)
+            try:
+                return np.array(self.net.forward())
+            finally:
+                cv2.setNumThreads(before)
 
 
 def openvino_precision_name(value: object) -> str:

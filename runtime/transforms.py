@@ -75,6 +75,7 @@ def split_alpha(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     ``(H, W, 4)`` (alpha split off); uint8 or uint16 (scaled by 1/257). Channel order is kept.
     """
     image = np.asarray(image)
+    given = image.shape
     if image.dtype == np.uint16:
         image = np.rint(image.astype(np.float32) / 257.0).astype(np.uint8)
     elif image.dtype != np.uint8:
@@ -82,9 +83,9 @@ def split_alpha(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     if image.ndim == 2:
         image = image[:, :, None]
     if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
-        raise ValueError(f"expected an (H, W), (H, W, 3) or (H, W, 4) image, got {image.shape}")
+        raise ValueError(f"expected an (H, W), (H, W, 3) or (H, W, 4) image, got {given}")
     if image.shape[0] == 0 or image.shape[1] == 0:
-        raise ValueError(f"empty image of shape {image.shape}")
+        raise ValueError(f"empty image of shape {given}")
     alpha = None
     if image.shape[2] == 4:
         alpha = np.ascontiguousarray(image[:, :, 3])

@@ -10,7 +10,9 @@ the file name means nothing. No torch anywhere.
 
 from __future__ import annotations
 
+import os
 import time
+import warnings
 from collections.abc import Generator, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -56,6 +58,34 @@ def _is_pil(image: object) -> bool:
                for cls in type(image).__mro__)
 
 
+def _pil_array(image: Any, color_order: str) -> np.ndarray:
+    """A PIL image -> a numpy image in ``color_order``: uint8 RGB(A), or uint16 gray for the
+    16-bit modes (``convert("RGB")`` would clip them at 255), alpha kept where the mode has it.
+    """
+    if image.mode == "F":  # 32-bit float gray, taken as [0, 1] (as read_image does)
+        gray = np.nan_to_num(np.asarray(image, np.float32))
+        if gray.size and float(gray.max()) > 1.0:
+            warnings.warn(f"a PIL mode 'F' image is taken as [0, 1], but its values reach "
+                          f"{float(gray.max()):g}: they are clipped to white (for a 0-255 "
+                          "image, give image.convert('L'))", UserWarning, stacklevel=4)
+        return np.clip(np.rint(gray * 255.0), 0, 255).astype(np.uint8)
+    if image.mode == "I" or image.mode.startswith("I;16"):
+        gray = np.asarray(image)
+        if image.mode == "I" and gray.size and 0 < int(gray.max()) <= 255:
+            warnings.warn("a PIL mode 'I' image is taken as 16-bit (0-65535), but its values "
+                          "stay within 0-255: it comes out nearly black (for an 8-bit image, "
+                          "give image.convert('L'))", UserWarning, stacklevel=4)
+        return np.clip(gray, 0, 65535).astype(np.uint16)
+    if image.mode in ("RGBa", "La"):  # premultiplied alpha: un-premultiplied first
+        image = image.convert("RGBA" if image.mode == "RGBa" else "LA")
+    # alpha kept, a palette's transparent entry included (as read_image keeps it)
+    alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
+    array = np.asarray(image.convert("RGBA" if alpha else "RGB"))
+    if color_order == "BGR":
+        array = np.ascontiguousarray(array[..., [2, 1, 0, *range(3, array.shape[2])]])
+    return array
+
+
 def _probe_input(meta: ModelMetadata) -> np.ndarray:
     """One natural-looking frame at the model's training size (<= 256), in its IO format."""
     side = min(meta.crop_size or 256, 256)
@@ -96,13 +126,18 @@ class Translator:
     whose longer side exceeds it are translated at that working resolution and scaled back
     (faster on large frames). ``max_batch``: frames per model call at most (None: 1 on a CPU,
     where batches are slower per frame, 8 on a GPU; on a CPU always no more than fit in
-    memory); ``translate_batch`` splits larger inputs into chunks. One instance may be shared
-    by several threads.
+    memory); ``translate_batch`` splits larger inputs into chunks. ``threads``: CPU threads
+    for the model (a whole number; None: the backend's default). OpenCV's thread count is
+    process-wide, so the OpenCV backend sets it only for the length of its own calls. One
+    instance may be shared by several threads.
 
-    Inputs: numpy HWC arrays (BGR unless ``color_order="RGB"``), PIL images (RGB or RGBA in,
-    a PIL image of the same mode out; Pillow is imported only then) and image file paths (str
-    or ``Path``: read, translated, returned as a numpy array in ``color_order``, BGR by
-    default).
+    Inputs: numpy HWC arrays (BGR unless ``color_order="RGB"``), PIL images (Pillow is imported
+    only then; returned as a PIL image, RGB, or RGBA when the input has alpha: RGBA, LA, PA, a
+    palette with a transparent entry, or premultiplied RGBa/La) and image file paths (str,
+    ``Path`` or any ``os.PathLike``: read, translated, returned as a numpy array in
+    ``color_order``, BGR by default). PIL mode "I" is taken as 16-bit (0-65535, as older Pillow
+    opens a 16-bit PNG) and mode "F" as [0, 1] (a float TIFF); convert other ranges first
+    (e.g. ``image.convert("L")``).
     """
 
     def __init__(self, model_path: str | Path, *, providers: str | Sequence[str] = "auto",
@@ -110,6 +145,8 @@ class Translator:
                  max_side: int | None = None, precision: str = "auto",
                  max_batch: int | None = None, cuda_graph: bool = False) -> None:
         self.max_batch = max_batch  # checked by the property
+        if threads is not None:
+            _check_whole_number("threads", threads)
         self.model_path = Path(model_path)
         if self.model_path.is_dir():
             raise BackendError(f"{self.model_path}: is a folder; give the exported .onnx "
@@ -135,12 +172,7 @@ class Translator:
                 self.backend.custom_metadata, str(self.model_path))
         else:
             self.metadata = read_metadata(self.model_path)
-        if max_side is not None:
-            _check_whole_number("max_side", max_side)
-        if max_side is not None and max_side < self.metadata.size_multiple:
-            raise ValueError(f"max_side {max_side} is smaller than the model's size multiple "
-                             f"{self.metadata.size_multiple}")
-        self.max_side = max_side
+        self.max_side = max_side  # checked by the property
 
     def _choose_backend(self, providers: str | Sequence[str], device_id: int,
                         threads: int | None, precision: str) -> Backend:
@@ -237,7 +269,8 @@ class Translator:
         uint16; channels in ``color_order`` ("BGR" as OpenCV reads, or "RGB"). Returns uint8
         ``(H, W, 3)`` in ``color_order`` (``(H, W, 4)`` with the input's alpha carried over),
         exactly the input's height and width. A PIL image comes back as a PIL image (RGB, or
-        RGBA for RGBA); an image path (str / ``Path``) as a numpy BGR array.
+        RGBA when it has alpha); an image path (str, ``Path``, ``os.PathLike``) as a numpy array
+        in ``color_order``.
         """
         return self.translate_batch([image], color_order=color_order)[0]
 
@@ -254,6 +287,21 @@ class Translator:
         if value is not None:
             _check_whole_number("max_batch", value)
         self._max_batch = value
+
+    @property
+    def max_side(self) -> int | None:
+        """Longer side of the working resolution at most (None: frames run at their own
+        size); a whole number no smaller than the model's size multiple, checked when set."""
+        return self._max_side
+
+    @max_side.setter
+    def max_side(self, value: int | None) -> None:
+        if value is not None:
+            _check_whole_number("max_side", value)
+            if value < self.metadata.size_multiple:
+                raise ValueError(f"max_side {value} is smaller than the model's size multiple "
+                                 f"{self.metadata.size_multiple}")
+        self._max_side = value
 
     def translate_batch(self, images: Iterable[Any], *, color_order: str = "BGR") -> list[Any]:
         """Translate several images (numpy, PIL or paths, as :meth:`translate`; a list, any
@@ -357,28 +405,20 @@ class Translator:
     @staticmethod
     def _as_array(image: Any, color_order: str) -> np.ndarray:
         """A numpy image in ``color_order`` from a numpy array, a PIL image or a path."""
-        if isinstance(image, (str, Path)):
+        if isinstance(image, (str, bytes, os.PathLike)):
             from runtime.media.sources import read_image
 
-            array = read_image(Path(image))  # BGR(A) or gray, as OpenCV reads it
+            array = read_image(Path(os.fsdecode(image)))  # BGR(A) or gray, as OpenCV reads it
             if color_order == "RGB" and array.ndim == 3 and array.shape[2] >= 3:
                 array = np.ascontiguousarray(array[..., [2, 1, 0, *range(3, array.shape[2])]])
             return array
         if _is_pil(image):
-            if image.mode == "F":  # 32-bit float gray, taken as [0, 1] (as read_image does)
-                gray = np.nan_to_num(np.asarray(image, np.float32))
-                return np.clip(np.rint(gray * 255.0), 0, 255).astype(np.uint8)
-            if image.mode == "I" or image.mode.startswith("I;16"):
-                # 16-bit gray (a 16-bit PNG opens so): convert("RGB") would clip it at 255
-                return np.clip(np.asarray(image), 0, 65535).astype(np.uint16)
-            # alpha kept, a palette's transparent entry included (as read_image keeps it)
-            alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
-            mode = "RGBA" if alpha else "RGB"
-            array = np.asarray(image.convert(mode))
-            if color_order == "BGR":
-                array = np.ascontiguousarray(array[..., [2, 1, 0, *range(3, array.shape[2])]])
-            return array
-        return np.asarray(image)
+            return _pil_array(image, color_order)
+        array = np.asarray(image)
+        if array.dtype.kind in "OSUV":  # None, strings, records: not pixels
+            raise TypeError(f"expected an image (a numpy array, a PIL image or a path), got "
+                            f"{type(image).__name__}")
+        return array
 
     @staticmethod
     def _as_given(original: Any, result: np.ndarray, color_order: str) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -280,6 +281,79 @@ def test_early_exit_closes_the_source_and_stops_the_thread(translator: Translato
     assert state["read"] <= 3 + in_flight + 2 + 1
 
 
+def test_closing_does_not_wait_for_a_source_stuck_in_a_read(translator: Translator) -> None:
+    """A stalled camera or network stream: close() returns after CLOSE_WAIT_S; the decode
+    thread closes the source as soon as its read returns."""
+    release, closed = threading.Event(), threading.Event()
+
+    def stalls() -> Iterator[np.ndarray]:
+        try:
+            yield frames(1)[0]
+            release.wait(20)  # stuck in the next read until the test lets it go
+            yield frames(1)[0]
+        finally:
+            closed.set()
+
+    stream = translator.stream(stalls(), queue_size=1)
+    next(stream)
+    started = time.perf_counter()
+    stream.close()
+    waited = time.perf_counter() - started
+    assert waited < 10, f"close() waited {waited:.1f} s for a stuck source"
+    assert not closed.is_set()  # still in its read: not closed under its feet
+    release.set()
+    assert closed.wait(10), "the source was never closed"
+    deadline = time.perf_counter() + 10
+    while decode_threads() and time.perf_counter() < deadline:
+        time.sleep(0.05)
+    assert not decode_threads()
+
+
+@pytest.mark.parametrize("source", [-1, np.int64(-2), True, np.bool_(False)])
+def test_negative_or_boolean_camera_is_refused(translator: Translator, source: object) -> None:
+    # cv2.VideoCapture(-1) crashes some OpenCV builds outright (SIGSEGV)
+    with pytest.raises(StreamError, match="camera index is 0 or more|not a video path"):
+        next(translator.stream(source))
+
+
+class _FakeCapture:
+    """An OpenCV capture that opened and gives ``count`` frames."""
+
+    def __init__(self, count: int) -> None:
+        self.left, self.released = count, False
+
+    def read(self) -> tuple[bool, np.ndarray | None]:
+        self.left -= 1
+        return (True, frames(1)[0]) if self.left >= 0 else (False, None)
+
+    def release(self) -> None:
+        self.released = True
+
+
+@pytest.mark.parametrize(("gives", "announces"), [(0, 0), (0, 40), (3, 40), (39, 40)])
+def test_a_url_or_camera_that_gives_nothing_or_breaks_off_is_said(
+        translator: Translator, monkeypatch: pytest.MonkeyPatch, gives: int,
+        announces: int) -> None:
+    import runtime.media.stream as stream_module
+    from runtime.media.sources import VideoInfo
+
+    capture = _FakeCapture(gives)
+    monkeypatch.setattr(stream_module, "open_video",
+                        lambda source: (capture, VideoInfo(32, 32, 25.0, announces)))
+    url = "http://camera.local/live"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if gives == 0:
+            with pytest.raises(StreamError, match=f"{url}: opened, but gave no frame"):
+                list(translator.stream(url))
+        else:
+            assert len(list(translator.stream(url))) == gives
+    short = [str(w.message) for w in caught if issubclass(w.category, StreamWarning)]
+    assert short == ([f"{url}: ended after 3 of the 40 frames it announces (the connection "
+                      "dropped?)"] if gives == 3 else [])  # 39 of 40: within a count's error
+    assert capture.released
+
+
 def test_temporal_stream_smooths_but_keeps_the_first_frame(translator: Translator) -> None:
     image = frames(1)[0]
     noisy = [np.clip(image.astype(int) + np.random.default_rng(i).integers(-6, 7, image.shape),
@@ -324,6 +398,40 @@ def test_pil_16_bit_gray_is_scaled_not_clipped(translator: Translator) -> None:
     assert np.array_equal(np.asarray(translator(as_float)), expected)
 
 
+def test_pil_modes_of_another_range_warn(translator: Translator) -> None:
+    image_module = pytest.importorskip("PIL.Image")
+    gray8 = cv2.cvtColor(frames(1)[0], cv2.COLOR_BGR2GRAY)
+    eight_bit_i = image_module.fromarray(gray8).convert("I")  # 0-255 values in mode I
+    with pytest.warns(UserWarning, match=r"mode 'I' image is taken as 16-bit .*convert\('L'\)"):
+        translator(eight_bit_i)
+    eight_bit_f = image_module.fromarray(gray8).convert("F")  # 0-255 values in mode F
+    with pytest.warns(UserWarning, match="mode 'F' image is taken as \\[0, 1\\], but its "
+                      "values reach 2"):
+        translator(eight_bit_f)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # in range: no warning
+        translator(image_module.fromarray(gray8.astype(np.float32) / 255.0))
+        translator(image_module.fromarray(gray8).convert("L"))
+
+
+def test_premultiplied_pil_modes_keep_their_alpha(translator: Translator) -> None:
+    image_module = pytest.importorskip("PIL.Image")
+    rgb = frames(1)[0]
+    rgba = image_module.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)]))
+    for mode in ("RGBa", "La"):
+        out = translator(rgba.convert(mode))
+        assert out.mode == "RGBA" and (np.asarray(out)[..., 3] == 255).all(), mode
+
+
+def test_other_objects_are_a_type_error(translator: Translator) -> None:
+    for value in (None, object(), {"image": 1}):
+        with pytest.raises(TypeError, match="expected an image \\(a numpy array, a PIL image "
+                           "or a path\\), got"):
+            translator(value)
+    with pytest.raises(ValueError, match=r"empty image of shape \(0, 5\)$"):
+        translator(np.zeros((0, 5), np.uint8))
+
+
 def test_image_path_in_numpy_bgr_out(translator: Translator, tmp_path: Path) -> None:
     bgr = frames(1)[0]
     path = tmp_path / "photo.png"
@@ -331,6 +439,13 @@ def test_image_path_in_numpy_bgr_out(translator: Translator, tmp_path: Path) -> 
     expected = translator(bgr)
     assert np.array_equal(translator(str(path)), expected)
     assert np.array_equal(translator(path), expected)
+    assert np.array_equal(translator(bytes(path)), expected)
+
+    class Located:  # any os.PathLike
+        def __fspath__(self) -> str:
+            return str(path)
+
+    assert np.array_equal(translator(Located()), expected)
     with pytest.raises(Exception, match="no such file|unreadable"):
         translator(tmp_path / "nope.png")
 
@@ -370,7 +485,7 @@ def test_translate_batch_takes_any_iterable_but_not_one_image(translator: Transl
 
 
 @pytest.mark.parametrize("value", [0, 2.5, "4", True])
-def test_max_batch_and_max_side_are_whole_numbers(model: Path, translator: Translator,
+def test_max_batch_max_side_and_threads_are_whole_numbers(model: Path, translator: Translator,
                                                   value: object) -> None:
     with pytest.raises(ValueError, match="max_batch must be a whole number >= 1, got"):
         Translator(model, providers="cpu", max_batch=value)  # type: ignore[arg-type]
@@ -379,9 +494,30 @@ def test_max_batch_and_max_side_are_whole_numbers(model: Path, translator: Trans
     if value != 0:  # 0 is below the size multiple: refused with that reason
         with pytest.raises(ValueError, match="max_side must be a whole number"):
             Translator(model, providers="cpu", max_side=value)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="max_side must be a whole number"):
+            translator.max_side = value  # type: ignore[assignment]
+    with pytest.raises(ValueError, match="threads must be a whole number >= 1, got"):
+        Translator(model, providers="cpu", threads=value)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_side 2 is smaller than the model's size multiple"):
+        translator.max_side = 2
+    assert translator.max_side is None
     translator.max_batch = np.int64(3)  # numpy's integers are whole numbers too
     assert translator.max_batch == 3
     translator.max_batch = None
+
+
+def test_opencv_threads_stay_the_backends_own(model: Path) -> None:
+    """OpenCV's thread count is process-wide: a Translator's ``threads`` must not change it for
+    the app's own cv2 calls, even when backend="auto" merely tries OpenCV."""
+    before = cv2.getNumThreads()
+    try:
+        translator = Translator(model, providers="cpu", backend="opencv", threads=1)
+    except Exception as exc:  # noqa: BLE001 - this OpenCV cannot load the model
+        pytest.skip(f"OpenCV DNN cannot run the model here: {exc}")
+    translator(frames(1)[0])
+    assert cv2.getNumThreads() == before
+    Translator(model, providers="cpu", backend="auto", threads=1)
+    assert cv2.getNumThreads() == before
 
 
 def test_default_chunk_is_one_on_a_cpu_and_memory_caps_max_batch(

@@ -306,6 +306,8 @@ class VideoInfo:
 
 def open_video(path: Path | str | int) -> tuple[cv2.VideoCapture, VideoInfo]:
     """Open a video file, camera index or stream URL; :class:`InputError` if it cannot."""
+    if isinstance(path, int) and path < 0:  # -1 ("any camera") crashes some OpenCV builds
+        raise InputError(str(path), "a camera index is 0 or more")
     capture = cv2.VideoCapture(path if isinstance(path, int) else str(path))
     if not capture.isOpened():
         capture.release()

@@ -13,6 +13,7 @@ A failure reaches the consumer as a :class:`StreamError` naming the source.
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import warnings
@@ -39,6 +40,9 @@ _POLL_S = 0.1  # blocking queue operations wake this often to check for a stop
 # waits for a result before giving its next frame would otherwise never get one).
 _IN_FLIGHT_POLL_S = 0.005
 _WAITING = object()  # get(): a result is ready while no input had come
+# Closing a stream waits this long for its decode thread to close the source: a source stuck
+# in a read is closed by that thread when the read returns, not by the consumer's close().
+CLOSE_WAIT_S = 1.0
 
 
 class StreamError(InputError):
@@ -75,12 +79,20 @@ def open_source(source: Any, *, model_on_cpu: bool = True,
             raise StreamError("frames", f"an array of shape {source.shape} is not a sequence of "
                               "frames; give (N, H, W, 3) frames, or translate one image")
         return iter(source), (lambda: None), "frames"
-    if isinstance(source, int) or (isinstance(source, str) and "://" in source):
+    if isinstance(source, (bool, np.bool_)):
+        raise StreamError(repr(source), "not a video path, camera index, URL or iterable of "
+                          "frames")
+    if isinstance(source, (int, np.integer)) and source < 0:
+        # OpenCV's "any camera" index -1 crashes some builds outright (SIGSEGV)
+        raise StreamError(str(source), "a camera index is 0 or more")
+    if isinstance(source, (int, np.integer)) or (isinstance(source, str) and "://" in source):
+        source = int(source) if isinstance(source, np.integer) else source
         try:
-            capture, _ = open_video(source)
+            capture, info = open_video(source)
         except InputError as err:
             raise StreamError(err.path, err.reason) from None
-        return video_frames(capture), capture.release, str(source)
+        return _capture_images(capture, str(source), info.frame_count), capture.release, str(
+            source)
     if isinstance(source, (str, Path)):
         from runtime.media.video import VideoReader
 
@@ -104,6 +116,7 @@ def open_source(source: Any, *, model_on_cpu: bool = True,
 def pipelined(translator: Translator, items: Iterable[T], image_of: Callable[[T], np.ndarray],
               *, name: str = "frames", batch_size: int = 1, temporal: bool = False,
               queue_size: int = 8, in_flight: int | None = None,
+              close_source: Callable[[], None] | None = None,
               ) -> Generator[tuple[T, np.ndarray], None, None]:
     """Yield ``(item, translated image)`` for every item of ``items``, in order.
 
@@ -112,8 +125,12 @@ def pipelined(translator: Translator, items: Iterable[T], image_of: Callable[[T]
     time in worker threads (default: the translator's :attr:`~Translator.in_flight`, 2 on a
     GPU, 1 on a CPU); ``temporal``: each output passes a :class:`TemporalStabilizer`, in
     order. Errors in reading or translating raise :class:`StreamError` naming ``name``.
-    Closing the generator stops the threads (they are joined before the generator returns),
-    so the caller may close the items' source afterwards.
+    Closing the generator stops the threads. Without ``close_source`` they are joined before
+    the generator returns, so the caller may close the items' source afterwards. With it, the
+    decode thread calls it once it stops reading (at the end, on an error or on a stop), and
+    closing waits at most :data:`CLOSE_WAIT_S` for that: a source stuck in a read (a stalled
+    camera or network stream) is closed as soon as the read returns, without holding up the
+    consumer.
     """
     stop = threading.Event()
     buffer: queue.Queue[Any] = queue.Queue(max(1, queue_size))
@@ -128,14 +145,20 @@ def pipelined(translator: Translator, items: Iterable[T], image_of: Callable[[T]
         return False
 
     def read() -> None:
+        error: BaseException | None = None
         try:
             for item in items:
                 if not put(item):
-                    return
+                    return  # stopped: nobody waits for the end marker
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
-            put(_Ended(exc))
-            return
-        put(_Ended())
+            error = exc
+        finally:
+            if close_source is not None:
+                try:
+                    close_source()
+                except BaseException as exc:  # noqa: BLE001 - as a read error
+                    error = error or exc
+        put(_Ended(error))
 
     def get(ready: Callable[[], bool] | None = None) -> Any:
         """The next item; :data:`_WAITING` as soon as ``ready()`` holds while none has come."""
@@ -170,8 +193,8 @@ def pipelined(translator: Translator, items: Iterable[T], image_of: Callable[[T]
     depth = max(1, in_flight if in_flight is not None else translator.in_flight)
     workers = ThreadPoolExecutor(depth, thread_name_prefix=f"stream-model[{name}]")
     pending: deque[tuple[list[T], Future[list[np.ndarray]]]] = deque()
-    thread.start()
     try:
+        thread.start()
         ended: _Ended[T] | None = None
         while True:
             while ended is None and len(pending) < depth:
@@ -203,7 +226,11 @@ def pipelined(translator: Translator, items: Iterable[T], image_of: Callable[[T]
         for _, future in pending:
             future.cancel()
         workers.shutdown(wait=True)  # a batch being translated finishes; none starts
-        thread.join()
+        if thread.ident is None:  # never started: the source is still ours to close
+            if close_source is not None:
+                close_source()
+        else:
+            thread.join(None if close_source is None else CLOSE_WAIT_S)
 
 
 def _stabilised(stabilizer: TemporalStabilizer, frame: Any, out: Any, name: str) -> np.ndarray:
@@ -238,16 +265,32 @@ def stream(translator: Translator, source: Any, *, temporal: bool = False, batch
     (or whatever channel order the source's frames have), each the size of its input.
 
     The source is closed when the frames run out, on an error, or when the consumer closes
-    the generator early.
+    the generator early; a source stuck in a read then is closed when that read returns, and
+    ``close()`` waits for it at most :data:`CLOSE_WAIT_S`.
     """
     frames, close, name = open_source(source, model_on_cpu=translator.on_cpu)
-    try:
-        for _, out in pipelined(translator, frames, _identity, name=name,
-                                batch_size=batch_size, temporal=temporal,
-                                queue_size=queue_size, in_flight=in_flight):
+    with contextlib.closing(pipelined(translator, frames, _identity, name=name,
+                                      batch_size=batch_size, temporal=temporal,
+                                      queue_size=queue_size, in_flight=in_flight,
+                                      close_source=close)) as outputs:
+        for _, out in outputs:
             yield out
-    finally:
-        close()
+
+
+def _capture_images(capture: Any, name: str, announced: int) -> Iterator[np.ndarray]:
+    """The frames of an OpenCV capture (a camera or a URL). One that opened but gives no frame
+    raises (OpenCV would just end); one that ends well short of the frames it announces (a
+    URL of a file whose connection dropped) is a :class:`StreamWarning`."""
+    count = 0
+    for frame in video_frames(capture):
+        count += 1
+        yield frame
+    if count == 0:
+        raise InputError(name, "opened, but gave no frame (the stream ended or could not be "
+                         "read)")
+    if announced > 0 and count < announced - 1:  # the count may be an estimate: off by one
+        warnings.warn(f"{name}: ended after {count} of the {announced} frames it announces "
+                      "(the connection dropped?)", StreamWarning, stacklevel=2)
 
 
 def _video_images(reader: Any) -> Iterator[np.ndarray]:
