@@ -341,6 +341,28 @@ def test_animated_gif_keeps_every_frame_and_its_timing(tmp_path: Path) -> None:
     assert back.loop_count == given.loop_count != 0
 
 
+def test_gif_delays_are_the_files_own(tmp_path: Path) -> None:
+    """Pillow's GIFs with 0 delays (shown at a browser's default pace) read as 1000 ms for the
+    first frame in OpenCV; the output keeps the file's own delays. Local colour tables,
+    comments and the loop extension are walked over."""
+    image_module = pytest.importorskip("PIL.Image")
+    from runtime.media.sources import gif_delays_ms
+
+    pictures = [image_module.fromarray(image[..., ::-1]) for image in natural_images(
+        3, 24, 32, seed=13)]
+    for durations in ([0, 0, 0], [30, 0, 250]):
+        path = tmp_path / f"pil_{durations[-1]}.gif"
+        pictures[0].save(path, save_all=True, append_images=pictures[1:], duration=durations,
+                         loop=0, comment=b"made by Pillow", optimize=False)
+        assert gif_delays_ms(path.read_bytes()) == durations
+        out = tmp_path / f"out_{durations[-1]}.gif"
+        result = run(MODEL, path, "-o", out)
+        assert result.exit_code == 0, result.output
+        assert gif_delays_ms(out.read_bytes()) == durations
+    assert gif_delays_ms(b"GIF89a" + bytes(7) + b"\x99") is None  # not a block a GIF has
+    assert gif_delays_ms(b"\x89PNG\r\n\x1a\n" + bytes(20)) is None
+
+
 # ---- leftovers -----------------------------------------------------------------------------
 
 def test_stale_temp_files_of_a_dead_process_are_removed(tmp_path: Path) -> None:

@@ -75,7 +75,50 @@ def read_animation(path: Path) -> tuple[list[np.ndarray], list[int], int]:
     if not ok or not animation.frames:
         raise InputError(path, "corrupt or truncated animation")
     durations = [int(d) for d in np.asarray(animation.durations).ravel()]
+    if path.suffix.lower() == ".gif":
+        # OpenCV reads a 0 delay on the first frame of some GIFs (Pillow's) as 1000 ms; the
+        # file's own delays are what viewers show.
+        own = gif_delays_ms(path.read_bytes())
+        if own is not None and len(own) == len(durations):
+            durations = own
     return list(animation.frames), durations, int(animation.loop_count)
+
+
+def gif_delays_ms(data: bytes) -> list[int] | None:
+    """Each image's delay in a GIF file, in ms (its Graphic Control Extension's hundredths of
+    a second; 0 where it has none), or None when ``data`` is not a well-formed GIF.
+
+    A walk over the GIF89a block structure (no pixel data is decoded): Pillow is not a
+    runtime dependency and OpenCV's reader does not give the file's own delays (above)."""
+    if data[:6] not in (b"GIF87a", b"GIF89a") or len(data) < 13:
+        return None
+
+    def after_sub_blocks(at: int) -> int:
+        while at < len(data) and data[at]:
+            at += data[at] + 1
+        return at + 1
+
+    def colour_table_bytes(packed: int) -> int:
+        return 3 * 2 ** ((packed & 7) + 1) if packed & 0x80 else 0
+
+    at = 13 + colour_table_bytes(data[10])
+    delays: list[int] = []
+    pending = 0  # the delay of the next image, from the extension before it
+    while at < len(data):
+        block = data[at]
+        if block == 0x3B:  # trailer
+            return delays
+        if block == 0x21 and at + 1 < len(data):  # an extension
+            if data[at + 1] == 0xF9 and at + 6 < len(data) and data[at + 2] == 4:
+                pending = 10 * int.from_bytes(data[at + 4:at + 6], "little")
+            at = after_sub_blocks(at + 2)
+        elif block == 0x2C and at + 10 < len(data):  # an image: descriptor, table, LZW data
+            delays.append(pending)
+            pending = 0
+            at = after_sub_blocks(at + 10 + colour_table_bytes(data[at + 9]) + 1)
+        else:
+            return None
+    return delays or None  # no trailer (cut short): the images found
 
 
 def read_image(path: Path) -> np.ndarray:
