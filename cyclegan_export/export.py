@@ -210,7 +210,7 @@ def export_onnx(
         raise ExportError(f"opset {opset} is newer than this torch {torch.__version__} exports; "
                           f"use {MIN_OPSET} to {newest}")
     if batch is not None and batch < 1:
-        raise ExportError(f"--batch must be >= 1, got {batch}")
+        raise ExportError(f"--batch-size must be >= 1, got {batch}")
     _check_output_path(source, output)
     remove_stale_temps(output, started_wall)
     calibration_images = (read_calibration_images(Path(calibration))

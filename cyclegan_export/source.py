@@ -27,7 +27,9 @@ from training.networks import GeneratorSpec
 from training.pretrained import (
     generator_from_checkpoint,
     generator_from_state,
+    require_colour,
     unreadable_fields,
+    unwrap_state_dict,
 )
 
 # direction -> (key in the checkpoint's "generators", source domain field, target domain field)
@@ -85,13 +87,12 @@ def load_generator(path: str | Path, direction: str = "AtoB",
             raise CheckpointError(f"{path}: checkpoint version {data['version']} is newer than "
                                   f"this package understands ({CHECKPOINT_VERSION})")
         return _from_training_checkpoint(data, path, direction, overrides)
-    if isinstance(data, Mapping) and "state_dict" in data and isinstance(data["state_dict"],
-                                                                         Mapping):
-        data = data["state_dict"]  # a common wrapper around a plain state_dict
+    data = unwrap_state_dict(data)
     if not isinstance(data, Mapping):
         raise CheckpointError(f"{path}: not a checkpoint or state_dict "
                               f"(it holds a {type(data).__name__})")
     net, spec = generator_from_state(data, overrides, str(path))
+    require_colour(spec, str(path))
     source, target = ("A", "B") if direction == "AtoB" else ("B", "A")
     given = {k for k, v in (overrides or {}).items() if v is not None}
     return GeneratorSource(net, spec, "generator state_dict", direction, source, target,

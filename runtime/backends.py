@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from runtime.metadata import MetadataError, metadata_or_none, read_metadata
-from runtime.reasons import first_line
+from runtime.reasons import first_line, not_onnx_reason
 
 if TYPE_CHECKING:
     from runtime.gpu import BoundSession, GpuOptions
@@ -276,8 +276,9 @@ class OnnxRuntimeBackend:
         try:
             self.session = ort.InferenceSession(source, self._options, providers=provider_list)
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
-            raise BackendError(f"{self.model_path}: onnxruntime cannot load it "
-                               f"({first_line(exc)})") from None
+            reason = (not_onnx_reason(self.model_path)
+                      or f"onnxruntime cannot load it ({first_line(exc)})")
+            raise BackendError(f"{self.model_path}: {reason}") from None
         self.providers = list(self.session.get_providers())
         return precision_run
 

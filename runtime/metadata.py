@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from runtime.reasons import first_line, not_a_file
+from runtime.reasons import first_line, not_a_file, not_onnx_reason
 
 SCHEMA_NAME = "cyclegan-toolkit/model"
 SCHEMA_VERSION = 1
@@ -146,5 +146,6 @@ def read_metadata(path: str | Path) -> ModelMetadata:
     try:
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
-        raise MetadataError(f"{path}: not a loadable ONNX model ({first_line(exc)})") from None
+        reason = not_onnx_reason(path) or f"not a loadable ONNX model ({first_line(exc)})"
+        raise MetadataError(f"{path}: {reason}") from None
     return ModelMetadata.from_props(dict(session.get_modelmeta().custom_metadata_map), str(path))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 
@@ -33,3 +34,25 @@ def why_no_file(path: Path) -> str:
     if not path.exists():
         return "no such file"
     return "not a regular file (a pipe, socket or device)"
+
+
+def not_onnx_reason(path: Path) -> str | None:
+    """Why ``path``, an existing file that onnxruntime could not load, is no ONNX model, when
+    its first bytes tell: a PyTorch checkpoint (a zip archive with data.pkl, or a pickle), so
+    the advice can be to export it first. None when they do not tell."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4)
+            if head == b"PK\x03\x04":
+                with zipfile.ZipFile(handle) as archive:
+                    torch_file = any(name.rsplit("/", 1)[-1] == "data.pkl"
+                                     for name in archive.namelist())
+            else:
+                torch_file = head.startswith(b"\x80\x02")
+    except (OSError, zipfile.BadZipFile):  # unreadable, or a zip that is not one
+        return None
+    if not torch_file:
+        return None
+    return (f"is a PyTorch file, not an ONNX model: export it first (cyclegan-export "
+            f"{path} {path.with_suffix('.onnx').name})")
+

@@ -165,3 +165,63 @@ def test_temp_file_pattern_matches_the_writers_names_and_nothing_else(tmp_path: 
     for name in (".latest.pt.tmp", "latest.pt.abcdefgh.tmp", ".other.pt.abcdefgh.tmp",
                  ".latest.pt.abcdefgh.tmp.bak", ".latest.pt.ABCDEFGH.tmp", "latest.pt"):
         assert not pattern.fullmatch(name), name
+
+
+def _member_data_offset(path: Path, suffix: str) -> tuple[int, int]:
+    """(offset, size) of the stored bytes of the zip member whose name ends with ``suffix``."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        info = next(i for i in archive.infolist() if i.filename.endswith(suffix))
+    with open(path, "rb") as handle:
+        handle.seek(info.header_offset + 26)
+        name_length, extra_length = (int.from_bytes(handle.read(2), "little") for _ in "ne")
+    return info.header_offset + 30 + name_length + extra_length, info.compress_size
+
+
+def test_changed_weight_bytes_are_caught_by_the_zip_checksums(tmp_path: Path) -> None:
+    """torch.load does not check CRCs: flipped bytes would load as (absurd) weights."""
+    path = tmp_path / "g.pth"
+    torch.save({"w": torch.zeros(256)}, path)
+    offset, size = _member_data_offset(path, "/data/0")
+    data = bytearray(path.read_bytes())
+    data[offset + size // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match=r"g\.pth: is damaged: the checksum of "
+                       r"\S+/data/0 does not match its bytes"):
+        load_torch_file(path)
+
+
+def test_truncated_zip_checkpoint_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "g.pth"
+    torch.save({"w": torch.zeros(256)}, path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match=r"g\.pth: is truncated or damaged"):
+        load_torch_file(path)
+
+
+def test_other_model_formats_are_named(tmp_path: Path) -> None:
+    import zipfile
+
+    scripted = tmp_path / "scripted.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Conv2d(3, 3, 1)), scripted)
+    keras = tmp_path / "generator.keras"
+    with zipfile.ZipFile(keras, "w") as archive:
+        archive.writestr("config.json", "{}")
+        archive.writestr("model.weights.h5", b"\x89HDF\r\n\x1a\n")
+    h5 = tmp_path / "generator.h5"
+    h5.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(64))
+    saved_model = tmp_path / "saved_model"
+    saved_model.mkdir()
+    (saved_model / "saved_model.pb").write_bytes(b"\x08\x01")
+    other_zip = tmp_path / "photos.pth"
+    with zipfile.ZipFile(other_zip, "w") as archive:
+        archive.writestr("a.txt", "not weights")
+    for path, reason in [(scripted, "is a TorchScript archive \\(torch.jit.save\\), not weights"),
+                         (keras, "is a Keras model; this toolkit reads PyTorch weights"),
+                         (h5, "is an HDF5 file \\(Keras weights\\?\\)"),
+                         (saved_model, "is a TensorFlow SavedModel"),
+                         (other_zip, "is a zip archive but not a PyTorch file \\(no data.pkl")]:
+        with pytest.raises(CheckpointError, match=f"{path.name}: {reason}") as info:
+            load_torch_file(path)
+        assert "weights_only set to False" not in str(info.value)

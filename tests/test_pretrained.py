@@ -111,3 +111,57 @@ def test_unet_dropout_cannot_be_read_from_weights(name: str, unreadable: set) ->
     same_weights = with_dropout.keys() == without.keys()
     assert same_weights == (name.startswith("unet"))  # why it cannot be read: no trace
     assert unreadable_fields(infer_generator_spec(without)) == unreadable
+
+
+def _batchnorm_net(name: str) -> torch.nn.Module:
+    torch.manual_seed(0)
+    net = build_generator(generator_spec(name, ngf=8, norm="batch"))
+    init_weights(net)
+    for module in net.modules():  # statistics that are not the defaults
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.2, 0.2)
+            module.running_var.uniform_(0.5, 1.5)
+    return net.eval()
+
+
+@pytest.mark.parametrize(("name", "size"), [("resnet_6blocks", 32), ("unet_128", 128)])
+def test_batchnorm_file_from_before_pytorch_0_4_1_loads(tmp_path: Path, name: str,
+                                                        size: int) -> None:
+    """BatchNorm saved before PyTorch 0.4.1 has no num_batches_tracked (pix2pix files)."""
+    net = _batchnorm_net(name)
+    state = {k: v for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}
+    path = tmp_path / "latest_net_G.pth"
+    torch.save(state, path)
+    loaded, spec = load_pretrained_generator(path)
+    assert spec.norm == "batch"
+    x = torch.rand(1, 3, size, size) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(loaded(x), net(x))
+
+
+def test_wrapped_state_dict_loads_and_a_training_checkpoint_is_pointed_elsewhere(
+        tmp_path: Path, tiny_checkpoint: Path) -> None:
+    net = build_generator(generator_spec("resnet_6blocks", ngf=8))
+    path = tmp_path / "wrapped.pth"
+    torch.save({"state_dict": net.state_dict(), "epoch": 3}, path)
+    assert load_pretrained_generator(path)[1].name == "resnet_6blocks"
+    with pytest.raises(CheckpointError, match="is a cyclegan-train checkpoint with two "
+                       "generators; load one with generator_from_checkpoint"):
+        load_pretrained_generator(tiny_checkpoint)
+
+
+@pytest.mark.parametrize(("input_nc", "output_nc"), [(1, 2), (1, 3), (3, 1)])
+def test_generators_that_are_not_colour_to_colour_are_refused(tmp_path: Path, input_nc: int,
+                                                              output_nc: int) -> None:
+    from cyclegan_export.source import load_generator
+    from training.distill.teacher import load_teacher
+
+    net = build_generator(generator_spec("resnet_6blocks", ngf=8, input_nc=input_nc,
+                                         output_nc=output_nc))
+    path = tmp_path / "colorization.pth"
+    torch.save(net.state_dict(), path)
+    message = (f"colorization.pth: the generator takes {input_nc} channel\\(s\\) and gives "
+               f"{output_nc}; this toolkit translates colour images")
+    for load in (load_generator, load_teacher):
+        with pytest.raises(CheckpointError, match=message):
+            load(path)

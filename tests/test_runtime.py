@@ -751,3 +751,24 @@ def test_openvino_backends_freed_in_any_order_leave_signals_deliverable() -> Non
     done = subprocess.run([sys.executable, "-c", _OPENVINO_LIFETIMES], capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0 and "survived" in done.stdout, (done.returncode, done.stderr)
+
+
+@pytest.mark.parametrize("zip_format", [True, False])
+def test_a_pytorch_file_given_as_the_model_says_to_export_it(tmp_path: Path,
+                                                             zip_format: bool) -> None:
+    from runtime.metadata import read_metadata
+
+    weights = tmp_path / "latest_net_G.pth"
+    torch.save({"w": torch.zeros(2)}, weights, _use_new_zipfile_serialization=zip_format)
+    advice = (f"latest_net_G.pth: is a PyTorch file, not an ONNX model: export it first "
+              f"\\(cyclegan-export {weights} latest_net_G.onnx\\)")
+    with pytest.raises(BackendError, match=advice):
+        Translator(weights)
+    with pytest.raises(MetadataError, match=advice):
+        read_metadata(weights)
+    result = CliRunner().invoke(run_cli, [str(weights), str(tmp_path), "-o", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "is a PyTorch file, not an ONNX model" in result.output
+    not_torch = tmp_path / "notes.onnx"
+    not_torch.write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(BackendError, match="notes.onnx: onnxruntime cannot load it"):
+        Translator(not_torch)

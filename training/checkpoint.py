@@ -27,6 +27,7 @@ import re
 import shutil
 import tempfile
 import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,9 @@ _ZIP_MAGIC = b"PK\x03\x04"
 _PICKLE_MAGIC = b"\x80"
 # torch.save's legacy (non-zip) format opens with a protocol-2 pickle of this magic number.
 _TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+_NOT_TENSORFLOW = ("this toolkit reads PyTorch weights (the TensorFlow tutorial's pix2pix U-Net "
+                   "is cyclegan-train --generator unet_256)")
 # An ONNX file is a protobuf ModelProto: field 1 (ir_version, varint; tag byte 0x08) comes
 # first, then a small version number and the tag of another ModelProto field.
 _ONNX_NEXT_TAGS = frozenset({0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x72})
@@ -75,6 +79,8 @@ def load_torch_file(path: str | Path) -> Any:
     if not path.exists():
         raise CheckpointError(f"{path}: no such file")
     if path.is_dir():
+        if (path / "saved_model.pb").is_file():
+            raise CheckpointError(f"{path}: is a TensorFlow SavedModel; {_NOT_TENSORFLOW}")
         raise CheckpointError(f"{path}: is a directory, expected a checkpoint file")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: empty file")
@@ -86,6 +92,10 @@ def load_torch_file(path: str | Path) -> Any:
     if _looks_like_onnx(path, head):
         raise CheckpointError(f"{path}: is an ONNX model, not a PyTorch checkpoint (ONNX files "
                               "are what cyclegan-export writes; give the .pt/.pth it came from)")
+    if head.startswith(_HDF5_MAGIC):
+        raise CheckpointError(f"{path}: is an HDF5 file (Keras weights?); {_NOT_TENSORFLOW}")
+    if head.startswith(_ZIP_MAGIC):
+        _check_zip(path)
     try:
         with warnings.catch_warnings():
             # e.g. "Detected pickle protocol 4": noise next to the one-line error we give.
@@ -93,6 +103,32 @@ def load_torch_file(path: str | Path) -> Any:
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - garbage bytes make the unpickler raise anything
         raise CheckpointError(f"{path}: {_load_failure_reason(exc, head)}") from None
+
+
+def _check_zip(path: Path) -> None:
+    """Refuse a zip-format file whose archive is cut short or whose bytes were changed (each
+    member's CRC-32, which torch.load does not check: flipped bytes would load as weights), or
+    that is a TorchScript or Keras archive rather than torch.save's weights."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            if any(name.endswith("/constants.pkl") or "/code/" in name for name in names):
+                raise CheckpointError(
+                    f"{path}: is a TorchScript archive (torch.jit.save), not weights: in a "
+                    "trusted environment, save torch.jit.load(path).state_dict() with "
+                    "torch.save and give that file")
+            if "config.json" in names and any(name.endswith(".weights.h5") for name in names):
+                raise CheckpointError(f"{path}: is a Keras model; {_NOT_TENSORFLOW}")
+            if not any(name.rsplit("/", 1)[-1] == "data.pkl" for name in names):
+                raise CheckpointError(f"{path}: is a zip archive but not a PyTorch file (no "
+                                      "data.pkl inside)")
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+        raise CheckpointError(f"{path}: is truncated or damaged (its zip archive cannot be "
+                              f"read: {_first_line(exc)})") from None
+    if damaged is not None:
+        raise CheckpointError(f"{path}: is damaged: the checksum of {damaged} does not match "
+                              "its bytes (a bad copy or download?)")
 
 
 def _load_failure_reason(exc: Exception, head: bytes) -> str:
@@ -103,7 +139,9 @@ def _load_failure_reason(exc: Exception, head: bytes) -> str:
         return ("refused to load: it contains Python objects or code, not only weights "
                 "(loaded with weights_only=True, nothing was executed)")
     if head.startswith(_ZIP_MAGIC):
-        return f"is a zip archive but not a PyTorch file ({_first_line(exc)})"
+        # Only torch's first sentence: the rest advises weights_only=False, which we never do.
+        return (f"is a zip archive but not a PyTorch file "
+                f"({_first_line(exc).split('. ')[0].rstrip('.')})")
     if head.startswith(_PICKLE_MAGIC) and not head.startswith(_TORCH_LEGACY_MAGIC):
         return ("is a plain Python pickle (as pickle.dump writes), not a file torch.save "
                 "wrote; it was not loaded, since unpickling it could run code")

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from training.checkpoint import CheckpointError, load_torch_file
+from training.checkpoint import CheckpointError, is_training_checkpoint, load_torch_file
 from training.networks import GeneratorSpec, build_generator
 
 _NORM_BUFFER_SUFFIXES = (".running_mean", ".running_var", ".num_batches_tracked")
@@ -113,7 +113,22 @@ def clean_generator_state(state: Mapping[str, Any]) -> dict[str, torch.Tensor]:
             if not _norm_has_affine(flat, layer):
                 continue
         cleaned[key] = value
+    for key in [k for k in cleaned if k.endswith(".running_mean")]:
+        # BatchNorm saved before PyTorch 0.4.1 has no step counter; torch's own loader adds a
+        # zero one for such files too (it only matters with momentum=None).
+        cleaned.setdefault(key[:-len("running_mean")] + "num_batches_tracked",
+                           torch.tensor(0, dtype=torch.long))
     return cleaned
+
+
+def require_colour(spec: GeneratorSpec, source: str) -> None:
+    """Refuse a generator that does not map 3 channels to 3 (a colorization or gray model):
+    the export's checks, the runtime and distillation all translate colour images.
+    Raises :class:`CheckpointError` naming ``source`` and the channel counts."""
+    if (spec.input_nc, spec.output_nc) != (3, 3):
+        raise CheckpointError(f"{source}: the generator takes {spec.input_nc} channel(s) and "
+                              f"gives {spec.output_nc}; this toolkit translates colour images "
+                              "(3 channels in, 3 out)")
 
 
 def resolve_generator(
@@ -151,10 +166,26 @@ def load_pretrained_generator(
 ) -> tuple[torch.nn.Module, GeneratorSpec]:
     """Load an official pretrained generator file into an eval-mode network on the CPU.
 
-    ``overrides`` (e.g. ``{"ngf": 64, "dropout": True}``) win over what the file implies.
-    Raises :class:`CheckpointError` with the file name and the reason on any failure.
+    ``overrides`` (e.g. ``{"ngf": 64, "dropout": True}``) win over what the file implies. A
+    ``{"state_dict": ...}`` wrapper is unwrapped (as ``cyclegan-export`` does). Raises
+    :class:`CheckpointError` with the file name and the reason on any failure, a
+    ``cyclegan-train`` checkpoint (two generators: see :func:`generator_from_checkpoint`)
+    included.
     """
-    return generator_from_state(load_torch_file(path), overrides, str(path))
+    data = load_torch_file(path)
+    if is_training_checkpoint(data):
+        raise CheckpointError(f"{path}: is a cyclegan-train checkpoint with two generators; "
+                              "load one with generator_from_checkpoint(data, 'G_AB' or 'G_BA', "
+                              "...) or cyclegan_export.load_generator(path, direction)")
+    return generator_from_state(unwrap_state_dict(data), overrides, str(path))
+
+
+def unwrap_state_dict(data: Any) -> Any:
+    """The state_dict inside a ``{"state_dict": {...}}`` wrapper (a common way to save one);
+    anything else as it is."""
+    if isinstance(data, Mapping) and isinstance(data.get("state_dict"), Mapping):
+        return data["state_dict"]
+    return data
 
 
 def generator_from_state(

@@ -27,7 +27,12 @@ from training.checkpoint import (
     load_torch_file,
 )
 from training.networks import GeneratorSpec, build_discriminator, discriminator_min_size
-from training.pretrained import generator_from_checkpoint, generator_from_state
+from training.pretrained import (
+    generator_from_checkpoint,
+    generator_from_state,
+    require_colour,
+    unwrap_state_dict,
+)
 
 GENERATOR_KEYS = {"AtoB": ("G_AB", "D_B", "domain_a", "domain_b"),
                   "BtoA": ("G_BA", "D_A", "domain_b", "domain_a")}
@@ -76,14 +81,14 @@ def load_teacher(path: str | Path, direction: str = "AtoB") -> Teacher:
         discriminator, min_size = _discriminator(data, d_key, config)
         kind = "training checkpoint"
     else:
-        if isinstance(data, Mapping) and isinstance(data.get("state_dict"), Mapping):
-            data = data["state_dict"]
+        data = unwrap_state_dict(data)
         if not isinstance(data, Mapping):
             raise CheckpointError(f"{path}: not a generator file (it holds a "
                                   f"{type(data).__name__})")
         net, spec = generator_from_state(data, None, str(path))
         source, target = ("A", "B") if direction == "AtoB" else ("B", "A")
         kind = "generator file"
+    require_colour(spec, str(path))
     net.eval()
     for parameter in net.parameters():
         parameter.requires_grad_(False)
