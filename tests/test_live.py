@@ -228,6 +228,22 @@ def test_video_file_as_webcam_is_recorded(translator: Translator, video: Path, t
         assert stats.seconds >= (FRAMES - 1) / FPS * 0.8
 
 
+def test_a_killed_recordings_temp_file_is_cleared_by_the_next(translator: Translator,
+                                                               video: Path,
+                                                               tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    left = tmp_path / f".rec.mp4.{dead}-abcd1234.part.mp4"  # SIGKILL mid-recording
+    left.write_bytes(b"half a recording")
+    stats = run_live(translator, str(video), display=False, max_frames=2,
+                     record=tmp_path / "rec.mp4")
+    assert stats.removed_parts == [left] and not left.exists()
+    assert "removed 1 stale temp file(s) of an interrupted recording" in stats.line()
+
+
 @pytest.mark.parametrize("record", [True, False])
 def test_cli_webcam_video_file(model: Path, video: Path, tmp_path: Path, record: bool) -> None:
     output = tmp_path / "rec.mp4"

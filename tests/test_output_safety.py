@@ -366,15 +366,38 @@ def test_gif_delays_are_the_files_own(tmp_path: Path) -> None:
 # ---- leftovers -----------------------------------------------------------------------------
 
 def test_stale_temp_files_of_a_dead_process_are_removed(tmp_path: Path) -> None:
+    import fcntl
+
+    from runtime.media.sinks import discard, temp_path
+
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True).stdout.strip()
+    hour_ago = time.time() - 3700
     stale = tmp_path / f".clip.mp4.{dead}-abcd1234.part.mp4"
-    live = tmp_path / f".clip.mp4.{os.getpid()}-abcd1234.part.mp4"
-    user = tmp_path / ".notes.part"
-    for path in (stale, live, user):
+    # A writer of this version holds its temp file locked: never touched.
+    live = temp_path(tmp_path / "clip.mp4", keep_suffix=True)
+    # Our own pid but nobody's lock: an earlier process that had our pid (PID 1 in containers).
+    reused_own = tmp_path / f".a.jpg.{os.getpid()}-abcd1234.part"
+    # A live pid (our parent) without a lock: a writer of a version before the locks, kept
+    # while its file is fresh, or a dead writer whose pid was reused, removed once it is old.
+    alive_fresh = tmp_path / f".b.jpg.{os.getppid()}-abcd1234.part"
+    alive_old = tmp_path / f".c.jpg.{os.getppid()}-abcd1234.part"
+    # A live writer in another container: its pid means nothing here, its lock does.
+    elsewhere = tmp_path / f".d.jpg.{dead}-wxyz9876.part"
+    legacy = [tmp_path / ".photo.jpg.k3j9x0qa.part", tmp_path / ".clip.mp4.k3j9x0qa.part.mp4"]
+    users = [tmp_path / ".notes.part", tmp_path / ".backup.firefox_.part",
+             tmp_path / ".thesis.chapter1.part.docx", tmp_path / ".budget.20240105.part"]
+    for path in (stale, reused_own, alive_fresh, alive_old, elsewhere, *legacy, *users):
         path.write_bytes(b"x")
-    assert remove_stale_parts([tmp_path]) == [stale]
-    assert live.exists() and user.exists()
+    for path in (alive_old, *legacy, *users):
+        os.utime(path, (hour_ago, hour_ago))
+    with open(elsewhere, "rb") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        removed = remove_stale_parts([tmp_path])
+    assert sorted(removed) == sorted([stale, reused_own, alive_old, *legacy])
+    assert all(path.exists() for path in (live, alive_fresh, elsewhere, *users))
+    discard(live)
+    assert not live.exists()
 
 
 @pytest.mark.slow
@@ -496,6 +519,40 @@ def test_manifest_ignores_a_torn_line(tmp_path: Path) -> None:
     again = OutputManifest(tmp_path)
     assert again.owns(out) and not again.owns(tmp_path / "b.png")
     assert json.loads((tmp_path / MANIFEST_NAME).read_text().splitlines()[0])["kind"] == "image"
+
+
+@pytest.mark.parametrize("kind", ["image", "video"])
+def test_a_kill_between_record_and_rename_never_orphans_an_output(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
+    """The record line is written before the rename: at the rename the output is already
+    listed; a run killed in between leaves the earlier output, still ours for the rerun."""
+    import runtime.media.sinks as sinks
+
+    source = (write_image(tmp_path / "in" / "a.png", natural_images(1, 32, 48, seed=2)[0])
+              if kind == "image" else write_video(tmp_path / "in" / "a.mp4", 6))
+    out = tmp_path / "out"
+    assert run(MODEL, source.parent, "-o", out, "-q").exit_code == 0  # type: ignore[attr-defined]
+    target = out / source.name
+    first = target.read_bytes()
+    real_replace = os.replace
+    listed_at_rename: list[int] = []
+
+    def killed_at_the_rename(tmp: str | Path, path: str | Path) -> None:
+        if Path(path) == target:
+            lines = (out / MANIFEST_NAME).read_text().splitlines()
+            listed_at_rename.append(sum(json.loads(line)["path"] == source.name
+                                        for line in lines))
+            raise KeyboardInterrupt  # the kill: the new file never takes the output's name
+        real_replace(tmp, path)
+
+    monkeypatch.setattr(sinks.os, "replace", killed_at_the_rename)
+    run(MODEL, source.parent, "-o", out, "-q")
+    monkeypatch.setattr(sinks.os, "replace", real_replace)
+    assert listed_at_rename == [2]  # the first run's line and this one's, before the rename
+    assert target.read_bytes() == first and not list(out.glob(".*.part*"))
+    again = run(MODEL, source.parent, "-o", out)
+    assert again.exit_code == 0, again.output  # type: ignore[attr-defined]
+    assert "not written by cyclegan-run" not in again.output  # type: ignore[attr-defined]
 
 
 # ---- memory, wrong reasons -----------------------------------------------------------------

@@ -22,7 +22,13 @@ from pathlib import Path
 import numpy as np
 
 from runtime.media.manifest import OutputManifest
-from runtime.media.sinks import OutputWriteError, draw_fps, side_by_side, write_image_atomic
+from runtime.media.sinks import (
+    OutputWriteError,
+    draw_fps,
+    remove_stale_parts,
+    side_by_side,
+    write_image_atomic,
+)
 from runtime.media.sources import LatestFrameGrabber, parse_live_source
 from runtime.media.temporal import TemporalStabilizer
 from runtime.media.video import AtomicVideoWriter
@@ -54,6 +60,7 @@ class LiveStats:
     error: str | None = None  # the source failed (a dropped stream), or translating a frame
     warnings: list[str] = field(default_factory=list)  # e.g. a snapshot that was not written
     working_size: tuple[int, int] | None = None  # (W, H) translated at last; None: frame's own
+    removed_parts: list[Path] = field(default_factory=list)  # an earlier recording's temp files
 
     @property
     def fps(self) -> float:
@@ -79,6 +86,9 @@ class LiveStats:
         text += f"; {self.ended_by}"
         if self.recording:
             text += f"; recorded {self.recording}"
+        if self.removed_parts:
+            text += (f"; removed {len(self.removed_parts)} stale temp file(s) of an interrupted "
+                     "recording")
         return text
 
 
@@ -184,6 +194,8 @@ def run_live(translator: Translator, source: str = "0", *, display: bool = True,
                             "program is using it)") from None
         raise LiveError(f"cannot open {source!r} ({exc})") from None
     stats = LiveStats()
+    if record is not None:  # a recording killed outright (SIGKILL, power loss) left its temp
+        stats.removed_parts = remove_stale_parts([record.parent])
     stabilizer = TemporalStabilizer() if temporal else None
     writer: AtomicVideoWriter | None = None
     pending: list[np.ndarray] = []
@@ -337,9 +349,8 @@ def _finish_recording(writer: AtomicVideoWriter | None, record: Path,
     if not writer.frames:
         writer.abort()
         return None
-    recording = writer.commit()  # removes its temp file itself when it fails
-    OutputManifest(writer.path.parent).record(recording, "video")
-    return recording
+    # removes its temp file itself when it fails
+    return writer.commit(OutputManifest(writer.path.parent).claimer("video"))
 
 
 RECORD_RATE_FRAMES = 10  # frames measured before the recording's frame rate is fixed

@@ -2,12 +2,14 @@
 nothing else.
 
 Each output folder (a folder output's root, or a single output file's folder) holds a hidden
-``.cyclegan-run.jsonl``: one JSON line per output written, appended right after its rename, with
-the file's size and modification time. A file is ours only while it still has that size and
-time, so a user's file that took an output's name since, or an output the user edited, is not
-ours any more. Appending one short line is atomic on local file systems, so concurrent runs and
-a killed run leave a readable record (a torn last line is ignored, and the next record starts on
-a line of its own).
+``.cyclegan-run.jsonl``: one JSON line per output written, appended just before the complete
+temp file is renamed to the output's name (a rename keeps size and time), with the file's size
+and modification time: a run killed between the two leaves a line for a file that never
+appeared, never a complete output nobody owns. A file is ours only while it still has the size
+and time of one of its lines, so a user's file that took an output's name since, or an output
+the user edited, is not ours any more. Appending one short line is atomic on local file
+systems, so concurrent runs and a killed run leave a readable record (a torn last line is
+ignored, and the next record starts on a line of its own).
 
 The same record keeps outputs from becoming inputs: a folder walk skips the files it lists.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 MANIFEST_NAME = ".cyclegan-run.jsonl"
@@ -33,18 +36,19 @@ class OutputManifest:
 
     def owns(self, path: Path) -> bool:
         """Is ``path`` (inside :attr:`folder`) an output we wrote and nobody changed since?"""
-        entry = self._entries.get(self._key(path))
-        if entry is None:
+        signatures = self._entries.get(self._key(path))
+        if not signatures:
             return False
         try:
             stat = path.stat()
         except OSError:
             return False
-        return stat.st_size == entry["size"] and stat.st_mtime_ns == entry["mtime_ns"]
+        return (stat.st_size, stat.st_mtime_ns) in signatures
 
-    def record(self, path: Path, kind: str) -> None:
-        """Note ``path`` (just written, ``kind`` "image" / "video" / "animation") as ours."""
-        stat = path.stat()
+    def record(self, path: Path, kind: str, stat: os.stat_result | None = None) -> None:
+        """Note ``path`` (``kind`` "image" / "video" / "animation") as ours, with its own
+        ``stat`` or, about to be renamed to it, its temp file's."""
+        stat = stat or path.stat()
         key = self._key(path)
         entry: dict[str, object] = {"path": key, "kind": kind, "size": stat.st_size,
                                     "mtime_ns": stat.st_mtime_ns}
@@ -60,7 +64,12 @@ class OutputManifest:
                 os.write(fd, line.encode())
             finally:
                 os.close(fd)
-            self._entries[key] = entry
+            self._entries.setdefault(key, set()).add((stat.st_size, stat.st_mtime_ns))
+
+    def claimer(self, kind: str) -> Callable[[Path, os.stat_result], None]:
+        """A ``claim`` for the atomic writers (:func:`runtime.media.sinks.publish`): records
+        the output from its temp file's stat before the rename."""
+        return lambda path, stat: self.record(path, kind, stat)
 
     def _key(self, path: Path) -> str:
         return Path(os.path.relpath(os.path.abspath(path), os.path.abspath(self.folder))).as_posix()
@@ -73,8 +82,10 @@ def listed_outputs(folder: Path) -> set[Path]:
     return {Path(os.path.normpath(base / key)) for key in entries}
 
 
-def _read_entries(path: Path) -> dict[str, dict[str, object]]:
-    entries: dict[str, dict[str, object]] = {}
+def _read_entries(path: Path) -> dict[str, set[tuple[int, int]]]:
+    """Each recorded output's (size, mtime_ns) signatures, every line's: a rerun that was
+    killed before its rename leaves the earlier output, which its earlier line still names."""
+    entries: dict[str, set[tuple[int, int]]] = {}
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
@@ -82,7 +93,8 @@ def _read_entries(path: Path) -> dict[str, dict[str, object]]:
     for line in text.splitlines():
         try:
             entry = json.loads(line)
-            entries[str(entry["path"])] = entry
+            signature = (int(entry["size"]), int(entry["mtime_ns"]))
+            entries.setdefault(str(entry["path"]), set()).add(signature)
         except (ValueError, KeyError, TypeError):
             continue  # a torn line from a killed run, or not ours
     return entries

@@ -211,9 +211,9 @@ class ImagePipeline:
             self._collect(done_job, write, summary, self._progress)
 
     def _write(self, job: Job, frame: np.ndarray) -> Path:
-        written = write_image_atomic(job.target, frame)
-        self.plan.manifest_for(written).record(written, job.kind)
-        return written
+        # the manifest goes by folder: the name the image is written under may differ
+        return write_image_atomic(job.target, frame,
+                                  self.plan.manifest_for(job.target).claimer(job.kind))
 
     @staticmethod
     def _collect(job: Job, write: Future[Path], summary: RunSummary, progress: Progress) -> None:
@@ -373,8 +373,7 @@ def _finish_video(job: Job, plan: OutputPlan, summary: RunSummary, reader: Video
         return
     writer = writers[0]
     try:
-        written = writer.commit()
-        plan.manifest_for(written).record(written, job.kind)
+        written = writer.commit(plan.manifest_for(writer.path).claimer(job.kind))
     except OSError as exc:
         writer.abort()
         summary.failed.append(InputError(job.source, _write_failure(exc)))
@@ -418,8 +417,8 @@ def translate_animation(translator: Translator, job: Job, plan: OutputPlan, batc
             outputs += [side_by_side(i, o) if side else o
                         for i, o in zip(chunk, translated, strict=True)]
             progress(len(chunk))
-        written = write_animation_atomic(job.target, outputs, durations, loop_count=loops)
-        plan.manifest_for(written).record(written, job.kind)
+        written = write_animation_atomic(job.target, outputs, durations, loop_count=loops,
+                                         claim=plan.manifest_for(job.target).claimer(job.kind))
     except InputError as err:
         summary.failed.append(err)
         return

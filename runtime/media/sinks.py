@@ -5,6 +5,9 @@ Every file appears under its final name only when complete: it is written to a h
 in the same folder (``.NAME.<pid>-<random>.part[.ext]``, see :func:`temp_path`), checked, then
 renamed. An interrupted run leaves only complete outputs; a run killed outright (SIGKILL,
 power loss) may leave temp files, which :func:`remove_stale_parts` clears at the next start.
+While a temp file is written, its writer holds an advisory lock on it (``flock``), which tells
+a live writer in another container or PID namespace, whose pid means nothing here, from a dead
+one.
 """
 
 from __future__ import annotations
@@ -12,12 +15,18 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; a temp file's pid alone tells whether it is stale
+    fcntl = None  # type: ignore[assignment]
 
 # Video extension -> (FFmpeg container, default codec of :data:`runtime.media.video.VIDEO_CODECS`).
 # H.264 plays in every browser and phone; WebM holds only VP8/VP9/AV1; AVI keeps Motion JPEG,
@@ -34,9 +43,23 @@ ANIMATION_EXTENSIONS = frozenset({".gif", ".webp", ".png"})
 
 # Our temp files: ".NAME.<pid>-<random>.part" plus, for videos, the container's extension.
 _PART_PATTERN = re.compile(r"^\..+\.(?P<pid>\d+)-[A-Za-z0-9_]{8}\.part(\.[A-Za-z0-9]+)?$")
-# The same without the pid, as versions before 0.2 named them: stale once older than this.
-_LEGACY_PART_PATTERN = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.part(\.[A-Za-z0-9]+)?$")
+# The same without the pid, as versions before 0.2 named them (".photo.jpg.k3j9x0qa.part",
+# ".clip.mp4.k3j9x0qa.part.mp4"): only for names of the media we write, so that a user's
+# ".thesis.chapter1.part.docx" is never taken for one. Stale once older than this.
+_LEGACY_PART_PATTERN = re.compile(
+    r"^\..+(?P<ext>\.(?:jpe?g|png|bmp|webp|tiff?|gif|mp4|m4v|mov|mkv|webm|avi))"
+    r"\.[A-Za-z0-9_]{8}\.part(?:(?P=ext))?$", re.IGNORECASE)
 LEGACY_PART_MAX_AGE_S = 3600.0
+# A temp file that nobody holds locked but whose pid is alive: a dead writer whose pid was
+# reused (or is 1, as in containers), or a live writer of a version before the locks, which
+# keeps the file's time fresh. Stale once untouched for this long.
+UNLOCKED_PART_MAX_AGE_S = 600.0
+# The locks this process holds on the temp files it writes: path -> file descriptor.
+_HELD: dict[str, int] = {}
+_HELD_GUARD = threading.Lock()
+# Writers of an output call this just before its rename (size and time as the output will
+# have them), to record it as theirs: see runtime.media.manifest.
+Claim = Callable[[Path, os.stat_result], None]
 _NAME_MAX = 255  # bytes in a file name: ext4, XFS, btrfs, APFS, NTFS (in UTF-16 units)
 
 
@@ -91,34 +114,69 @@ def temp_path(path: Path, keep_suffix: bool = False) -> Path:
                                    dir=path.parent)
     except OSError as exc:
         raise OutputWriteError(f"{path}: cannot write here ({exc.strerror or exc})") from None
-    os.close(fd)
+    _hold(fd, tmp)
     return Path(tmp)
 
 
-def publish(tmp: Path, path: Path) -> None:
+def _hold(fd: int, tmp: str) -> None:
+    """Keep ``fd`` open with an exclusive lock on the temp file until :func:`publish` or
+    :func:`discard` (a file system without locks: closed, the pid tells)."""
+    if fcntl is not None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            with _HELD_GUARD:
+                _HELD[tmp] = fd
+            return
+        except OSError:
+            pass
+    os.close(fd)
+
+
+def _release(tmp: Path) -> None:
+    with _HELD_GUARD:
+        fd = _HELD.pop(str(tmp), None)
+    if fd is not None:
+        os.close(fd)
+
+
+def publish(tmp: Path, path: Path, claim: Claim | None = None) -> None:
     """Give ``tmp`` the usual permissions and rename it to ``path`` (atomic on one file
-    system)."""
-    os.chmod(tmp, 0o666 & ~_current_umask())
-    os.replace(tmp, path)
+    system); ``claim(path, stat)`` first records it as ours, from the temp file's stat."""
+    try:
+        os.chmod(tmp, 0o666 & ~_current_umask())
+        if claim is not None:
+            claim(path, os.stat(tmp))
+        os.replace(tmp, path)
+    finally:
+        _release(tmp)
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temp file; a failed write leaves nothing behind."""
+def discard(tmp: Path) -> None:
+    """Delete the temp file ``tmp`` of a write that failed or was abandoned."""
+    try:
+        tmp.unlink(missing_ok=True)
+    finally:
+        _release(tmp)
+
+
+def write_bytes_atomic(path: Path, data: bytes, claim: Claim | None = None) -> Path:
+    """Write ``data`` to ``path`` through a temp file; a failed write leaves nothing behind.
+    ``claim``: see :func:`publish`."""
     tmp = temp_path(path)
     try:
         with open(tmp, "wb") as handle:
             handle.write(data)
-        publish(tmp, path)
+        publish(tmp, path, claim)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        discard(tmp)
         raise OutputWriteError(f"{path}: cannot write ({exc.strerror or exc})") from None
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        discard(tmp)
         raise
     return path
 
 
-def write_image_atomic(path: Path, image: np.ndarray) -> Path:
+def write_image_atomic(path: Path, image: np.ndarray, claim: Claim | None = None) -> Path:
     """Encode ``image`` (HWC BGR(A) uint8) in ``path``'s format and write it atomically.
 
     Formats OpenCV cannot encode in colour are written as PNG under
@@ -131,11 +189,11 @@ def write_image_atomic(path: Path, image: np.ndarray) -> Path:
         ok = False
     if not ok:
         raise OutputWriteError(f"{path}: cannot encode the image as {path.suffix}")
-    return write_bytes_atomic(path, encoded.tobytes())
+    return write_bytes_atomic(path, encoded.tobytes(), claim)
 
 
 def write_animation_atomic(path: Path, frames: list[np.ndarray], durations_ms: list[int],
-                           loop_count: int = 0) -> Path:
+                           loop_count: int = 0, claim: Claim | None = None) -> Path:
     """Write an animated GIF/WebP/PNG (``frames``: HWC BGR(A) uint8) atomically."""
     animation = cv2.Animation()
     animation.frames = frames
@@ -147,15 +205,18 @@ def write_animation_atomic(path: Path, frames: list[np.ndarray], durations_ms: l
         ok = False
     if not ok:
         raise OutputWriteError(f"{path}: cannot encode an animation as {path.suffix}")
-    return write_bytes_atomic(path, np.asarray(encoded).tobytes())
+    return write_bytes_atomic(path, np.asarray(encoded).tobytes(), claim)
 
 
 def remove_stale_parts(folders: Iterable[Path], recursive: bool = False) -> list[Path]:
     """Delete temp files of our own naming that no running process is writing.
 
-    A temp file carries its writer's pid: it is stale when that process is gone. Names
-    without a pid (older versions) are stale after :data:`LEGACY_PART_MAX_AGE_S`. Nothing else
-    is touched. Returns the files removed.
+    A temp file being written is locked by its writer (see the module docstring) and is never
+    touched. An unlocked one is stale when its writer's pid (in its name) is gone or is this
+    process's own, or, that pid being alive (reused, or a writer of a version before the
+    locks), once untouched for :data:`UNLOCKED_PART_MAX_AGE_S`. Names without a pid (older
+    versions) are stale after :data:`LEGACY_PART_MAX_AGE_S`. Where locks do not work, the pid
+    alone decides, as before. Nothing else is touched. Returns the files removed.
     """
     removed: list[Path] = []
     now = time.time()
@@ -166,18 +227,44 @@ def remove_stale_parts(folders: Iterable[Path], recursive: bool = False) -> list
         for path in candidates:
             match = _PART_PATTERN.match(path.name)
             try:
-                if match:
-                    stale = not _process_alive(int(match["pid"]))
-                elif _LEGACY_PART_PATTERN.match(path.name):
-                    stale = now - path.stat().st_mtime > LEGACY_PART_MAX_AGE_S
-                else:
+                if not match and not _LEGACY_PART_PATTERN.match(path.name):
                     continue
+                lock = _lock_state(path)
+                if lock == "held":
+                    continue
+                age = now - path.stat().st_mtime
+                if not match:
+                    stale = age > LEGACY_PART_MAX_AGE_S
+                else:
+                    pid = int(match["pid"])
+                    stale = not _process_alive(pid) or (lock == "free" and (
+                        pid == os.getpid() or age > UNLOCKED_PART_MAX_AGE_S))
                 if stale and path.is_file():
                     path.unlink()
                     removed.append(path)
             except OSError:
                 continue  # gone meanwhile, or not ours to delete
     return removed
+
+
+def _lock_state(path: Path) -> str:
+    """"held" when a writer holds ``path`` locked, "free" when nobody does, "unknown" where
+    locks cannot be taken (Windows, some network file systems)."""
+    if fcntl is None:
+        return "unknown"
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return "unknown"
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return "free"
+    except BlockingIOError:
+        return "held"
+    except OSError:
+        return "unknown"
+    finally:
+        os.close(fd)
 
 
 def _process_alive(pid: int) -> bool:

@@ -36,7 +36,9 @@ from runtime.cpu import usable_cores
 from runtime.media.sinks import (
     VIDEO_CONTAINERS,
     VIDEO_WRITE_EXTENSIONS,
+    Claim,
     OutputWriteError,
+    discard,
     publish,
     temp_path,
 )
@@ -624,9 +626,10 @@ class AtomicVideoWriter:
         except (av.FFmpegError, OSError) as exc:
             raise OutputWriteError(f"{self.path}: cannot write ({_reason(exc)})") from None
 
-    def commit(self) -> Path:
+    def commit(self, claim: Claim | None = None) -> Path:
         """Finish the file, check that every frame and copied packet is in it, rename it to
-        ``path``; :class:`OutputWriteError` (temp file deleted) otherwise."""
+        ``path`` (``claim``: see :func:`runtime.media.sinks.publish`); :class:`OutputWriteError`
+        (temp file deleted) otherwise."""
         try:
             try:
                 self._mux(self.stream.encode(None))
@@ -634,7 +637,7 @@ class AtomicVideoWriter:
             except (av.FFmpegError, OSError) as exc:
                 raise OutputWriteError(f"{self.path}: cannot write ({_reason(exc)})") from None
             self._check_complete()
-            publish(self.tmp, self.path)
+            publish(self.tmp, self.path, claim)
         except BaseException:
             self._discard()
             raise
@@ -670,7 +673,7 @@ class AtomicVideoWriter:
                 container.close()
             except (av.FFmpegError, OSError, ValueError):
                 pass  # a half-written file is deleted next anyway
-        self.tmp.unlink(missing_ok=True)
+        discard(self.tmp)
 
     def __enter__(self) -> AtomicVideoWriter:
         return self
