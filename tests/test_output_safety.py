@@ -521,6 +521,30 @@ def test_manifest_ignores_a_torn_line(tmp_path: Path) -> None:
     assert json.loads((tmp_path / MANIFEST_NAME).read_text().splitlines()[0])["kind"] == "image"
 
 
+def test_a_subfolder_that_cannot_be_listed_is_a_named_failure(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """chmod 000 (root reads it anyway, so the refusal is staged): os.walk alone would pass
+    over the folder without a word and the run would report success."""
+    source = tmp_path / "in"
+    write_image(source / "ok" / "a.png", natural_images(1, 32, 32, seed=4)[0])
+    write_image(source / "locked" / "b.png", natural_images(1, 32, 32, seed=5)[0])
+    real_scandir = os.scandir
+
+    def refused(path: object = ".") -> object:
+        if Path(os.fsdecode(path)).name == "locked":  # type: ignore[arg-type]
+            raise PermissionError(13, "Permission denied", os.fsdecode(path))  # type: ignore
+        return real_scandir(path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "scandir", refused)
+    found = expand_inputs([str(source)])
+    assert [f.path.name for f in found.files] == ["a.png"]
+    assert [(e.path, e.reason) for e in found.errors] == [
+        (source / "locked", "cannot list this folder (Permission denied)")]
+    result = run(MODEL, source, "-o", tmp_path / "out")
+    assert result.exit_code == 1, result.output  # type: ignore[attr-defined]
+    assert "cannot list this folder (Permission denied)" in result.output  # type: ignore
+
+
 @pytest.mark.parametrize("kind", ["image", "video"])
 def test_a_kill_between_record_and_rename_never_orphans_an_output(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str) -> None:

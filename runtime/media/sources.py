@@ -271,7 +271,13 @@ def expand_inputs(inputs: list[str], exclude: Path | None = None) -> InputSet:
 def _walk(root: Path, excluded: Path | None, found: InputSet) -> list[Path]:
     """Media files under ``root``, sorted, skipping what :func:`expand_inputs` says."""
     files: list[Path] = []
-    for folder, subfolders, names in os.walk(root):
+
+    def unlistable(error: OSError) -> None:  # os.walk would pass over it without a word
+        where = Path(error.filename) if error.filename else root
+        found.errors.append(InputError(where, f"cannot list this folder "
+                                              f"({error.strerror or error})"))
+
+    for folder, subfolders, names in os.walk(root, onerror=unlistable):
         here = Path(folder)
         subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
         files += _filter([here / name for name in sorted(names)], excluded, found)
