@@ -23,11 +23,20 @@ class Terminated(KeyboardInterrupt):
 
 
 _TERMINATED = threading.Event()  # a SIGTERM arrived (a run may catch the exception itself)
+_INTERRUPTED = threading.Event()  # a SIGINT arrived
 
 
 def _terminate(signum: int, frame: Any) -> None:
     _TERMINATED.set()
     raise Terminated()
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    """Python's own SIGINT handling (``KeyboardInterrupt``), remembering that it came: a
+    signal that lands inside an extension module's import comes out as another error (e.g.
+    onnxruntime's "ImportError: initialization failed")."""
+    _INTERRUPTED.set()
+    raise KeyboardInterrupt()
 
 
 def package_version() -> str:
@@ -57,8 +66,11 @@ class InterruptibleCommand(click.Command):
         if not standalone_mode:
             return run(*args, standalone_mode=False, **kwargs)  # type: ignore[call-overload]
         in_main = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGTERM, _terminate) if in_main else None
-        terminated = False
+        _TERMINATED.clear()  # an earlier command in this process (tests) does not count
+        _INTERRUPTED.clear()
+        previous = ({signal.SIGTERM: signal.signal(signal.SIGTERM, _terminate),
+                     signal.SIGINT: signal.signal(signal.SIGINT, _interrupt)} if in_main else {})
+        stopped = False
         try:
             return run(*args, standalone_mode=False, **kwargs)  # type: ignore[call-overload]
         except click.exceptions.Exit as exc:  # --help, --version
@@ -66,22 +78,24 @@ class InterruptibleCommand(click.Command):
         except click.ClickException as exc:
             exc.show()
             sys.exit(exc.exit_code)
-        except Terminated:
-            terminated = True
         except (KeyboardInterrupt, click.Abort):
-            click.echo("interrupted", err=True)
-            sys.exit(EXIT_INTERRUPTED)
+            stopped = True
         except SystemExit as exc:
             # A run that caught the signal itself (to finish its summary) exits 130: say 143
             # when it was SIGTERM, as the shell would.
             if exc.code == EXIT_INTERRUPTED and _TERMINATED.is_set():
                 sys.exit(EXIT_TERMINATED)
             raise
+        except Exception:
+            if not (_TERMINATED.is_set() or _INTERRUPTED.is_set()):
+                raise
+            stopped = True  # the signal surfaced as another error (inside an import)
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
-        if terminated:
-            click.echo("terminated", err=True)
-            sys.exit(EXIT_TERMINATED)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        if stopped:
+            terminated = _TERMINATED.is_set()
+            click.echo("terminated" if terminated else "interrupted", err=True)
+            sys.exit(EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
         return None
 

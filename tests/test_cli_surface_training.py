@@ -97,6 +97,36 @@ def test_ctrl_c_during_the_heavy_imports_is_one_line_and_exit_130(tmp_path: Path
     assert "Traceback" not in err and "Aborted" not in err
 
 
+@pytest.mark.parametrize(("signal_name", "code", "said"), [("SIGINT", 130, "interrupted"),
+                                                           ("SIGTERM", 143, "terminated")])
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_signal_that_surfaces_as_an_import_error_is_still_one_line(
+        tmp_path: Path, command: str, signal_name: str, code: int, said: str) -> None:
+    """A signal inside an extension module's import can come out as another error (as
+    onnxruntime's does: "ImportError: initialization failed"); SIGTERM (docker stop) is
+    handled as Ctrl-C is, with 143."""
+    args = ([str(tmp_path / "data"), "-o", str(tmp_path / "run")] if command == "cyclegan-train"
+            else [str(tmp_path / "c.pt"), str(tmp_path / "m.onnx")])
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        class Signal:
+            def find_spec(self, name, path=None, target=None):
+                if name == "torch":
+                    try:
+                        os.kill(os.getpid(), signal.{signal_name})
+                        for _ in range(10**6):  # the handler runs between bytecodes
+                            pass
+                    except KeyboardInterrupt:
+                        raise ImportError("initialization failed") from None
+        sys.meta_path.insert(0, Signal())
+        from {COMMANDS[command]} import main
+        main({args!r}, prog_name={command!r})
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert (done.returncode, done.stderr.strip()) == (code, said), done.stderr
+
+
 def test_export_refuses_to_overwrite_its_source_before_importing_torch(tmp_path: Path) -> None:
     source = tmp_path / "c.pt"
     torch.save({"step": 1}, source)

@@ -13,7 +13,9 @@ This module must never import torch (nor anything that does): the CLIs import it
 from __future__ import annotations
 
 import importlib.util
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -35,7 +37,19 @@ TERMINATED_EXIT = 143  # 128 + SIGTERM
 
 
 class _Interrupted(Exception):
-    """Ctrl-C inside the command body, carried past click's own KeyboardInterrupt handling."""
+    """Ctrl-C (or SIGTERM) inside the command body, carried past click's own
+    KeyboardInterrupt handling; its argument is the signal's name."""
+
+
+_SIGNALLED: list[str] = []  # the signals that came during the command, by name
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    """SIGINT as Python handles it (``KeyboardInterrupt``), SIGTERM as :class:`Terminated`,
+    both remembered: one that lands inside an extension module's import comes out as another
+    error."""
+    _SIGNALLED.append(signal.Signals(signum).name)
+    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
 def interrupted(message: str = "interrupted", signal_name: str = "SIGINT") -> NoReturn:
@@ -63,33 +77,52 @@ def stopped_early(result: Any, start_step: int) -> NoReturn:
 
 
 class Command(click.Command):
-    """``click.Command`` with Ctrl-C as one line (``interrupted``) and exit code 130.
+    """``click.Command`` with Ctrl-C as one line (``interrupted``) and exit code 130, and
+    SIGTERM (``docker stop``, systemd) the same way with 143, wherever they land (the heavy
+    imports included).
 
     Used through ``@click.command(cls=Command)``; ``CliRunner`` and console scripts call it as
     any click command. A command body may still catch ``KeyboardInterrupt`` itself to say more
-    (e.g. that the last checkpoint is intact) and exit 130.
+    (e.g. that the last checkpoint is intact) and exit 130 (143 for :class:`Terminated`).
     """
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except KeyboardInterrupt:
-            raise _Interrupted from None
+        except KeyboardInterrupt as exc:
+            raise _Interrupted("SIGTERM" if isinstance(exc, Terminated) else "SIGINT") from None
 
     def main(self, args: Sequence[str] | None = None, prog_name: str | None = None,
              complete_var: str | None = None, standalone_mode: bool = True,
              **extra: Any) -> Any:
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, False, **extra)
+        _SIGNALLED.clear()
+        in_main = threading.current_thread() is threading.main_thread()
+        previous = {signum: signal.signal(signum, _on_signal)
+                    for signum in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
         try:
             result = super().main(args, prog_name, complete_var, False, **extra)
-        except (_Interrupted, click.Abort):
-            # click.Abort: Ctrl-C (or end of input) while click itself was parsing.
-            interrupted()
+        except _Interrupted as exc:
+            _stopped_by(str(exc))
+        except click.Abort:
+            # Ctrl-C (or end of input) while click itself was parsing.
+            _stopped_by(_SIGNALLED[-1] if _SIGNALLED else "SIGINT")
         except click.ClickException as exc:
             exc.show()
             sys.exit(exc.exit_code)
+        except Exception:
+            if not _SIGNALLED:
+                raise
+            _stopped_by(_SIGNALLED[-1])  # the signal surfaced as another error (an import)
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
         sys.exit(result if isinstance(result, int) else 0)
+
+
+def _stopped_by(signal_name: str) -> NoReturn:
+    interrupted("terminated" if signal_name == "SIGTERM" else "interrupted", signal_name)
 
 
 def _installed(module: str) -> bool:
