@@ -14,6 +14,7 @@ import click
 
 from training import __version__
 from training.cli_common import Command, heavy_imports, interrupted, one_line_warnings
+from training.graceful_stop import Terminated
 
 
 def _parse_hw(value: str | None) -> tuple[int, int] | None:
@@ -152,10 +153,12 @@ def main(source: Path, output: Path | None, output_option: Path | None, info: bo
                              verify=not no_verify, **options)
     except (ExportError, CheckpointError, MetadataError) as exc:
         _fail(str(exc), debug, exc)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         # the rename is the export's last step: a file now in place is complete and verified
-        interrupted(f"interrupted: nothing was written to {target}" if _identity(target) == before
-                    else f"interrupted after {target} was written (complete and verified)")
+        how, signal_name = (("terminated", "SIGTERM") if isinstance(exc, Terminated)
+                            else ("interrupted", "SIGINT"))
+        interrupted(f"{how}: nothing was written to {target}" if _identity(target) == before
+                    else f"{how} after {target} was written (complete and verified)", signal_name)
     except Exception as exc:  # noqa: BLE001 - last resort: one line, traceback with --debug
         _fail(f"{source}: export failed ({type(exc).__name__}: {exc})".splitlines()[0], debug,
               exc)

@@ -281,6 +281,24 @@ def test_interrupted_export_leaves_no_file_and_keeps_the_old_one(
     assert os.listdir(tmp_path) == ["m.onnx"]
 
 
+@pytest.mark.parametrize(("stop", "code", "said"), [(KeyboardInterrupt, 130, "interrupted"),
+                                                    (None, 143, "terminated")])
+def test_cli_sigterm_is_handled_as_ctrl_c(tiny_checkpoint: Path, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch, stop: type | None,
+                                          code: int, said: str) -> None:
+    from training.graceful_stop import Terminated
+
+    def stopped(*args: object, **kwargs: object) -> None:
+        Path(str(args[1])).write_bytes(b"half a model")
+        raise (stop or Terminated)()
+
+    monkeypatch.setattr(export_module.onnx, "save_model", stopped)
+    out = tmp_path / "m.onnx"
+    assert _cli(str(tiny_checkpoint), str(out), "--no-verify") == (
+        code, f"{said}: nothing was written to {out}\n")
+    assert os.listdir(tmp_path) == []
+
+
 # ---- reduced precision through the exporter ---------------------------------------------
 
 @pytest.fixture(scope="module")
