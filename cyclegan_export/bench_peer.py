@@ -1,14 +1,18 @@
 """PyTorch eager as a peer in ``cyclegan-bench``: registered through the
 ``cyclegan_toolkit.bench_engines`` entry point, so the runtime itself never imports torch or this
-package; the benchmark loads it only in the PyTorch row's own process."""
+package. The benchmark loads it in the PyTorch rows' own processes, and once up front to check
+the checkpoint (:func:`check_checkpoint`)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
 from cyclegan_export.source import load_generator
 from runtime.bench.engines import EngineSession, RowSpec
 from runtime.bench.report import BenchError
+from training.checkpoint import CheckpointError
 
 
 def pytorch_engine(spec: RowSpec, threads: int | None) -> EngineSession:
@@ -30,3 +34,18 @@ def pytorch_engine(spec: RowSpec, threads: int | None) -> EngineSession:
 
     return EngineSession(run, device.type.upper(), "fp32", "float", "RGB",
                          "gpu" if device.type == "cuda" else "cpu")
+
+
+def check_checkpoint(path: str, direction: str) -> dict[str, Any]:
+    """The generator ``path`` holds for ``direction``, loaded as the PyTorch rows will load it:
+    ``{"architecture", "ngf"}``; :class:`BenchError` naming the file when it cannot be."""
+    try:
+        spec = load_generator(path, direction).spec
+    except CheckpointError as exc:
+        raise BenchError(str(exc)) from None
+    return {"architecture": spec.name, "ngf": spec.ngf}
+
+
+# cyclegan-bench asks this before any row: runtime.bench.engines.check_plugin_source
+pytorch_engine.check = check_checkpoint  # type: ignore[attr-defined]
+

@@ -34,6 +34,7 @@ from runtime.bench.cli import main as bench_cli
 from runtime.bench.e2e import run_end_to_end
 from runtime.bench.engines import time_calls
 from runtime.bench.report import PIPELINE_TARGET_RATIO, plot_report
+from training.networks import build_generator, generator_spec
 
 REPO = Path(__file__).resolve().parents[1]
 HEIGHT, WIDTH, BATCH = 32, 48, 2  # non-square, batch 2: the arithmetic has to use both
@@ -406,6 +407,26 @@ def test_pytorch_peer_follows_the_reference_models_direction(tiny_checkpoint: Pa
     assert [note for note in crossed.notes if note.startswith("--direction AtoB, but BtoA.onnx "
                                                              "is the BtoA generator")]
     assert eager.psnr_db is not None and eager.psnr_db < 40
+
+
+def test_a_checkpoint_that_is_not_the_models_or_cannot_load_is_refused_up_front(
+        models: dict[str, Path], tmp_path: Path) -> None:
+    other = tmp_path / "other.pth"
+    torch.save(build_generator(generator_spec("unet_128", ngf=8)).state_dict(), other)
+    broken = tmp_path / "broken.pth"
+    broken.write_bytes(models["weights"].read_bytes()[:1000])
+    for checkpoint, message in [(other, "other.pth: holds a unet_128 generator with ngf 8, but "
+                                        "fp32.onnx is a resnet_6blocks with ngf 8"),
+                                (broken, "broken.pth: is truncated or damaged")]:
+        with pytest.raises(BenchError, match=message):
+            run_benchmark([models["fp32"]], checkpoint=checkpoint, engines=["onnxruntime",
+                          "pytorch"], gemm_size=0, isolate=False, timing=FAST,
+                          progress=lambda line: pytest.fail(f"a row ran: {line}"))
+    skipped = run_benchmark([models["fp32"]], checkpoint=models["weights"],
+                            engines=["onnxruntime"], sizes=[32], gemm_size=0, isolate=False,
+                            timing=FAST)
+    assert skipped.notes == ["PyTorch eager skipped: --engine leaves it out, so --checkpoint "
+                             "is unused"]
 
 
 def test_cli_direction_without_checkpoint_warns(models: dict[str, Path]) -> None:

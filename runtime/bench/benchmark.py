@@ -42,6 +42,7 @@ from runtime.bench.engines import (
     RowOutcome,
     RowSpec,
     Timing,
+    check_plugin_source,
     measure_row,
     run_in_fresh_process,
     short_provider,
@@ -240,7 +241,11 @@ def run_benchmark(models: Sequence[str | Path], *, checkpoint: str | Path | None
                      f"{reference.meta.direction} generator: a training checkpoint's PyTorch "
                      "rows run the other one, so their PSNR compares different generators")
     if checkpoint is not None and "pytorch" not in chosen:
-        notes.append("PyTorch eager skipped: torch or the training package is not installed")
+        notes.append("PyTorch eager skipped: " + (
+            "torch or the training package is not installed" if engines is None
+            else "--engine leaves it out, so --checkpoint is unused"))
+    if checkpoint is not None and "pytorch" in chosen:
+        _check_peer(str(checkpoint), direction, reference)
 
     say = progress or (lambda line: None)
     say("measuring the fp32 GEMM rate" if gemm_size else "reading machine info")
@@ -295,6 +300,22 @@ ENGINE_NEEDS = {
 }
 
 
+def _check_peer(checkpoint: str, direction: str, reference: _Model) -> None:
+    """Load the generator the PyTorch rows will run, up front (a file it cannot load is a
+    :class:`BenchError` now, not an error row after minutes of benchmarking), and refuse one
+    that is not the reference model's network: its PSNR and the "x PyTorch eager" ratios
+    would compare two different models."""
+    peer = check_plugin_source("pytorch", checkpoint, direction)
+    if peer is None:
+        return
+    ours = (reference.meta.architecture, reference.meta.generator.get("ngf"))
+    theirs = (peer["architecture"], peer["ngf"])
+    if ours != theirs:
+        raise BenchError(f"{checkpoint}: holds a {theirs[0]} generator with ngf {theirs[1]}, "
+                         f"but {reference.path.name} is a {ours[0]} with ngf {ours[1]}: give "
+                         "the checkpoint the model was exported from, or leave --checkpoint out")
+
+
 def _choose_engines(engines: Sequence[str] | None, checkpoint: str | Path | None) -> list[str]:
     usable = available_engines(checkpoint)
     if engines is None:
@@ -345,7 +366,7 @@ def _make_row(spec: RowSpec, outcome: RowOutcome, model: _Model, macs: int | Non
     title = ENGINE_TITLES[spec.engine]
     precision = outcome.precision or (model.meta.precision if spec.engine != "pytorch"
                                       else "fp32")
-    provider = outcome.provider or short_provider(spec.provider or "CPU")
+    provider = outcome.provider or short_provider(spec.provider or "CPU").upper()
     name = Path(spec.model).name
     row = BenchRow(label=f"{title} {provider} {precision}", engine=spec.engine,
                    provider=provider, precision=precision, model=name,

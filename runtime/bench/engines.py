@@ -170,6 +170,18 @@ def plugin_engine_names() -> list[str]:
     return sorted(p.name for p in entry_points(group=ENGINE_ENTRY_POINTS))
 
 
+def check_plugin_source(name: str, model: str, direction: str) -> dict[str, Any] | None:
+    """Ask plugin engine ``name`` about the file its rows will load (its builder's ``check``
+    attribute, when it has one): what network it holds (``{"architecture": ..., "ngf": ...}``),
+    or :class:`~runtime.bench.report.BenchError` when it cannot load it. None without a check.
+    """
+    from importlib.metadata import entry_points
+
+    (point,) = [p for p in entry_points(group=ENGINE_ENTRY_POINTS) if p.name == name]
+    check = getattr(point.load(), "check", None)
+    return None if check is None else check(model, direction)
+
+
 # Engine name -> builder of a loaded session. A row's spec.engine is one of these keys.
 ENGINES: dict[str, EngineBuilder] = {
     "onnxruntime": _onnxruntime_engine,
