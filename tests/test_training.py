@@ -260,7 +260,8 @@ def signal_in_step(monkeypatch: pytest.MonkeyPatch, step: int, signum: int) -> N
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_mid_run_finishes_the_step_saves_and_resumes_exactly(
-        dataroot: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, signum: int) -> None:
+        dataroot: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, signum: int,
+        capsys: pytest.CaptureFixture[str]) -> None:
     # the signal lands as step 3 begins: the step still completes, then the run saves at
     # step 3 and stops
     config = tiny_config(dataroot, dropout=True)
@@ -268,8 +269,11 @@ def test_a_signal_mid_run_finishes_the_step_saves_and_resumes_exactly(
     real_step = CycleGANStep.step
     signal_in_step(monkeypatch, 3, signum)
     before = signal.getsignal(signum)
+    capsys.readouterr()
     stopped = train(config.replace(max_steps=6), tmp_path / "resumed", progress=False)
     monkeypatch.setattr(CycleGANStep, "step", real_step)
+    # no progress bar (-q): no empty line before the message that ends its line
+    assert capsys.readouterr().err.startswith("stopping after this step to save a checkpoint")
     assert stopped.stopped_by == signal.Signals(signum).name and stopped.step == 3
     assert signal.getsignal(signum) is before  # the previous handler is back
     half = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "latest.pt")

@@ -31,12 +31,14 @@ class GracefulStop:
     """Context manager: defer the first SIGINT/SIGTERM to the end of the current step.
 
     ``enabled`` False (several processes, or not the main thread) leaves the signals alone and
-    :attr:`requested` stays False. The first signal prints one line to stderr; a second raises
+    :attr:`requested` stays False. ``progress_bar``: one is on screen (the first signal's line
+    then starts on a line of its own). The first signal prints one line to stderr; a second raises
     ``KeyboardInterrupt`` (:class:`Terminated` for SIGTERM).
     """
 
-    def __init__(self, enabled: bool = True) -> None:
+    def __init__(self, enabled: bool = True, progress_bar: bool = True) -> None:
         self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self._line_start = "\n" if progress_bar else ""  # end a progress bar's line first
         self.requested = False
         self.signal_name = ""
         self._previous: dict[int, Any] = {}
@@ -47,8 +49,8 @@ class GracefulStop:
         self.requested = True
         self.signal_name = signal.Signals(signum).name
         again = "Ctrl-C" if signum == signal.SIGINT else self.signal_name
-        print(f"\nstopping after this step to save a checkpoint ({again} again to stop at "
-              "once)", file=sys.stderr, flush=True)
+        print(f"{self._line_start}stopping after this step to save a checkpoint ({again} again "
+              "to stop at once)", file=sys.stderr, flush=True)
 
     def start(self) -> GracefulStop:
         """Install the handlers (when enabled); :meth:`restore` puts the previous ones back."""

@@ -196,7 +196,8 @@ class Trainer:
         # (persistent_workers) instead of being started again for every epoch.
         loader = self._loader()
         # The first Ctrl-C/SIGTERM ends the run after the step in flight, saved (one process).
-        stop = GracefulStop(enabled=self.ctx.world_size == 1).start()
+        stop = GracefulStop(enabled=self.ctx.world_size == 1,
+                            progress_bar=self.progress).start()
         try:
             while not self._finished() and not stop.requested:
                 # The sampler runs in this process: each epoch's iterator asks it for the keys

@@ -283,7 +283,8 @@ class DistillTrainer:
         started, steps_at_start = time.perf_counter(), self.step
         self.model.train()
         # The first Ctrl-C/SIGTERM ends the run after the step in flight, saved (one process).
-        stop = GracefulStop(enabled=self.ctx.world_size == 1).start()
+        stop = GracefulStop(enabled=self.ctx.world_size == 1,
+                            progress_bar=self.progress).start()
         try:
             while self.step < self.stop_at and not stop.requested:
                 self.sampler.set_epoch(self.epoch, self.batch_in_epoch * cfg.batch_size)
