@@ -56,8 +56,12 @@ class GeneratorSource:
     unknown: frozenset[str] = field(default_factory=frozenset)
 
     def spec_record(self) -> dict[str, Any]:
-        """The spec as the model's metadata records it: fields nobody could tell are None."""
-        return {k: (None if k in self.unknown else v) for k, v in self.spec.to_dict().items()}
+        """The spec as the model's metadata records it: fields nobody could tell, and the
+        other family's depth field (a U-Net has no ``n_blocks``, a ResNet no ``num_downs``),
+        are None."""
+        moot = "n_blocks" if self.spec.family == "unet" else "num_downs"
+        return {k: (None if k in self.unknown or k == moot else v)
+                for k, v in self.spec.to_dict().items()}
 
 
 def _from_training_checkpoint(data: Mapping[str, Any], path: Path, direction: str,

@@ -441,7 +441,11 @@ def test_metadata_records_dropout_only_when_known(tmp_path: Path, name: str, giv
     out = tmp_path / "g.onnx"
     code, text = _cli(str(path), str(out), "--no-verify", *given)
     assert code == 0, text
-    assert read_metadata(out).generator["dropout"] is recorded
+    generator = read_metadata(out).generator
+    assert generator["dropout"] is recorded
+    # only the family's own depth field: a U-Net has no blocks, a ResNet no levels
+    assert (generator["n_blocks"], generator["num_downs"]) == (
+        (None, 7) if name == "unet_128" else (6, None))
 
 
 def test_training_checkpoint_records_its_configured_dropout(tiny_checkpoint: Path,
