@@ -68,6 +68,13 @@ def from_model_output(output: np.ndarray, color_order: str = "BGR") -> np.ndarra
     return pixels
 
 
+def unit_float_to_uint8(values: np.ndarray) -> np.ndarray:
+    """Float samples in [0, 1] (a float TIFF, EXR or PIL mode "F" image) -> uint8 0..255,
+    rounded to the nearest level; NaN becomes 0 and values outside [0, 1] saturate."""
+    scaled = np.nan_to_num(np.asarray(values, np.float32), nan=0.0) * 255.0
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
 def split_alpha(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     """Normalise any supported image to ``(H, W, 3)`` uint8 plus its alpha plane (or None).
 

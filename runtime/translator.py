@@ -35,6 +35,7 @@ from runtime.transforms import (
     pad_to_multiple,
     split_alpha,
     to_model_input,
+    unit_float_to_uint8,
 )
 
 AUTO_CANDIDATES = ("openvino", "opencv")  # besides onnxruntime, tried by backend="auto"
@@ -68,7 +69,7 @@ def _pil_array(image: Any, color_order: str) -> np.ndarray:
             warnings.warn(f"a PIL mode 'F' image is taken as [0, 1], but its values reach "
                           f"{float(gray.max()):g}: they are clipped to white (for a 0-255 "
                           "image, give image.convert('L'))", UserWarning, stacklevel=4)
-        return np.clip(np.rint(gray * 255.0), 0, 255).astype(np.uint8)
+        return unit_float_to_uint8(gray)
     if image.mode == "I" or image.mode.startswith("I;16"):
         gray = np.asarray(image)
         if image.mode == "I" and gray.size and 0 < int(gray.max()) <= 255:

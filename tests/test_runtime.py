@@ -772,3 +772,19 @@ def test_a_pytorch_file_given_as_the_model_says_to_export_it(tmp_path: Path,
     not_torch.write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(BackendError, match="notes.onnx: onnxruntime cannot load it"):
         Translator(not_torch)
+
+
+def test_float_images_round_the_same_read_from_a_file_or_given_as_pil(tmp_path: Path) -> None:
+    """[0, 1] floats to 8 bits: rounded (truncation took a level off half the values), NaN to
+    0, the rest saturated, whether a float TIFF is read by path or opened with Pillow."""
+    values = np.array([[0.5, 0.2, 1.0, np.nan, 2.0, -1.0, 0.999, 0.001]], np.float32)
+    path = tmp_path / "float.tiff"
+    assert cv2.imwrite(str(path), values)
+    expected = np.array([[128, 51, 255, 0, 255, 0, 255, 0]], np.uint8)
+    assert np.array_equal(read_image(path), expected)
+    image_module = pytest.importorskip("PIL.Image")
+    from runtime.translator import _pil_array
+
+    with pytest.warns(UserWarning, match="values reach 2"):  # the 2.0 above
+        given = _pil_array(image_module.fromarray(np.nan_to_num(values)), "BGR")
+    assert np.array_equal(given, expected)

@@ -19,6 +19,7 @@ import numpy as np
 
 from runtime.media.manifest import listed_outputs
 from runtime.reasons import why_no_file
+from runtime.transforms import unit_float_to_uint8
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff",
                               ".ppm", ".pgm", ".pbm", ".pnm", ".jp2", ".exr", ".hdr", ".gif"})
@@ -137,8 +138,7 @@ def read_image(path: Path) -> np.ndarray:
         known = path.suffix.lower() in IMAGE_EXTENSIONS
         raise InputError(path, "corrupt or truncated image" if known else "not an image")
     if np.issubdtype(image.dtype, np.floating):
-        # e.g. float EXR/HDR/TIFF: map [0, 1] to 8 bits
-        image = np.clip(np.nan_to_num(image.astype(np.float32)) * 255.0, 0, 255).astype(np.uint8)
+        image = unit_float_to_uint8(image)  # e.g. float EXR/HDR/TIFF: [0, 1] to 8 bits
     elif image.dtype not in (np.uint8, np.uint16):
         # signed samples (a 32-bit integer TIFF) have no one range to map from: not guessed
         raise InputError(path, f"{image.dtype} samples (only 8 or 16-bit unsigned and float "
