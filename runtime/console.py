@@ -39,6 +39,29 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt()
 
 
+def install_handlers(handlers: dict[int, Any]) -> dict[int, Any]:
+    """Install ``handlers`` (signal number -> handler) and return the previous ones, except
+    for a signal the process was started ignoring (``cmd &`` in a non-interactive shell
+    ignores SIGINT; ``nohup`` SIGHUP): that choice stays."""
+    previous = {}
+    for signum, handler in handlers.items():
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            previous[signum] = signal.signal(signum, handler)
+    return previous
+
+
+def from_a_signal(exc: BaseException) -> bool:
+    """Whether ``exc`` is how a signal's ``KeyboardInterrupt`` came out of code that could not
+    pass it on: an ``ImportError`` (an extension module's initialisation, such as
+    onnxruntime's "initialization failed"), or any error raised while handling one."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, KeyboardInterrupt):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return isinstance(exc, ImportError)
+
+
 def package_version() -> str:
     """The installed cyclegan-toolkit version (from the package metadata: no imports)."""
     from importlib.metadata import PackageNotFoundError, version
@@ -68,8 +91,8 @@ class InterruptibleCommand(click.Command):
         in_main = threading.current_thread() is threading.main_thread()
         _TERMINATED.clear()  # an earlier command in this process (tests) does not count
         _INTERRUPTED.clear()
-        previous = ({signal.SIGTERM: signal.signal(signal.SIGTERM, _terminate),
-                     signal.SIGINT: signal.signal(signal.SIGINT, _interrupt)} if in_main else {})
+        previous = install_handlers({signal.SIGTERM: _terminate, signal.SIGINT: _interrupt}
+                                    ) if in_main else {}
         stopped = False
         try:
             return run(*args, standalone_mode=False, **kwargs)  # type: ignore[call-overload]
@@ -86,8 +109,8 @@ class InterruptibleCommand(click.Command):
             if exc.code == EXIT_INTERRUPTED and _TERMINATED.is_set():
                 sys.exit(EXIT_TERMINATED)
             raise
-        except Exception:
-            if not (_TERMINATED.is_set() or _INTERRUPTED.is_set()):
+        except Exception as exc:
+            if not ((_TERMINATED.is_set() or _INTERRUPTED.is_set()) and from_a_signal(exc)):
                 raise
             stopped = True  # the signal surfaced as another error (inside an import)
         finally:

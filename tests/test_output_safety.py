@@ -366,13 +366,11 @@ def test_gif_delays_are_the_files_own(tmp_path: Path) -> None:
 # ---- leftovers -----------------------------------------------------------------------------
 
 def test_stale_temp_files_of_a_dead_process_are_removed(tmp_path: Path) -> None:
-    import fcntl
-
+    fcntl = pytest.importorskip("fcntl")  # POSIX: writers hold their temp files locked
     from runtime.media.sinks import discard, temp_path
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True).stdout.strip()
-    hour_ago = time.time() - 3700
     stale = tmp_path / f".clip.mp4.{dead}-abcd1234.part.mp4"
     # A writer of this version holds its temp file locked: never touched.
     live = temp_path(tmp_path / "clip.mp4", keep_suffix=True)
@@ -384,18 +382,27 @@ def test_stale_temp_files_of_a_dead_process_are_removed(tmp_path: Path) -> None:
     alive_old = tmp_path / f".c.jpg.{os.getppid()}-abcd1234.part"
     # A live writer in another container: its pid means nothing here, its lock does.
     elsewhere = tmp_path / f".d.jpg.{dead}-wxyz9876.part"
+    # Just left by a run killed a moment ago: removed at once (the rerun right after).
+    new = tmp_path / f".e.png.{dead}-abcd1234.part"
     legacy = [tmp_path / ".photo.jpg.k3j9x0qa.part", tmp_path / ".clip.mp4.k3j9x0qa.part.mp4"]
+    # A user's files that look like ours: never touched, however old.
     users = [tmp_path / ".notes.part", tmp_path / ".backup.firefox_.part",
-             tmp_path / ".thesis.chapter1.part.docx", tmp_path / ".budget.20240105.part"]
-    for path in (stale, reused_own, alive_fresh, alive_old, elsewhere, *legacy, *users):
+             tmp_path / ".thesis.chapter1.part.docx", tmp_path / ".budget.20240105.part",
+             tmp_path / ".report.1-final_v2.part", tmp_path / ".chapter.3-revision.part.docx",
+             tmp_path / f".clip.mp4.{dead}-abcd1234.part.mov"]
+    for path in (stale, reused_own, alive_fresh, alive_old, elsewhere, new, *legacy, *users):
         path.write_bytes(b"x")
-    for path in (alive_old, *legacy, *users):
-        os.utime(path, (hour_ago, hour_ago))
+    pipe = tmp_path / f".f.jpg.{dead}-abcd1234.part"
+    os.mkfifo(pipe)  # opening it would block the scan for good
+    now = time.time()
+    for path, age in [(stale, 30), (reused_own, 30), (alive_fresh, 30), (elsewhere, 30),
+                      (alive_old, 700), *((p, 3700) for p in (*legacy, *users, pipe))]:
+        os.utime(path, (now - age, now - age), follow_symlinks=False)
     with open(elsewhere, "rb") as held:
         fcntl.flock(held.fileno(), fcntl.LOCK_EX)
         removed = remove_stale_parts([tmp_path])
-    assert sorted(removed) == sorted([stale, reused_own, alive_old, *legacy])
-    assert all(path.exists() for path in (live, alive_fresh, elsewhere, *users))
+    assert sorted(removed) == sorted([stale, reused_own, alive_old, new, *legacy])
+    assert all(path.exists() for path in (live, alive_fresh, elsewhere, pipe, *users))
     discard(live)
     assert not live.exists()
 
@@ -532,6 +539,37 @@ def test_a_signal_that_surfaces_as_an_import_error_is_still_one_line(
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           cwd=tmp_path, timeout=60)
     assert (done.returncode, done.stderr.strip()) == (code, said), done.stderr
+
+
+SIGNAL_THEN = textwrap.dedent("""
+    import os, signal, sys, time
+    import click
+    from runtime.console import InterruptibleCommand
+    if {ignored}:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # as `cmd &` in a script starts it
+
+    @click.command(cls=InterruptibleCommand)
+    def main():
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.5)
+        except KeyboardInterrupt:
+            pass  # the command handled it and carried on
+        {then}
+    main([])
+""")
+
+
+@pytest.mark.parametrize(("ignored", "then", "code", "said"), [
+    (False, "raise ValueError('a real error')", 1, "ValueError: a real error"),
+    (True, "print('done')", 0, ""),
+])
+def test_signals_do_not_mask_later_errors_nor_override_an_ignored_sigint(
+        ignored: bool, then: str, code: int, said: str) -> None:
+    done = subprocess.run([sys.executable, "-c", SIGNAL_THEN.format(ignored=ignored, then=then)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == code, done.stderr
+    assert said in done.stderr and "interrupted" not in done.stderr
 
 
 @pytest.mark.parametrize("module", ["runtime", "runtime.bench"])

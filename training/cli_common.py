@@ -24,7 +24,7 @@ from typing import Any, NoReturn
 
 import click
 
-from training.graceful_stop import Terminated
+from training.graceful_stop import Terminated, from_a_signal, install_handlers
 
 # Top-level module -> how a user knows it, for the optional extras (see setup.cfg).
 EXTRA_MODULES = {
@@ -99,8 +99,8 @@ class Command(click.Command):
             return super().main(args, prog_name, complete_var, False, **extra)
         _SIGNALLED.clear()
         in_main = threading.current_thread() is threading.main_thread()
-        previous = {signum: signal.signal(signum, _on_signal)
-                    for signum in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
+        previous = install_handlers({signal.SIGINT: _on_signal, signal.SIGTERM: _on_signal}
+                                    ) if in_main else {}
         try:
             result = super().main(args, prog_name, complete_var, False, **extra)
         except _Interrupted as exc:
@@ -111,8 +111,8 @@ class Command(click.Command):
         except click.ClickException as exc:
             exc.show()
             sys.exit(exc.exit_code)
-        except Exception:
-            if not _SIGNALLED:
+        except Exception as exc:
+            if not (_SIGNALLED and from_a_signal(exc)):
                 raise
             _stopped_by(_SIGNALLED[-1])  # the signal surfaced as another error (an import)
         finally:

@@ -55,8 +55,7 @@ class GracefulStop:
     def start(self) -> GracefulStop:
         """Install the handlers (when enabled); :meth:`restore` puts the previous ones back."""
         if self.enabled:
-            for signum in _SIGNALS:
-                self._previous[signum] = signal.signal(signum, self._handle)
+            self._previous = install_handlers(dict.fromkeys(_SIGNALS, self._handle))
         return self
 
     def restore(self) -> None:
@@ -70,6 +69,30 @@ class GracefulStop:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  traceback: TracebackType | None) -> None:
         self.restore()
+
+
+def install_handlers(handlers: dict[int, Any]) -> dict[int, Any]:
+    """Install ``handlers`` (signal number -> handler) and return the previous ones, except
+    for a signal the process was started ignoring (``cmd &`` in a non-interactive shell
+    ignores SIGINT; ``nohup`` SIGHUP): that choice stays. (``runtime.console`` has its twin:
+    the runtime imports nothing of training.)"""
+    previous = {}
+    for signum, handler in handlers.items():
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            previous[signum] = signal.signal(signum, handler)
+    return previous
+
+
+def from_a_signal(exc: BaseException) -> bool:
+    """Whether ``exc`` is how a signal's ``KeyboardInterrupt`` came out of code that could not
+    pass it on: an ``ImportError`` (an extension module's initialisation), or any error raised
+    while handling one. (Twin of ``runtime.console.from_a_signal``.)"""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, KeyboardInterrupt):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return isinstance(exc, ImportError)
 
 
 def ignore_interrupts_in_worker(worker_id: int) -> None:

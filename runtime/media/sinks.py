@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import tempfile
 import threading
 import time
@@ -22,6 +23,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+from runtime.media.sources import IMAGE_EXTENSIONS
 
 try:
     import fcntl
@@ -40,9 +43,14 @@ VIDEO_WRITE_EXTENSIONS = frozenset(VIDEO_CONTAINERS)
 _GRAY_ONLY_FORMATS = frozenset({".pgm", ".pbm"})
 # Animated images: written frame by frame with OpenCV's animation codecs.
 ANIMATION_EXTENSIONS = frozenset({".gif", ".webp", ".png"})
+# What outputs are named: their temp files carry these names (see _our_temp_name).
+_OUTPUT_EXTENSIONS = IMAGE_EXTENSIONS | VIDEO_WRITE_EXTENSIONS | ANIMATION_EXTENSIONS
 
-# Our temp files: ".NAME.<pid>-<random>.part" plus, for videos, the container's extension.
-_PART_PATTERN = re.compile(r"^\..+\.(?P<pid>\d+)-[A-Za-z0-9_]{8}\.part(\.[A-Za-z0-9]+)?$")
+# Our temp files: ".NAME.<pid>-<random>.part" plus, for videos, the container's extension;
+# <random> is tempfile.mkstemp's (8 of a-z, 0-9, _). NAME is an output's name, so it ends in
+# a media extension (checked by _our_temp_name) unless it was cut to fit the 255-byte limit.
+_PART_PATTERN = re.compile(
+    r"^\.(?P<name>.+)\.(?P<pid>\d+)-[a-z0-9_]{8}\.part(?P<suffix>\.[A-Za-z0-9]+)?$")
 # The same without the pid, as versions before 0.2 named them (".photo.jpg.k3j9x0qa.part",
 # ".clip.mp4.k3j9x0qa.part.mp4"): only for names of the media we write, so that a user's
 # ".thesis.chapter1.part.docx" is never taken for one. Stale once older than this.
@@ -50,13 +58,20 @@ _LEGACY_PART_PATTERN = re.compile(
     r"^\..+(?P<ext>\.(?:jpe?g|png|bmp|webp|tiff?|gif|mp4|m4v|mov|mkv|webm|avi))"
     r"\.[A-Za-z0-9_]{8}\.part(?:(?P=ext))?$", re.IGNORECASE)
 LEGACY_PART_MAX_AGE_S = 3600.0
-# A temp file that nobody holds locked but whose pid is alive: a dead writer whose pid was
-# reused (or is 1, as in containers), or a live writer of a version before the locks, which
-# keeps the file's time fresh. Stale once untouched for this long.
+# An unlocked temp file whose pid is alive: a dead writer whose pid was reused (or is 1, as in
+# containers), or a live writer of a version before the locks, which keeps the file's time
+# fresh. Stale once untouched for this long.
 UNLOCKED_PART_MAX_AGE_S = 600.0
+# Where locks cannot be taken (Windows, NFS without lock support), a temp file whose pid is
+# gone here may be a live writer's on another host or in another container: spared while this
+# fresh.
+NO_LOCKS_MIN_AGE_S = 60.0
 # The locks this process holds on the temp files it writes: path -> file descriptor.
 _HELD: dict[str, int] = {}
 _HELD_GUARD = threading.Lock()
+# Held while a temp file is created and locked, so that a scan in this process never sees
+# one of its own between the two.
+_CREATING = threading.Lock()
 # Writers of an output call this just before its rename (size and time as the output will
 # have them), to record it as theirs: see runtime.media.manifest.
 Claim = Callable[[Path, os.stat_result], None]
@@ -110,31 +125,33 @@ def temp_path(path: Path, keep_suffix: bool = False) -> Path:
     name = path.name.encode()[:room].decode(errors="ignore")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.{os.getpid()}-", suffix=suffix,
-                                   dir=path.parent)
+        with _CREATING:
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}.{os.getpid()}-", suffix=suffix,
+                                       dir=path.parent)
+            _hold(fd, tmp)
     except OSError as exc:
         raise OutputWriteError(f"{path}: cannot write here ({exc.strerror or exc})") from None
-    _hold(fd, tmp)
     return Path(tmp)
 
 
 def _hold(fd: int, tmp: str) -> None:
     """Keep ``fd`` open with an exclusive lock on the temp file until :func:`publish` or
-    :func:`discard` (a file system without locks: closed, the pid tells)."""
+    :func:`discard` (a file system without locks: closed, the pid tells). Blocking: a scan
+    that is testing the lock holds it only for a moment."""
     if fcntl is not None:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX)
             with _HELD_GUARD:
-                _HELD[tmp] = fd
+                _HELD[os.path.abspath(tmp)] = fd
             return
         except OSError:
-            pass
+            pass  # ENOLCK, EOPNOTSUPP...: no locks on this file system
     os.close(fd)
 
 
 def _release(tmp: Path) -> None:
     with _HELD_GUARD:
-        fd = _HELD.pop(str(tmp), None)
+        fd = _HELD.pop(os.path.abspath(tmp), None)
     if fd is not None:
         os.close(fd)
 
@@ -212,11 +229,13 @@ def remove_stale_parts(folders: Iterable[Path], recursive: bool = False) -> list
     """Delete temp files of our own naming that no running process is writing.
 
     A temp file being written is locked by its writer (see the module docstring) and is never
-    touched. An unlocked one is stale when its writer's pid (in its name) is gone or is this
-    process's own, or, that pid being alive (reused, or a writer of a version before the
-    locks), once untouched for :data:`UNLOCKED_PART_MAX_AGE_S`. Names without a pid (older
-    versions) are stale after :data:`LEGACY_PART_MAX_AGE_S`. Where locks do not work, the pid
-    alone decides, as before. Nothing else is touched. Returns the files removed.
+    touched, nor is one this process is writing. An unlocked one is stale when
+    its writer's pid (in its name) is gone or is this process's own, or once untouched for
+    :data:`UNLOCKED_PART_MAX_AGE_S` (its pid alive: reused, or a writer of a version before the
+    locks). Where locks cannot be taken, a gone pid counts once the file is
+    :data:`NO_LOCKS_MIN_AGE_S` old. Names without a pid (older versions) are stale after
+    :data:`LEGACY_PART_MAX_AGE_S`. Only regular files of our naming are touched. Returns the
+    files removed.
     """
     removed: list[Path] = []
     now = time.time()
@@ -225,21 +244,8 @@ def remove_stale_parts(folders: Iterable[Path], recursive: bool = False) -> list
             continue
         candidates = folder.rglob(".*.part*") if recursive else folder.glob(".*.part*")
         for path in candidates:
-            match = _PART_PATTERN.match(path.name)
             try:
-                if not match and not _LEGACY_PART_PATTERN.match(path.name):
-                    continue
-                lock = _lock_state(path)
-                if lock == "held":
-                    continue
-                age = now - path.stat().st_mtime
-                if not match:
-                    stale = age > LEGACY_PART_MAX_AGE_S
-                else:
-                    pid = int(match["pid"])
-                    stale = not _process_alive(pid) or (lock == "free" and (
-                        pid == os.getpid() or age > UNLOCKED_PART_MAX_AGE_S))
-                if stale and path.is_file():
+                if _stale(path, now):
                     path.unlink()
                     removed.append(path)
             except OSError:
@@ -247,17 +253,60 @@ def remove_stale_parts(folders: Iterable[Path], recursive: bool = False) -> list
     return removed
 
 
+def _stale(path: Path, now: float) -> bool:
+    """Is ``path`` a temp file of our naming that nobody writes any more?"""
+    match = _PART_PATTERN.match(path.name)
+    legacy = match is None and _LEGACY_PART_PATTERN.match(path.name) is not None
+    if not legacy and not (match and _our_temp_name(path.name, match)):
+        return False
+    info = os.lstat(path)
+    if not stat.S_ISREG(info.st_mode):  # a link, a pipe: never ours, never opened
+        return False
+    age = now - info.st_mtime
+    lock = _lock_state(path)
+    if lock == "held":
+        return False
+    if legacy:
+        return age > LEGACY_PART_MAX_AGE_S
+    assert match is not None
+    pid = int(match["pid"])
+    if age > UNLOCKED_PART_MAX_AGE_S:
+        return True
+    if pid == os.getpid():
+        with _CREATING:  # not one this process is creating and about to lock
+            with _HELD_GUARD:
+                if os.path.abspath(path) in _HELD:
+                    return False
+    if lock == "free":  # this version writes nothing unlocked
+        return pid == os.getpid() or not _process_alive(pid)
+    return age > NO_LOCKS_MIN_AGE_S and not _process_alive(pid)
+
+
+def _our_temp_name(name: str, match: re.Match[str]) -> bool:
+    """Does ``name``, which matches :data:`_PART_PATTERN`, have what :func:`temp_path` gives
+    an output: a media name (image, animation or video), a video's own extension after
+    ``.part``, or a name cut to fit the file-name limit?"""
+    extension = Path(match["name"]).suffix.lower()
+    suffix = (match["suffix"] or "").lower()
+    if suffix and suffix != extension:
+        return False
+    return (extension in _OUTPUT_EXTENSIONS
+            or len(name.encode()) >= _NAME_MAX - 3)  # cut to fit (a UTF-8 char dropped)
+
+
 def _lock_state(path: Path) -> str:
     """"held" when a writer holds ``path`` locked, "free" when nobody does, "unknown" where
-    locks cannot be taken (Windows, some network file systems)."""
+    locks cannot be taken (Windows, some network file systems). The test takes a shared lock,
+    which a read-only descriptor may hold on NFS too, and which a writer's exclusive one
+    refuses."""
     if fcntl is None:
         return "unknown"
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
     except OSError:
         return "unknown"
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         return "free"
     except BlockingIOError:
         return "held"
@@ -268,14 +317,16 @@ def _lock_state(path: Path) -> str:
 
 
 def _process_alive(pid: int) -> bool:
-    if pid == os.getpid():
+    """Whether process ``pid`` exists here. On Windows always True: there ``os.kill(pid, 0)``
+    would send CTRL_C_EVENT, so only a temp file's age can tell."""
+    if pid == os.getpid() or os.name == "nt":
         return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True  # exists, belongs to someone else
+    except OSError:
+        return True  # exists, belongs to someone else (EPERM)
     return True
 
 
