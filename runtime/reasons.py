@@ -47,8 +47,9 @@ def not_onnx_reason(path: Path) -> str | None:
                 with zipfile.ZipFile(handle) as archive:
                     torch_file = any(name.rsplit("/", 1)[-1] == "data.pkl"
                                      for name in archive.namelist())
-            else:
-                torch_file = head.startswith(b"\x80\x02")
+            else:  # a pickle (torch.save's legacy format, any protocol)
+                torch_file = head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03",
+                                                                   b"\x04", b"\x05")
     except (OSError, zipfile.BadZipFile):  # unreadable, or a zip that is not one
         return None
     if not torch_file:

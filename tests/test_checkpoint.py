@@ -225,3 +225,21 @@ def test_other_model_formats_are_named(tmp_path: Path) -> None:
         with pytest.raises(CheckpointError, match=f"{path.name}: {reason}") as info:
             load_torch_file(path)
         assert "weights_only set to False" not in str(info.value)
+
+
+def test_a_file_saved_without_checksums_loads(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    config = pytest.importorskip("torch.utils.serialization.config")
+    monkeypatch.setattr(config.save, "compute_crc32", False)  # all CRCs zero: nothing to check
+    path = tmp_path / "g.pth"
+    torch.save({"w": torch.ones(3)}, path)
+    assert torch.equal(load_torch_file(path)["w"], torch.ones(3))
+
+
+def test_legacy_format_at_pickle_protocol_4_says_what_it_is(tmp_path: Path) -> None:
+    path = tmp_path / "old.pth"
+    torch.save({"w": torch.ones(3)}, path, _use_new_zipfile_serialization=False,
+               pickle_protocol=4)
+    with pytest.raises(CheckpointError, match=r"old\.pth: is in torch\.save's legacy format "
+                       r"with pickle protocol 4, which weights-only loading cannot read"):
+        load_torch_file(path)

@@ -28,6 +28,7 @@ import shutil
 import tempfile
 import warnings
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +46,10 @@ class CheckpointError(Exception):
 # for older files such as the official pretrained generators, a pickle (protocol 2: 0x80 0x02).
 _ZIP_MAGIC = b"PK\x03\x04"
 _PICKLE_MAGIC = b"\x80"
-# torch.save's legacy (non-zip) format opens with a protocol-2 pickle of this magic number.
-_TORCH_LEGACY_MAGIC = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+# torch.save's legacy (non-zip) format opens with a pickle (protocol 2 by default, any with
+# pickle_protocol=) of this magic number: a LONG1 opcode of 10 bytes.
+_TORCH_LEGACY_MAGIC = b"\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+_HEAD_BYTES = 32  # enough for the magic after a protocol 4/5 pickle's frame header
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _NOT_TENSORFLOW = ("this toolkit reads PyTorch weights (the TensorFlow tutorial's pix2pix U-Net "
                    "is cyclegan-train --generator unet_256)")
@@ -86,7 +89,7 @@ def load_torch_file(path: str | Path) -> Any:
         raise CheckpointError(f"{path}: empty file")
     try:
         with open(path, "rb") as handle:
-            head = handle.read(16)
+            head = handle.read(_HEAD_BYTES)
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if _looks_like_onnx(path, head):
@@ -122,8 +125,12 @@ def _check_zip(path: Path) -> None:
             if not any(name.rsplit("/", 1)[-1] == "data.pkl" for name in names):
                 raise CheckpointError(f"{path}: is a zip archive but not a PyTorch file (no "
                                       "data.pkl inside)")
-            damaged = archive.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            # torch.save may be told not to compute CRCs (serialization config
+            # compute_crc32=False): all zero, nothing to check.
+            checked = any(info.CRC for info in archive.infolist())
+            damaged = archive.testzip() if checked else None
+    except (zipfile.BadZipFile, OSError, EOFError, NotImplementedError, RuntimeError,
+            zlib.error) as exc:
         raise CheckpointError(f"{path}: is truncated or damaged (its zip archive cannot be "
                               f"read: {_first_line(exc)})") from None
     if damaged is not None:
@@ -142,9 +149,14 @@ def _load_failure_reason(exc: Exception, head: bytes) -> str:
         # Only torch's first sentence: the rest advises weights_only=False, which we never do.
         return (f"is a zip archive but not a PyTorch file "
                 f"({_first_line(exc).split('. ')[0].rstrip('.')})")
-    if head.startswith(_PICKLE_MAGIC) and not head.startswith(_TORCH_LEGACY_MAGIC):
+    if head.startswith(_PICKLE_MAGIC) and _TORCH_LEGACY_MAGIC not in head:
         return ("is a plain Python pickle (as pickle.dump writes), not a file torch.save "
                 "wrote; it was not loaded, since unpickling it could run code")
+    if head[:1] == _PICKLE_MAGIC and head[1:2] in (b"\x04", b"\x05"):
+        # torch.save(..., _use_new_zipfile_serialization=False, pickle_protocol=4)
+        return ("is in torch.save's legacy format with pickle protocol "
+                f"{head[1]}, which weights-only loading cannot read; in a trusted "
+                "environment, load it and save it again with plain torch.save(obj, path)")
     if head.startswith(_PICKLE_MAGIC):
         # torch.save's legacy format, but damaged or holding what weights_only refuses.
         reason = message.split("WeightsUnpickler error:")[-1] if isinstance(
