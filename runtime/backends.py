@@ -324,6 +324,9 @@ class OnnxRuntimeBackend:
 
 
 
+_OPENCV_THREADS = threading.Lock()  # OpenCVBackend: around a call that sets the thread count
+
+
 class OpenCVBackend:
     """OpenCV DNN on the CPU. ``cv2.dnn.Net`` is not thread-safe, so calls are serialised."""
 
@@ -355,14 +358,17 @@ class OpenCVBackend:
             if self.threads is None:
                 return np.array(self.net.forward())
             # OpenCV's thread count is the whole process's: set for this call only, so the
-            # app's own cv2 calls (and backend="auto" merely trying OpenCV) keep theirs.
-            # A set costs well under a microsecond.
-            before = cv2.getNumThreads()
-            cv2.setNumThreads(self.threads)
-            try:
-                return np.array(self.net.forward())
-            finally:
-                cv2.setNumThreads(before)
+            # app's own cv2 calls keep theirs afterwards (and backend="auto" merely trying
+            # OpenCV changes nothing); cv2 calls of other threads meanwhile run with it too.
+            # One lock for every instance: two that set and restore in turn would otherwise
+            # leave the count at one of theirs. A set costs well under a microsecond.
+            with _OPENCV_THREADS:
+                before = cv2.getNumThreads()
+                cv2.setNumThreads(self.threads)
+                try:
+                    return np.array(self.net.forward())
+                finally:
+                    cv2.setNumThreads(before)
 
 
 def openvino_precision_name(value: object) -> str:

@@ -129,7 +129,8 @@ class Translator:
     where batches are slower per frame, 8 on a GPU; on a CPU always no more than fit in
     memory); ``translate_batch`` splits larger inputs into chunks. ``threads``: CPU threads
     for the model (a whole number; None: the backend's default). OpenCV's thread count is
-    process-wide, so the OpenCV backend sets it only for the length of its own calls. One
+    process-wide, so the OpenCV backend sets it for the length of its own calls, then puts the
+    previous one back. One
     instance may be shared by several threads.
 
     Inputs: numpy HWC arrays (BGR unless ``color_order="RGB"``), PIL images (Pillow is imported
