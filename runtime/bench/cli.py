@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import click
 
@@ -206,16 +206,19 @@ def main(models: tuple[Path, ...], int8_models: tuple[Path, ...], fp16_models: t
     from runtime.media.manifest import OutputManifest
     from runtime.media.sinks import OutputWriteError, write_bytes_atomic
 
+    def claim(path: Path) -> Any:  # recorded as ours before the rename: ours to replace
+        return OutputManifest(path.parent).claimer("report")
+
     try:
         written = []
         if json_path is not None:
-            written.append(report.save_json(json_path))
+            written.append(report.save_json(json_path, claim(json_path)))
         if markdown_path is not None:
-            written.append(write_bytes_atomic(markdown_path, report.markdown().encode()))
+            written.append(write_bytes_atomic(markdown_path, report.markdown().encode(),
+                                              claim(markdown_path)))
         if plot_path is not None:
-            written.append(plot_report(report, plot_path, plot_metric))
+            written.append(plot_report(report, plot_path, plot_metric, claim(plot_path)))
         for path in written:
-            OutputManifest(path.parent).record(path, "report")  # ours to replace next time
             click.echo(f"wrote {path}")
     except (BenchError, OutputWriteError) as exc:
         _fail(str(exc), debug, exc)

@@ -364,12 +364,13 @@ class BenchReport:
                    [CeilingResult(**_known(CeilingResult, v))
                     for v in data.get("pipeline_ceiling", [])])
 
-    def save_json(self, path: str | Path) -> Path:
-        """Write the report to ``path`` atomically (temp file, then rename)."""
+    def save_json(self, path: str | Path, claim: Any = None) -> Path:
+        """Write the report to ``path`` atomically (temp file, then rename); ``claim``: see
+        :func:`runtime.media.sinks.publish`."""
         from runtime.media.sinks import write_bytes_atomic  # cv2 and numpy: not at import
 
         text = json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
-        return write_bytes_atomic(Path(path), text.encode())  # it makes the folder
+        return write_bytes_atomic(Path(path), text.encode(), claim)  # it makes the folder
 
     @classmethod
     def load_json(cls, path: str | Path) -> BenchReport:
@@ -445,9 +446,11 @@ class BenchReport:
         return out
 
 
-def plot_report(report: BenchReport, path: str | Path, metric: str = "throughput") -> Path:
+def plot_report(report: BenchReport, path: str | Path, metric: str = "throughput",
+                claim: Any = None) -> Path:
     """Horizontal bar chart (PNG) of throughput (img/s) or p50 latency (ms) per row, each bar
-    annotated with its ratio to PyTorch eager. Needs matplotlib (:class:`BenchError` without)."""
+    annotated with its ratio to PyTorch eager. Needs matplotlib (:class:`BenchError` without).
+    ``claim``: see :func:`runtime.media.sinks.publish`."""
     if metric not in PLOT_METRICS:
         raise BenchError(f"plot metric must be one of {', '.join(PLOT_METRICS)}, got {metric!r}")
     try:
@@ -483,7 +486,7 @@ def plot_report(report: BenchReport, path: str | Path, metric: str = "throughput
 
     png = io.BytesIO()
     figure.savefig(png, format="png", dpi=120)
-    return write_bytes_atomic(Path(path), png.getvalue())  # it makes the folder
+    return write_bytes_atomic(Path(path), png.getvalue(), claim)  # it makes the folder
 
 
 # metric -> (BenchRow attribute, axis label)
