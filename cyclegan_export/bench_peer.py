@@ -1,7 +1,7 @@
 """PyTorch eager as a peer in ``cyclegan-bench``: registered through the
 ``cyclegan_toolkit.bench_engines`` entry point, so the runtime itself never imports torch or this
-package. The benchmark loads it in the PyTorch rows' own processes, and once up front to check
-the checkpoint (:func:`check_checkpoint`)."""
+package. The benchmark loads it in the PyTorch rows' own processes, and in one more up front
+to check the checkpoint (:func:`check_checkpoint`)."""
 
 from __future__ import annotations
 
@@ -43,6 +43,9 @@ def check_checkpoint(path: str, direction: str) -> dict[str, Any]:
         spec = load_generator(path, direction).spec
     except CheckpointError as exc:
         raise BenchError(str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - anything else: still one line, naming the file
+        raise BenchError(f"{path}: cannot load it ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
     return {"architecture": spec.name, "ngf": spec.ngf}
 
 

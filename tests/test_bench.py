@@ -10,6 +10,7 @@ import importlib.util
 import json
 import math
 import re
+import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -427,6 +428,27 @@ def test_a_checkpoint_that_is_not_the_models_or_cannot_load_is_refused_up_front(
                             timing=FAST)
     assert skipped.notes == ["PyTorch eager skipped: --engine leaves it out, so --checkpoint "
                              "is unused"]
+
+
+def test_the_checkpoint_check_keeps_torch_out_of_the_benchmarks_process(
+        models: dict[str, Path], tmp_path: Path) -> None:
+    other = tmp_path / "other.pth"
+    torch.save(build_generator(generator_spec("unet_128", ngf=8)).state_dict(), other)
+    script = f"""
+import sys
+from runtime.bench.benchmark import BenchError, Timing, run_benchmark
+try:
+    run_benchmark([{str(models["fp32"])!r}], checkpoint={str(other)!r},
+                  engines=["onnxruntime", "pytorch"], gemm_size=0, timing=Timing(iterations=1))
+except BenchError as exc:
+    print("refused:", exc)
+print("torch imported:", "torch" in sys.modules)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300)
+    assert "refused: " in done.stdout and "holds a unet_128 generator" in done.stdout, \
+        done.stderr
+    assert "torch imported: False" in done.stdout
 
 
 def test_cli_direction_without_checkpoint_warns(models: dict[str, Path]) -> None:

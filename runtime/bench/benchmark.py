@@ -245,7 +245,7 @@ def run_benchmark(models: Sequence[str | Path], *, checkpoint: str | Path | None
             "torch or the training package is not installed" if engines is None
             else "--engine leaves it out, so --checkpoint is unused"))
     if checkpoint is not None and "pytorch" in chosen:
-        _check_peer(str(checkpoint), direction, reference)
+        _check_peer(str(checkpoint), direction, reference, isolate)
 
     say = progress or (lambda line: None)
     say("measuring the fp32 GEMM rate" if gemm_size else "reading machine info")
@@ -300,12 +300,20 @@ ENGINE_NEEDS = {
 }
 
 
-def _check_peer(checkpoint: str, direction: str, reference: _Model) -> None:
+def _check_peer(checkpoint: str, direction: str, reference: _Model, isolate: bool) -> None:
     """Load the generator the PyTorch rows will run, up front (a file it cannot load is a
     :class:`BenchError` now, not an error row after minutes of benchmarking), and refuse one
     that is not the reference model's network: its PSNR and the "x PyTorch eager" ratios
-    would compare two different models."""
-    peer = check_plugin_source("pytorch", checkpoint, direction)
+    would compare two different models. ``isolate``: in a fresh process, as the rows (this
+    process never imports torch)."""
+    if not isolate:
+        peer = check_plugin_source("pytorch", checkpoint, direction)
+    else:
+        try:
+            peer = run_in_fresh_process(check_plugin_source, "pytorch", checkpoint, direction)
+        except BrokenProcessPool:
+            raise BenchError(f"{checkpoint}: the process loading it died (out of "
+                             "memory?)") from None
     if peer is None:
         return
     ours = (reference.meta.architecture, reference.meta.generator.get("ngf"))

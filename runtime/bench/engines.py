@@ -177,8 +177,8 @@ def check_plugin_source(name: str, model: str, direction: str) -> dict[str, Any]
     """
     from importlib.metadata import entry_points
 
-    (point,) = [p for p in entry_points(group=ENGINE_ENTRY_POINTS) if p.name == name]
-    check = getattr(point.load(), "check", None)
+    points = [p for p in entry_points(group=ENGINE_ENTRY_POINTS) if p.name == name]
+    check = getattr(points[0].load(), "check", None) if len(points) == 1 else None
     return None if check is None else check(model, direction)
 
 
