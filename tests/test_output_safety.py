@@ -729,3 +729,32 @@ def test_an_output_under_a_file_is_refused_before_any_work(tmp_path: Path, targe
     assert result.exit_code == 2, result.output
     assert f"{tmp_path / 'blocker'} is a file, not a folder" in result.output
     assert "model:" not in result.output
+
+
+def test_a_record_that_cannot_be_written_names_itself_and_leaves_no_temp_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from runtime.media.sinks import OutputWriteError, write_bytes_atomic
+
+    def refused(self: OutputManifest, path: Path, kind: str, stat: object = None) -> None:
+        raise PermissionError(13, "Permission denied", str(self.path))
+
+    monkeypatch.setattr(OutputManifest, "record", refused)
+    target = tmp_path / "a.png"
+    with pytest.raises(OutputWriteError, match=r"a\.png: not written: the record of what this "
+                       r"tool wrote there .*\.cyclegan-run\.jsonl cannot be updated "
+                       r"\(Permission denied\)"):
+        write_bytes_atomic(target, b"png", OutputManifest(tmp_path).claimer("image"))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_listed_path_that_never_got_its_output_hides_nothing(tmp_path: Path) -> None:
+    """A line written before a rename that never happened: the user's file later put at
+    that path is an input like any other."""
+    from runtime.media.manifest import listed_outputs
+
+    ours = write_image(tmp_path / "ours.png", natural_images(1, 16, 16, seed=1)[0])
+    manifest = OutputManifest(tmp_path)
+    manifest.record(ours, "image")
+    manifest.record(tmp_path / "never.png", "image", ours.stat())  # the killed rename's line
+    write_image(tmp_path / "never.png", natural_images(1, 20, 20, seed=2)[0])  # the user's
+    assert listed_outputs(tmp_path) == {Path(os.path.abspath(ours))}

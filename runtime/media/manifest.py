@@ -76,10 +76,21 @@ class OutputManifest:
 
 
 def listed_outputs(folder: Path) -> set[Path]:
-    """Absolute paths of the outputs that ``folder``'s record lists (empty without one)."""
+    """Absolute paths of the outputs that ``folder``'s record lists and that are still as
+    written (empty without a record): a line for a rename a killed run never made, or for
+    an output the user replaced since, does not hide the file now at that path."""
     entries = _read_entries(folder / MANIFEST_NAME)
     base = Path(os.path.abspath(folder))
-    return {Path(os.path.normpath(base / key)) for key in entries}
+    listed = set()
+    for key, signatures in entries.items():
+        path = Path(os.path.normpath(base / key))
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        if (stat.st_size, stat.st_mtime_ns) in signatures:
+            listed.add(path)
+    return listed
 
 
 def _read_entries(path: Path) -> dict[str, set[tuple[int, int]]]:

@@ -162,7 +162,13 @@ def publish(tmp: Path, path: Path, claim: Claim | None = None) -> None:
     try:
         os.chmod(tmp, 0o666 & ~_current_umask())
         if claim is not None:
-            claim(path, os.stat(tmp))
+            try:
+                claim(path, os.stat(tmp))
+            except OSError as exc:
+                where = f" {exc.filename}" if exc.filename else ""
+                raise OutputWriteError(f"{path}: not written: the record of what this tool "
+                                       f"wrote there{where} cannot be updated "
+                                       f"({exc.strerror or exc})") from None
         os.replace(tmp, path)
     finally:
         _release(tmp)
@@ -184,6 +190,9 @@ def write_bytes_atomic(path: Path, data: bytes, claim: Claim | None = None) -> P
         with open(tmp, "wb") as handle:
             handle.write(data)
         publish(tmp, path, claim)
+    except OutputWriteError:
+        discard(tmp)
+        raise
     except OSError as exc:
         discard(tmp)
         raise OutputWriteError(f"{path}: cannot write ({exc.strerror or exc})") from None
