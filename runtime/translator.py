@@ -135,11 +135,11 @@ class Translator:
 
     Inputs: numpy HWC arrays (BGR unless ``color_order="RGB"``), PIL images (Pillow is imported
     only then; returned as a PIL image, RGB, or RGBA when the input has alpha: RGBA, LA, PA, a
-    palette with a transparent entry, or premultiplied RGBa/La) and image file paths (str,
-    ``Path`` or any ``os.PathLike``: read, translated, returned as a numpy array in
-    ``color_order``, BGR by default). PIL mode "I" is taken as 16-bit (0-65535, as older Pillow
-    opens a 16-bit PNG) and mode "F" as [0, 1] (a float TIFF); convert other ranges first
-    (e.g. ``image.convert("L")``).
+    palette with a transparent entry, or premultiplied RGBa/La), image file paths (str,
+    ``Path`` or any ``os.PathLike``) and an encoded image's bytes (PNG, JPEG...): read,
+    translated, returned as a numpy array in ``color_order``, BGR by default. PIL mode "I" is
+    taken as 16-bit (0-65535, as older Pillow opens a 16-bit PNG) and mode "F" as [0, 1] (a
+    float TIFF); convert other ranges first (e.g. ``image.convert("L")``).
     """
 
     def __init__(self, model_path: str | Path, *, providers: str | Sequence[str] = "auto",
@@ -271,8 +271,8 @@ class Translator:
         uint16; channels in ``color_order`` ("BGR" as OpenCV reads, or "RGB"). Returns uint8
         ``(H, W, 3)`` in ``color_order`` (``(H, W, 4)`` with the input's alpha carried over),
         exactly the input's height and width. A PIL image comes back as a PIL image (RGB, or
-        RGBA when it has alpha); an image path (str, ``Path``, ``os.PathLike``) as a numpy array
-        in ``color_order``.
+        RGBA when it has alpha); an image path (str, ``Path``, ``os.PathLike``) or an encoded
+        image's bytes as a numpy array in ``color_order``.
         """
         return self.translate_batch([image], color_order=color_order)[0]
 
@@ -407,10 +407,15 @@ class Translator:
     @staticmethod
     def _as_array(image: Any, color_order: str) -> np.ndarray:
         """A numpy image in ``color_order`` from a numpy array, a PIL image or a path."""
-        if isinstance(image, (str, bytes, os.PathLike)):
-            from runtime.media.sources import read_image
+        if isinstance(image, (str, os.PathLike, bytes, bytearray, memoryview)):
+            from runtime.media.sources import decode_image, read_image
 
-            array = read_image(Path(os.fsdecode(image)))  # BGR(A) or gray, as OpenCV reads it
+            if isinstance(image, (str, os.PathLike)):
+                array = read_image(Path(image))  # BGR(A) or gray, as OpenCV reads it
+            elif not len(image):
+                raise ValueError("empty bytes: give an encoded image (PNG, JPEG...) or a path")
+            else:  # an encoded image's bytes, as rembg's remove() takes them
+                array = decode_image(np.frombuffer(image, np.uint8), "image bytes", known=False)
             if color_order == "RGB" and array.ndim == 3 and array.shape[2] >= 3:
                 array = np.ascontiguousarray(array[..., [2, 1, 0, *range(3, array.shape[2])]])
             return array

@@ -21,7 +21,7 @@ from runtime import Translator
 from runtime.cli import main as run_cli
 from runtime.media.outputs import plan_outputs
 from runtime.media.pipeline import image_io_threads, translate_files
-from runtime.media.sources import expand_inputs
+from runtime.media.sources import InputError, expand_inputs
 from runtime.media.stream import StreamError, StreamWarning, pipelined
 from runtime.media.video import AtomicVideoWriter
 from runtime.synthetic import natural_images
@@ -439,7 +439,10 @@ def test_image_path_in_numpy_bgr_out(translator: Translator, tmp_path: Path) -> 
     expected = translator(bgr)
     assert np.array_equal(translator(str(path)), expected)
     assert np.array_equal(translator(path), expected)
-    assert np.array_equal(translator(bytes(path)), expected)
+    assert np.array_equal(translator(path.read_bytes()), expected)  # encoded, as rembg takes
+    assert np.array_equal(translator(bytearray(path.read_bytes())), expected)
+    with pytest.raises(InputError, match="image bytes: not an image"):
+        translator(b"not an image at all")
 
     class Located:  # any os.PathLike
         def __fspath__(self) -> str:

@@ -131,18 +131,24 @@ def read_image(path: Path) -> np.ndarray:
         raise InputError(path, f"unreadable ({exc.strerror or exc})") from None
     if data.size == 0:
         raise InputError(path, "empty file")
+    return decode_image(data, path, known=path.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def decode_image(data: np.ndarray, source: Path | str, known: bool = True) -> np.ndarray:
+    """Decode an encoded image (``data``: its bytes as uint8) as :func:`read_image` does;
+    :class:`InputError` naming ``source`` otherwise (``known``: it was said to be an image, so
+    a failure means damaged rather than something else)."""
     # IMREAD_UNCHANGED keeps alpha and 16 bits but, alone among OpenCV's modes, ignores the
     # EXIF orientation of phone photos: the metadata comes along and is applied below.
     image, kinds, chunks = cv2.imdecodeWithMetadata(data, cv2.IMREAD_UNCHANGED)
     if image is None or image.size == 0:
-        known = path.suffix.lower() in IMAGE_EXTENSIONS
-        raise InputError(path, "corrupt or truncated image" if known else "not an image")
+        raise InputError(source, "corrupt or truncated image" if known else "not an image")
     if np.issubdtype(image.dtype, np.floating):
         image = unit_float_to_uint8(image)  # e.g. float EXR/HDR/TIFF: [0, 1] to 8 bits
     elif image.dtype not in (np.uint8, np.uint16):
         # signed samples (a 32-bit integer TIFF) have no one range to map from: not guessed
-        raise InputError(path, f"{image.dtype} samples (only 8 or 16-bit unsigned and float "
-                               "images are translated)")
+        raise InputError(source, f"{image.dtype} samples (only 8 or 16-bit unsigned and "
+                                 "float images are translated)")
     for kind, chunk in zip(kinds, chunks, strict=False):
         if kind == cv2.IMAGE_METADATA_EXIF:
             image = upright(image, exif_orientation(np.asarray(chunk, np.uint8).tobytes()))
