@@ -758,3 +758,16 @@ def test_a_listed_path_that_never_got_its_output_hides_nothing(tmp_path: Path) -
     manifest.record(tmp_path / "never.png", "image", ours.stat())  # the killed rename's line
     write_image(tmp_path / "never.png", natural_images(1, 20, 20, seed=2)[0])  # the user's
     assert listed_outputs(tmp_path) == {Path(os.path.abspath(ours))}
+
+
+def test_a_video_writer_dropped_unfinished_leaves_no_temp_file(tmp_path: Path) -> None:
+    import gc
+
+    from runtime.media.video import AtomicVideoWriter
+
+    writer = AtomicVideoWriter(tmp_path / "clip.mp4", 10.0, (32, 24))
+    writer.write(natural_images(1, 24, 32, seed=3)[0])
+    assert list(tmp_path.glob(".clip.mp4.*.part.mp4"))
+    del writer  # an app's error path: neither commit() nor abort()
+    gc.collect()
+    assert list(tmp_path.iterdir()) == []

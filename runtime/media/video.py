@@ -21,6 +21,7 @@ LatestFrameGrabber`): see there why.
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
@@ -501,6 +502,12 @@ class AtomicVideoWriter:
             self._discard()
             raise OutputWriteError(f"{path}: cannot open a {self.spec.name} writer "
                                    f"({_reason(exc)})") from None
+        except BaseException:  # anything else, Ctrl-C included: no temp file nor its lock
+            self._discard()
+            raise
+        # A writer dropped without commit() or abort() (an app's error path): its temp file
+        # goes, and its lock with it, when the writer is collected or at exit.
+        self._finalizer = weakref.finalize(self, discard, self.tmp)
 
     def _add_video_stream(self, width: int, height: int) -> av.video.stream.VideoStream:
         spec = self.spec
@@ -638,6 +645,7 @@ class AtomicVideoWriter:
                 raise OutputWriteError(f"{self.path}: cannot write ({_reason(exc)})") from None
             self._check_complete()
             publish(self.tmp, self.path, claim)
+            self._finalizer.detach()  # the temp file is the output now
         except BaseException:
             self._discard()
             raise
