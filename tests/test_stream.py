@@ -259,16 +259,17 @@ def test_a_source_waiting_for_each_result_is_served_with_batches_in_flight() -> 
 @pytest.mark.parametrize("in_flight", [1, 2])
 def test_early_exit_closes_the_source_and_stops_the_thread(translator: Translator,
                                                            in_flight: int) -> None:
-    state = {"read": 0, "closed": False}
+    state: dict[str, object] = {"read": 0, "closed": False}
 
     def endless() -> Iterator[np.ndarray]:
         image = frames(1)[0]
         try:
             while True:
-                state["read"] += 1
+                state["read"] += 1  # type: ignore[operator]
                 yield image
         finally:
             state["closed"] = True
+            state["closed_in"] = threading.current_thread().name
 
     stream = translator.stream(endless(), queue_size=2, in_flight=in_flight)
     for count, _ in enumerate(stream, 1):
@@ -276,9 +277,11 @@ def test_early_exit_closes_the_source_and_stops_the_thread(translator: Translato
             break
     stream.close()
     assert state["closed"] is True
+    # by the thread that was reading it, not later by the garbage collector on another
+    assert str(state["closed_in"]).startswith("stream-decode")
     assert not decode_threads()
     # bounded read-ahead: the batches in flight, the queue and one in the reader's hand
-    assert state["read"] <= 3 + in_flight + 2 + 1
+    assert int(state["read"]) <= 3 + in_flight + 2 + 1  # type: ignore[call-overload]
 
 
 def test_closing_does_not_wait_for_a_source_stuck_in_a_read(translator: Translator) -> None:

@@ -125,12 +125,13 @@ def pipelined(translator: Translator, items: Iterable[T], image_of: Callable[[T]
     time in worker threads (default: the translator's :attr:`~Translator.in_flight`, 2 on a
     GPU, 1 on a CPU); ``temporal``: each output passes a :class:`TemporalStabilizer`, in
     order. Errors in reading or translating raise :class:`StreamError` naming ``name``.
-    Closing the generator stops the threads. Without ``close_source`` they are joined before
-    the generator returns, so the caller may close the items' source afterwards. With it, the
-    decode thread calls it once it stops reading (at the end, on an error or on a stop), and
-    closing waits at most :data:`CLOSE_WAIT_S` for that: a source stuck in a read (a stalled
-    camera or network stream) is closed as soon as the read returns, without holding up the
-    consumer.
+    Closing the generator stops the threads; the decode thread closes the items' iterator
+    (a generator's ``close()``) when it stops reading. Without ``close_source`` the threads
+    are joined before the generator returns, so the caller may close the items' source
+    afterwards. With it, the decode thread then calls it too (at the end, on an error or on a
+    stop, once this generator has started: one closed before its first item never touches
+    the source), and closing waits at most :data:`CLOSE_WAIT_S` for that: a source stuck in a read (a stalled camera or network
+    stream) is closed as soon as the read returns, without holding up the consumer.
     """
     stop = threading.Event()
     buffer: queue.Queue[Any] = queue.Queue(max(1, queue_size))
@@ -146,16 +147,21 @@ def pipelined(translator: Translator, items: Iterable[T], image_of: Callable[[T]
 
     def read() -> None:
         error: BaseException | None = None
+        iterator: Iterator[T] | None = None
         try:
-            for item in items:
+            iterator = iter(items)
+            for item in iterator:
                 if not put(item):
                     return  # stopped: nobody waits for the end marker
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
             error = exc
         finally:
-            if close_source is not None:
+            # The items' generator first (a decoder's, stopped early: closed here, not later
+            # by the garbage collector on another thread), then their source.
+            for close in (getattr(iterator, "close", None), close_source):
                 try:
-                    close_source()
+                    if callable(close):
+                        close()
                 except BaseException as exc:  # noqa: BLE001 - as a read error
                     error = error or exc
         put(_Ended(error))
