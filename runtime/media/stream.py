@@ -130,8 +130,9 @@ def pipelined(translator: Translator, items: Iterable[T], image_of: Callable[[T]
     are joined before the generator returns, so the caller may close the items' source
     afterwards. With it, the decode thread then calls it too (at the end, on an error or on a
     stop, once this generator has started: one closed before its first item never touches
-    the source), and closing waits at most :data:`CLOSE_WAIT_S` for that: a source stuck in a read (a stalled camera or network
-    stream) is closed as soon as the read returns, without holding up the consumer.
+    the source), and closing waits at most :data:`CLOSE_WAIT_S` for that: a source stuck in
+    a read (a stalled camera or network stream) is closed as soon as the read returns,
+    without holding up the consumer.
     """
     stop = threading.Event()
     buffer: queue.Queue[Any] = queue.Queue(max(1, queue_size))
