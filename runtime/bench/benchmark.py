@@ -374,7 +374,9 @@ def _make_row(spec: RowSpec, outcome: RowOutcome, model: _Model, macs: int | Non
     title = ENGINE_TITLES[spec.engine]
     precision = outcome.precision or (model.meta.precision if spec.engine != "pytorch"
                                       else "fp32")
-    provider = outcome.provider or short_provider(spec.provider or "CPU").upper()
+    # a failed row names its device as a working one would: "CPU" for PyTorch's "cpu" too
+    named = short_provider(spec.provider or "CPU")
+    provider = outcome.provider or (named.upper() if named.islower() else named)
     name = Path(spec.model).name
     row = BenchRow(label=f"{title} {provider} {precision}", engine=spec.engine,
                    provider=provider, precision=precision, model=name,
