@@ -400,7 +400,8 @@ def test_pytorch_peer_follows_the_reference_models_direction(tiny_checkpoint: Pa
                                      gemm_size=0, isolate=False)
     followed = run_benchmark([model], **common)  # type: ignore[arg-type]
     eager = next(row for row in followed.rows if row.engine == "pytorch")
-    assert followed.settings["direction"] == "BtoA" and not followed.notes
+    assert followed.settings["direction"] == "BtoA"
+    assert not [note for note in followed.notes if "--direction" in note]
     assert eager.psnr_db is not None and eager.psnr_db >= PSNR_FLOOR_DB["fp32"]
     crossed = run_benchmark([model], direction="AtoB", **common)  # type: ignore[arg-type]
     eager = next(row for row in crossed.rows if row.engine == "pytorch")
@@ -426,8 +427,8 @@ def test_a_checkpoint_that_is_not_the_models_or_cannot_load_is_refused_up_front(
     skipped = run_benchmark([models["fp32"]], checkpoint=models["weights"],
                             engines=["onnxruntime"], sizes=[32], gemm_size=0, isolate=False,
                             timing=FAST)
-    assert skipped.notes == ["PyTorch eager skipped: --engine leaves it out, so --checkpoint "
-                             "is unused"]
+    assert skipped.notes[0] == ("PyTorch eager skipped: --engine leaves it out, so "
+                                "--checkpoint is unused")
 
 
 def test_the_checkpoint_check_keeps_torch_out_of_the_benchmarks_process(
@@ -449,6 +450,43 @@ print("torch imported:", "torch" in sys.modules)
     assert "refused: " in done.stdout and "holds a unet_128 generator" in done.stdout, \
         done.stderr
     assert "torch imported: False" in done.stdout
+
+
+def test_another_network_gets_no_psnr_nor_pytorch_ratio(models: dict[str, Path],
+                                                        tmp_path: Path) -> None:
+    torch.manual_seed(5)
+    other_weights = tmp_path / "other.pth"
+    torch.save(build_generator(generator_spec("resnet_6blocks", ngf=8)).state_dict(),
+               other_weights)
+    other = tmp_path / "other.onnx"
+    export_onnx(other_weights, other, verify=False)
+    report = run_benchmark([models["fp32"], models["int8"], other], checkpoint=models["weights"],
+                           engines=["onnxruntime", "pytorch"], providers="cpu", sizes=[32],
+                           timing=FAST, gemm_size=0, isolate=False)
+    rows = {row.model: row for row in report.rows if row.engine == "onnxruntime"}
+    assert rows["other.onnx"].psnr_db is None and rows["other.onnx"].vs_pytorch is None
+    assert rows["int8.onnx"].psnr_db is not None and rows["int8.onnx"].vs_pytorch is not None
+    assert "other.onnx is another network than fp32.onnx: its rows have no PSNR and no " \
+        "PyTorch ratio" in report.notes
+    assert all("other.onnx" not in line for line in report.ratio_lines())
+
+
+def test_a_busy_machine_and_unsteady_rows_are_said(models: dict[str, Path],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import runtime.bench.benchmark as benchmark_module
+
+    monkeypatch.setattr(benchmark_module, "_load_average", lambda: 40.0)
+    report = run_benchmark([models["fp32"]], engines=["onnxruntime"], providers="cpu",
+                           sizes=[32], timing=FAST, gemm_size=0, isolate=False)
+    assert any(note.startswith("the machine was busy (load average 40.0 at the start, 40.0 "
+                               "at the end") for note in report.notes)
+    row = report.rows[0]
+    row.latency_p90_ms = 3 * (row.latency_p50_ms or 1.0)
+    row.gemm_fraction = 1.5
+    notes = benchmark_module._steadiness_notes(report, 0.0, 0.0)
+    assert notes == [f"unsteady (p90 over twice p50): {row.label} fp32.onnx b{row.batch} "
+                     f"{row.size}", "1 row(s) above 100% of the GEMM rate: the yardstick was "
+                     "measured low (a busy machine, or a --gemm-size too small)"]
 
 
 def test_cli_direction_without_checkpoint_warns(models: dict[str, Path]) -> None:

@@ -25,6 +25,7 @@ multiply-accumulates) is optional as well.
 from __future__ import annotations
 
 import importlib.util
+import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures.process import BrokenProcessPool
@@ -254,6 +255,13 @@ def run_benchmark(models: Sequence[str | Path], *, checkpoint: str | Path | None
                          settings=_settings(loaded, checkpoint, direction, batches, size_pairs,
                                             chosen, ort_providers, timing, gemm_size),
                          notes=notes, created=created)
+    # Models of another network than the reference (not exported from the same file and
+    # direction): their outputs and speed compare to nothing of the reference's or PyTorch's.
+    others = {str(m.path) for m in loaded if _network(m.meta) != _network(reference.meta)}
+    for name in sorted({Path(path).name for path in others}):
+        report.notes.append(f"{name} is another network than {reference.path.name}: its rows "
+                            "have no PSNR and no PyTorch ratio")
+    load_before = _load_average()
     by_path = {str(m.path): m for m in loaded}
     references: dict[tuple[int, int, int], RowOutcome] = {}
     macs: dict[tuple[str, tuple[int, ...]], int | None] = {}
@@ -274,7 +282,7 @@ def run_benchmark(models: Sequence[str | Path], *, checkpoint: str | Path | None
         if (str(model.path), shape) not in macs:
             macs[str(model.path), shape] = count_macs(model.path, shape)
         row = _make_row(spec, outcome, model, macs[str(model.path), shape], report.machine,
-                        references.get(key))
+                        None if spec.model in others else references.get(key))
         report.rows.append(row)
         if (spec.engine == "openvino" and spec.precision == "auto" and row.ok
                 and model.meta.precision == "fp32"):
@@ -287,7 +295,50 @@ def run_benchmark(models: Sequence[str | Path], *, checkpoint: str | Path | None
     if None in macs.values():
         report.notes.append("MACs not counted for some rows (needs the onnx package)")
     _add_pytorch_ratios(report.rows)
+    for row in report.rows:
+        if any(Path(path).name == row.model for path in others):
+            row.vs_pytorch = None
+    report.notes += _steadiness_notes(report, load_before, _load_average())
     return report
+
+
+def _network(meta: ModelMetadata) -> tuple[object, ...]:
+    """What identifies a model's network: the file it was exported from and the direction
+    (fp32, fp16 and int8 exports of one generator share it), else its architecture."""
+    if meta.source_sha256:
+        return (meta.source_sha256, meta.direction)
+    return (meta.architecture, meta.generator.get("ngf"), meta.direction)
+
+
+def _load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):  # Windows
+        return None
+
+
+def _steadiness_notes(report: BenchReport, before: float | None,
+                      after: float | None) -> list[str]:
+    """Say when the figures may not reproduce: a busy machine (other work shares the cores,
+    and PyTorch's threads suffer most, so its ratios move most), rows whose p90 is over twice
+    their p50, and GEMM shares above 100% (the yardstick itself was measured low)."""
+    notes = []
+    cores = os.cpu_count() or 1
+    loads = [load for load in (before, after) if load is not None]
+    if loads and max(loads) > 0.5 * cores:
+        notes.append(f"the machine was busy (load average {before or 0:.1f} at the start, "
+                     f"{after or 0:.1f} at the end, on {cores} cores): figures, and the "
+                     "PyTorch ratios most, may not reproduce on a quiet machine")
+    unsteady = [f"{row.label} {row.model} b{row.batch} {row.size}" for row in report.rows
+                if row.ok and row.latency_p50_ms and row.latency_p90_ms
+                and row.latency_p90_ms > 2 * row.latency_p50_ms]
+    if unsteady:
+        notes.append(f"unsteady (p90 over twice p50): {'; '.join(unsteady)}")
+    over = sum(1 for row in report.rows if row.gemm_fraction and row.gemm_fraction > 1.0)
+    if over:
+        notes.append(f"{over} row(s) above 100% of the GEMM rate: the yardstick was measured "
+                     "low (a busy machine, or a --gemm-size too small)")
+    return notes
 
 
 OPENVINO_FP32_NOTE = ("OpenVINO's automatic precision runs fp32 on this CPU (no bf16 units), so "
