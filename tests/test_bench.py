@@ -489,6 +489,31 @@ def test_a_busy_machine_and_unsteady_rows_are_said(models: dict[str, Path],
                      "measured low (a busy machine, or a --gemm-size too small)"]
 
 
+def test_cli_refuses_an_unwritable_report_before_any_work(models: dict[str, Path],
+                                                           tmp_path: Path) -> None:
+    in_the_way = tmp_path / "notes.txt"
+    in_the_way.write_text("a file where the report's folder would be")
+    result = CliRunner().invoke(bench_cli, [str(models["fp32"]), "--json",
+                                            str(in_the_way / "b.json"), "--size", "32"])
+    assert result.exit_code == 2
+    assert result.output.startswith(f"error: {in_the_way / 'b.json'}: cannot write here")
+    assert "[1/" not in result.output  # no row ran
+
+
+def test_cli_benchmarks_a_file_named_twice_once(models: dict[str, Path], tmp_path: Path) -> None:
+    result = CliRunner().invoke(bench_cli, [str(models["fp32"]), "--int8", str(models["fp32"]),
+                                            "--engine", "onnxruntime", "--size", "32",
+                                            "--iterations", "2", "--warmup", "0",
+                                            "--psnr-images", "1", "--gemm-size", "0",
+                                            "--no-isolate", "--json", str(tmp_path / "r.json"),
+                                            "-q"])
+    assert result.exit_code == 0, result.output
+    assert f"warning: {models['fp32']} is given twice; benchmarking it once" in result.output
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert [row["model"] for row in data["rows"]] == ["fp32.onnx"]
+    assert all(row["peak_rss_mib"] is None for row in data["rows"])
+
+
 def test_cli_direction_without_checkpoint_warns(models: dict[str, Path]) -> None:
     result = CliRunner().invoke(bench_cli, [str(models["fp32"]), "--direction", "BtoA",
                                             "--size", "x"])

@@ -261,6 +261,9 @@ def run_benchmark(models: Sequence[str | Path], *, checkpoint: str | Path | None
     for name in sorted({Path(path).name for path in others}):
         report.notes.append(f"{name} is another network than {reference.path.name}: its rows "
                             "have no PSNR and no PyTorch ratio")
+    if not isolate:
+        report.notes.append("rows ran in this one process (--no-isolate): no peak memory "
+                            "per row")
     load_before = _load_average()
     by_path = {str(m.path): m for m in loaded}
     references: dict[tuple[int, int, int], RowOutcome] = {}
@@ -283,6 +286,8 @@ def run_benchmark(models: Sequence[str | Path], *, checkpoint: str | Path | None
             macs[str(model.path), shape] = count_macs(model.path, shape)
         row = _make_row(spec, outcome, model, macs[str(model.path), shape], report.machine,
                         None if spec.model in others else references.get(key))
+        if not isolate:  # every row in this one process: its peak is all of theirs
+            row.peak_rss_mib = row.base_rss_mib = None
         report.rows.append(row)
         if (spec.engine == "openvino" and spec.precision == "auto" and row.ok
                 and model.meta.precision == "fp32"):

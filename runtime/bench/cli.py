@@ -79,7 +79,8 @@ def _parse_batches(values: tuple[str, ...]) -> list[int]:
 @click.option("--iterations", type=int, help="Timed runs per row.  [default: 30, or unbounded "
               "with --seconds]")
 @click.option("--seconds", type=float, help="Time budget per row (timed runs stop after it).")
-@click.option("--threads", type=int, help="CPU threads per engine (default: engine's own).")
+@click.option("--threads", type=click.IntRange(min=1),
+              help="CPU threads per engine (default: engine's own).")
 @click.option("--psnr-images", type=int, default=4, show_default=True,
               help="Images each row translates for the PSNR column (0: skip).")
 @click.option("--gemm-size", type=int, default=2048, show_default=True,
@@ -151,6 +152,12 @@ def main(models: tuple[Path, ...], int8_models: tuple[Path, ...], fp16_models: t
     for path in all_models:
         if not path.is_file():
             _fail(not_a_file(path), debug)
+    unique: dict[Path, Path] = {}
+    for path in all_models:  # one file named twice (MODEL and --int8): benchmarked once
+        if path.resolve() in unique:
+            click.echo(f"warning: {path} is given twice; benchmarking it once", err=True)
+        unique.setdefault(path.resolve(), path)
+    all_models = list(unique.values())
     for path, expected in [*((p, "int8") for p in int8_models), *((p, "fp16") for p in
                                                                    fp16_models)]:
         try:
@@ -242,6 +249,7 @@ def _check_report_targets(targets: list[Path], models: list[Path], debug: bool) 
         seen.add(resolved)
         if target.is_dir():
             _fail(f"{target}: is a folder; give a file name", debug)
+        _check_writable(target, debug)
         if not target.exists():
             continue
         if any(model.exists() and target.samefile(model) for model in models):
@@ -250,6 +258,18 @@ def _check_report_targets(targets: list[Path], models: list[Path], debug: bool) 
         if not OutputManifest(target.parent).owns(target):
             _fail(f"{target}: exists and was not written by cyclegan-bench; choose another "
                   "name", debug)
+
+
+def _check_writable(target: Path, debug: bool) -> None:
+    """A temp file of our naming made and removed in ``target``'s folder: a folder that cannot
+    be written (read-only, /proc, a file in the way) fails now, not after the benchmark. The
+    folder is made if missing, as the report's own write would make it."""
+    from runtime.media.sinks import OutputWriteError, discard, temp_path
+
+    try:
+        discard(temp_path(target))
+    except OutputWriteError as exc:
+        _fail(str(exc), debug, exc)
 
 
 if __name__ == "__main__":  # python -m runtime.bench.cli, before the console script exists
