@@ -37,6 +37,7 @@ except ImportError:  # run from a checkout without the editable install
 # module, and torch here would count in every row's memory.
 from runtime.bench.benchmark import Timing, run_benchmark  # noqa: E402
 from runtime.bench.e2e import run_end_to_end  # noqa: E402
+from runtime.bench.machine import machine_info  # noqa: E402
 from runtime.bench.report import BenchReport, plot_report  # noqa: E402
 from runtime.synthetic import natural_images  # noqa: E402
 
@@ -128,9 +129,39 @@ def build_models(workdir: Path, ngf: int, calibration_size: int, calibration_ima
     return weights, fp32, int8, notes
 
 
+def result_name(plan: Plan, tag: str | None, threads: int | None) -> str:
+    """The stem of the result files: ``tag``, else the machine's tag, with ``-quick`` for the
+    quick plan and ``-custom`` for any other change of a plan (its iterations, frames or
+    threads), so that only a full standard run writes the file the README quotes."""
+    if tag:
+        return tag
+    base = "quick" if plan.ngf == PLANS["quick"].ngf else "full"
+    name = machine_info(gemm_size=0).tag + ("-quick" if base == "quick" else "")
+    return name + ("-custom" if plan != PLANS[base] or threads is not None else "")
+
+
+def check_targets(out: Path, name: str) -> None:
+    """Before any work: each result file new, or one this script wrote (its record, as
+    ``cyclegan-bench`` keeps it), never a file of someone else's."""
+    from runtime.media.manifest import OutputManifest
+
+    manifest = OutputManifest(out)
+    for suffix in (".json", ".md", ".png"):
+        target = out / f"{name}{suffix}"
+        if target.exists() and not manifest.owns(target):
+            raise SystemExit(f"error: {target}: exists and was not written by this script; "
+                             "choose another --out or --tag")
+
+
 def run_all(out: Path, plan: Plan, workdir: Path, tag: str | None = None,
             threads: int | None = None) -> BenchReport:
-    """Build, export, benchmark, measure end to end; write ``<tag>.json/.png/.md`` to ``out``."""
+    """Build, export, benchmark, measure end to end; write ``<name>.json/.png/.md`` to ``out``
+    (:func:`result_name`), each recorded as written by this script."""
+    from runtime.media.manifest import OutputManifest
+    from runtime.media.sinks import write_bytes_atomic
+
+    name = result_name(plan, tag, threads)
+    check_targets(out, name)
     weights, fp32, int8, notes = build_models(workdir / "models", plan.ngf, plan.size,
                                               plan.calibration_images, plan.fit_steps)
     report = run_benchmark([fp32, int8], checkpoint=weights, batches=[1], sizes=[plan.size],
@@ -138,18 +169,17 @@ def run_all(out: Path, plan: Plan, workdir: Path, tag: str | None = None,
                                          threads=threads),
                            gemm_size=plan.gemm_size,
                            progress=lambda line: print(f"  {line}", flush=True))
-    print("  end to end (folder, video, live loop)", flush=True)
     report.end_to_end.append(run_end_to_end(
         fp32, size=plan.size, batch=1, images=plan.e2e_images, video_frames=plan.e2e_video_frames,
-        live_frames=plan.e2e_live_frames, threads=threads, workdir=workdir / "end_to_end"))
+        live_frames=plan.e2e_live_frames, threads=threads, workdir=workdir / "end_to_end",
+        progress=lambda line: print(f"  {line}", flush=True)))
     report.notes += notes
     report.settings["plan"] = asdict(plan)
-    name = tag or report.machine.tag + ("-quick" if plan.ngf != PLANS["full"].ngf else "")
-    out.mkdir(parents=True, exist_ok=True)
-    report.save_json(out / f"{name}.json")
-    (out / f"{name}.md").write_text(report.markdown())
+    claim = OutputManifest(out).claimer("report")
+    report.save_json(out / f"{name}.json", claim)
+    write_bytes_atomic(out / f"{name}.md", report.markdown().encode(), claim)
     try:
-        plot_report(report, out / f"{name}.png")
+        plot_report(report, out / f"{name}.png", claim=claim)
     except Exception as exc:  # noqa: BLE001 - the chart is optional (matplotlib)
         print(f"warning: no chart ({exc})", file=sys.stderr)
     print(report.summary())

@@ -628,6 +628,29 @@ def test_run_all_quick_writes_results(tmp_path: Path) -> None:
     assert all(row.ok for row in loaded.rows) and len(loaded.end_to_end) == 1
     assert "| row" in (tmp_path / "ci.md").read_text()
     assert not HAS_MATPLOTLIB or (tmp_path / "ci.png").is_file()
+    # a result file of someone else's is never replaced: refused before any work
+    foreign = tmp_path / "mine.md"
+    foreign.write_text("my notes")
+    done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "run_all.py"), "--quick",
+                           "--out", str(tmp_path), "--tag", "mine"],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode != 0 and foreign.read_text() == "my notes"
+    assert f"{foreign}: exists and was not written by this script" in done.stderr
+
+
+def test_run_all_names_results_by_plan() -> None:
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import run_all
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    tag = run_all.machine_info(gemm_size=0).tag
+    full, quick = run_all.PLANS["full"], run_all.PLANS["quick"]
+    assert run_all.result_name(full, None, None) == tag
+    assert run_all.result_name(quick, None, None) == f"{tag}-quick"
+    assert run_all.result_name(replace(full, iterations=1), None, None) == f"{tag}-custom"
+    assert run_all.result_name(full, None, 1) == f"{tag}-custom"
+    assert run_all.result_name(quick, "ci", 1) == "ci"
 
 
 # ---- pipeline ceiling (issue 12) --------------------------------------------------------------

@@ -202,8 +202,8 @@ def main(models: tuple[Path, ...], int8_models: tuple[Path, ...], fp16_models: t
         if ceiling:
             from runtime.bench.e2e import measure_pipeline_ceiling
 
-            progress("pipeline ceiling (no-op backend)")
-            report.ceiling = measure_pipeline_ceiling(all_models[0], preset=preset)
+            report.ceiling = measure_pipeline_ceiling(all_models[0], preset=preset,
+                                                      progress=progress)
     except BenchError as exc:
         _fail(str(exc), debug, exc)
     except KeyboardInterrupt:

@@ -23,6 +23,7 @@ import math
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -159,7 +160,8 @@ def run_end_to_end(model: str | Path, *, size: int | tuple[int, int] = 256, batc
                    threads: int | None = None, warmup: int = 3, iterations: int = 20,
                    image_suffix: str = ".jpg", workdir: str | Path | None = None,
                    seed: int = 0, temporal_size: tuple[int, int] = (480, 640),
-                   temporal_frames: int = 16) -> EndToEndResult:
+                   temporal_frames: int = 16,
+                   progress: Callable[[str], None] | None = None) -> EndToEndResult:
     """Measure the folder, video and live paths of ``model`` at ``size`` and ``batch``.
 
     Args:
@@ -175,6 +177,7 @@ def run_end_to_end(model: str | Path, *, size: int | tuple[int, int] = 256, batc
         workdir: where the inputs and outputs go (a temporary folder, removed, when None).
         temporal_size, temporal_frames: (H, W) and length of the ``--temporal`` pan clip
             (0 frames: not measured).
+        progress: called with a one-line description as each phase starts.
 
     Returns:
         :class:`EndToEndResult` with rates in images (frames) per second.
@@ -185,24 +188,26 @@ def run_end_to_end(model: str | Path, *, size: int | tuple[int, int] = 256, batc
     if temporal_frames and temporal_frames < 3:
         raise BenchError("temporal_frames must be 0 (skip) or >= 3")
     temporal = (temporal_size, temporal_frames)
+    say = progress or (lambda line: None)
     if workdir is None:
         with tempfile.TemporaryDirectory(prefix="cyclegan-bench-") as tmp:
             return _run(Path(model), (height, width), batch, images, video_frames, live_frames,
                         backend, providers, threads, warmup, iterations, image_suffix,
-                        Path(tmp), seed, temporal)
+                        Path(tmp), seed, temporal, say)
     return _run(Path(model), (height, width), batch, images, video_frames, live_frames, backend,
                 providers, threads, warmup, iterations, image_suffix, Path(workdir), seed,
-                temporal)
+                temporal, say)
 
 
 def _run(model: Path, size: tuple[int, int], batch: int, images: int, video_frames: int,
          live_frames: int, backend: str, providers: str, threads: int | None, warmup: int,
          iterations: int, image_suffix: str, workdir: Path, seed: int,
-         temporal: tuple[tuple[int, int], int]) -> EndToEndResult:
+         temporal: tuple[tuple[int, int], int], say: Callable[[str], None]) -> EndToEndResult:
     if not model.is_file():
         raise BenchError(not_a_file(model))
     translator = Translator(model, providers=providers, backend=backend, threads=threads)
     height, width = size
+    say(f"end to end [1/5]: model only, {width}x{height}, batch {batch}")
     # Model-only rounds alternate with the end-to-end runs (before, between, after) and the
     # median is kept, so a machine that gets busier or quieter mid-run skews both alike.
     model_rounds = [model_only_rate(translator, size, batch, warmup, iterations, seed)]
@@ -210,6 +215,7 @@ def _run(model: Path, size: tuple[int, int], batch: int, images: int, video_fram
     frame_ips = model_ips if batch == 1 else model_only_rate(translator, size, 1, warmup,
                                                              iterations, seed)
 
+    say(f"end to end [2/5]: a folder of {images} images")
     folder = workdir / "images"
     for index, image in enumerate(natural_images(images, height, width, seed + 10)):
         write_image_atomic(folder / f"image_{index:04d}{image_suffix}", image[..., ::-1])
@@ -220,6 +226,7 @@ def _run(model: Path, size: tuple[int, int], batch: int, images: int, video_fram
     folder_run = translate_files(translator, folder_plan, batch_size=batch)
     model_rounds.append(model_only_rate(translator, size, batch, 1, iterations, seed))
 
+    say(f"end to end [3/5]: a video of {video_frames} frames")
     clip = natural_images(video_frames, height, width, seed + 20)[..., ::-1]
     video = _write_video(workdir / "clip.mp4", clip, 30.0)
     video_plan = plan_outputs(expand_inputs([str(video)]).files, workdir / "clip_out.mp4")
@@ -237,6 +244,7 @@ def _run(model: Path, size: tuple[int, int], batch: int, images: int, video_fram
     count = math.ceil(2.0 * live_frames * fps / frame_ips) + 10
     live_clip = np.concatenate([clip] * math.ceil(count / len(clip)))[:count]
     live_video = _write_video(workdir / "live.mp4", live_clip, fps)
+    say(f"end to end [4/5]: the live loop, {live_frames} frames, plain and --temporal")
     stats = run_live(translator, str(live_video), display=False, max_frames=live_frames)
     steady = run_live(translator, str(live_video), display=False, max_frames=live_frames,
                       temporal=True)
@@ -244,6 +252,9 @@ def _run(model: Path, size: tuple[int, int], batch: int, images: int, video_fram
         if run.frames == 0:
             raise BenchError(f"the live loop{what} translated no frame ({run.ended_by})")
     (temporal_height, temporal_width), temporal_frames = temporal
+    if temporal_frames:
+        say(f"end to end [5/5]: --temporal on a {temporal_width}x{temporal_height} pan, "
+            f"{temporal_frames} frames")
     figures = (measure_temporal(translator, pan_clip(temporal_frames, temporal_height,
                                                      temporal_width, seed + 30))
                if temporal_frames else None)
@@ -289,7 +300,9 @@ class NullBackend:
 def measure_pipeline_ceiling(model: str | Path, *,
                              sizes: tuple[tuple[int, int], ...] = ((480, 640), (720, 1280)),
                              frames: int = 30, rounds: int = 2, preset: str | None = None,
-                             workdir: str | Path | None = None) -> list[CeilingResult]:
+                             workdir: str | Path | None = None,
+                             progress: Callable[[str], None] | None = None,
+                             ) -> list[CeilingResult]:
     """The pipeline ceiling at each (H, W) of ``sizes``: :class:`CeilingResult` per size.
 
     ``model`` only supplies the metadata (size rule, IO kind); its backend is replaced by a
@@ -300,7 +313,8 @@ def measure_pipeline_ceiling(model: str | Path, *,
     encode-alone rounds alternate ``rounds`` times and the best of each is kept, so a busy
     machine lowers all alike rather than one. The clip and the folder's JPEGs cycle through 8
     unrelated synthetic photos: each frame is a scene cut, a hard case for the encoder.
-    ``preset``: the H.264 encoder's (None: the default, veryfast).
+    ``preset``: the H.264 encoder's (None: the default, veryfast). ``progress``: called with
+    a one-line description as each round starts.
     """
     if frames < 1 or rounds < 1:
         raise BenchError("frames and rounds must be >= 1")
@@ -308,11 +322,13 @@ def measure_pipeline_ceiling(model: str | Path, *,
         spec, _ = choose_codec(Path("ceiling.mp4"), preset=preset)
     except VideoCodecError as exc:
         raise BenchError(str(exc)) from None
+    say = progress or (lambda line: None)
     if workdir is None:
         with tempfile.TemporaryDirectory(prefix="cyclegan-ceiling-") as tmp:
             return _ceilings(Path(model), sizes, frames, rounds, spec.options["preset"],
-                             Path(tmp))
-    return _ceilings(Path(model), sizes, frames, rounds, spec.options["preset"], Path(workdir))
+                             Path(tmp), say)
+    return _ceilings(Path(model), sizes, frames, rounds, spec.options["preset"], Path(workdir),
+                     say)
 
 
 def _null_translators(model: Path, workdir: Path) -> tuple[Translator, Translator]:
@@ -334,7 +350,7 @@ def _null_translators(model: Path, workdir: Path) -> tuple[Translator, Translato
 
 
 def _ceilings(model: Path, sizes: tuple[tuple[int, int], ...], frames: int, rounds: int,
-              preset: str, workdir: Path) -> list[CeilingResult]:
+              preset: str, workdir: Path, say: Callable[[str], None]) -> list[CeilingResult]:
     translator, on_device = _null_translators(model, workdir)
     results = []
     for height, width in sizes:
@@ -349,6 +365,8 @@ def _ceilings(model: Path, sizes: tuple[tuple[int, int], ...], frames: int, roun
         best = {"translate": 0.0, "folder": 0.0, "video": 0.0, "decode": 0.0, "encode": 0.0}
         least_cpu = math.inf
         for index in range(rounds):
+            say(f"pipeline ceiling {width}x{height}: round {index + 1} of {rounds} "
+                f"(Translator, folder, video, decode, encode; {frames} frames each)")
             started = time.perf_counter()
             for _ in range(frames):
                 translator.translate(frame)
