@@ -771,3 +771,23 @@ def test_a_video_writer_dropped_unfinished_leaves_no_temp_file(tmp_path: Path) -
     del writer  # an app's error path: neither commit() nor abort()
     gc.collect()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_without_locks_a_gone_pid_counts_once_the_file_is_a_minute_old(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Windows, or NFS without locks: a live writer elsewhere has a pid that means nothing
+    here, so a fresh temp file is spared; the writers also work without locks."""
+    import runtime.media.sinks as sinks
+
+    monkeypatch.setattr(sinks, "fcntl", None)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    fresh = tmp_path / f".a.jpg.{dead}-abcd1234.part"
+    old = tmp_path / f".b.jpg.{dead}-abcd1234.part"
+    for path in (fresh, old):
+        path.write_bytes(b"x")
+    os.utime(old, (time.time() - 90, time.time() - 90))
+    assert remove_stale_parts([tmp_path]) == [old]
+    written = sinks.write_bytes_atomic(tmp_path / "c.png", b"png")  # unlocked, still atomic
+    assert written.read_bytes() == b"png" and sorted(p.name for p in tmp_path.iterdir()) == [
+        fresh.name, "c.png"]
