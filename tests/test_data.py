@@ -15,6 +15,7 @@ from training.data import (
     SkippedFilesWarning,
     UnpairedDataset,
     UnpairedSampler,
+    batches_into_epoch,
     read_image,
     scan_images,
 )
@@ -170,3 +171,28 @@ def test_sampler_is_deterministic_unpaired_and_sharded() -> None:
     rank0, rank1 = list(shards[0]), list(shards[1])
     assert len(rank0) == len(rank1) == 3
     assert {k[0] for k in rank0 + rank1} == {0, 1, 2, 3, 4}
+
+
+@pytest.mark.parametrize(("saved", "world", "batch", "done"), [(1, 2, 1, 30), (2, 1, 1, 12),
+                                                               (1, 2, 2, 7), (3, 2, 1, 5)])
+def test_resuming_with_another_process_count_goes_on_from_the_samples_used(
+        saved: int, world: int, batch: int, done: int) -> None:
+    """A run stopped after ``done`` batches per process of ``saved`` processes, resumed with
+    ``world``: the new processes together take up the epoch's order where the old ones left
+    it, repeating at most a step's worth of samples and skipping none."""
+    total = 50
+
+    def keys(count: int, start_batches: int) -> list[tuple[int, ...]]:
+        shards = [UnpairedSampler(total, 7, seed=3, rank=r, world_size=count)
+                  for r in range(count)]
+        for shard in shards:
+            shard.set_epoch(0, start_batches * batch)
+        return [key for shard in shards for key in shard]
+
+    order = keys(1, 0)  # the epoch's order, as one process deals it
+    used = order[:done * batch * saved]
+    start = batches_into_epoch(done, batch, saved, world)
+    left = keys(world, start)
+    assert set(order) <= set(used) | set(left)  # nothing skipped
+    assert len(set(used) & set(left)) < batch * world  # less than a step comes again
+

@@ -291,6 +291,17 @@ class UnpairedDataset(Dataset):
         }
 
 
+def batches_into_epoch(batches: int, batch_size: int, saved_world: int, world: int) -> int:
+    """Each process's position in an epoch (``batches`` of ``batch_size``, counted per
+    process) when ``saved_world`` processes become ``world``. :class:`UnpairedSampler` deals
+    one permutation out in turn, so what was used is its first ``batches x batch_size x
+    saved_world`` samples: the new position covers as many of those as whole steps of
+    ``world`` processes do (a few samples may come again, none is skipped)."""
+    if saved_world == world:
+        return batches
+    return batches * batch_size * saved_world // (batch_size * world)
+
+
 class UnpairedSampler(Sampler[SampleKey]):
     """Yields ``(index_a, index_b, seed)`` for one epoch, sharded across processes.
 

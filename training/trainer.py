@@ -37,7 +37,13 @@ from training.checkpoint import (
     checkpoint_step,
 )
 from training.config import TrainConfig, save_config
-from training.data import Preprocess, UnpairedDataset, UnpairedSampler, loader_workers
+from training.data import (
+    Preprocess,
+    UnpairedDataset,
+    UnpairedSampler,
+    batches_into_epoch,
+    loader_workers,
+)
 from training.distributed import DistContext, barrier, gather_objects, init_distributed, shutdown
 from training.graceful_stop import GracefulStop, ignore_interrupts_in_worker
 from training.loss_log import append_record
@@ -326,16 +332,22 @@ class Trainer:
         except (KeyError, RuntimeError, ValueError) as exc:
             raise CheckpointError(f"checkpoint does not match this configuration ({exc})") \
                 from None
-        self.pos = _Position(int(state["step"]), int(state["epoch"]),
-                             int(state.get("batch_in_epoch", 0)))
         ranks = state.get("rank_states", [])
+        # Another process count: the epoch, and its learning rate, go on where they were.
+        batch_in_epoch = batches_into_epoch(int(state.get("batch_in_epoch", 0)),
+                                            self.config.batch_size,
+                                            int(state.get("world_size", len(ranks) or 1)),
+                                            self.ctx.world_size)
+        self.pos = _Position(int(state["step"]), int(state["epoch"]), batch_in_epoch)
         if len(ranks) == self.ctx.world_size:
             self.step_fn.load_local_state(ranks[self.ctx.rank])
         else:
             # A different process count: weights, optimisers and schedule resume exactly; the
             # per-process fake pools and RNG start afresh.
             warnings.warn(f"resuming with {self.ctx.world_size} process(es) from a checkpoint of "
-                          f"{len(ranks)}: fake-image pools restart empty", stacklevel=2)
+                          f"{len(ranks)}: the epoch goes on from the samples already used, in "
+                          "another split across processes; fake-image pools restart empty",
+                          stacklevel=2)
 
 
 def train(config: TrainConfig, run_dir: str | Path | RunFolder,

@@ -39,7 +39,7 @@ from training.checkpoint import (
     atomic_torch_save,
     checkpoint_step,
 )
-from training.data import Preprocess, augment, loader_workers, read_image
+from training.data import Preprocess, augment, batches_into_epoch, loader_workers, read_image
 from training.distill.config import DistillConfig, check_teacher_fits
 from training.distill.data import (
     DomainDataset,
@@ -424,7 +424,11 @@ class DistillTrainer:
             raise CheckpointError(f"checkpoint does not match these settings ({exc})") from None
         self.step = int(state["step"])
         self.epoch = int(state["epoch"])
-        self.batch_in_epoch = int(state.get("batch_in_epoch", 0))
+        # Another process count: the epoch, and its learning rate, go on where they were.
+        self.batch_in_epoch = batches_into_epoch(int(state.get("batch_in_epoch", 0)),
+                                                 self.config.batch_size,
+                                                 int(state.get("world_size", 1)),
+                                                 self.ctx.world_size)
 
 
 def distill(config: DistillConfig, run_dir: str | Path, teacher: Teacher,
