@@ -506,6 +506,36 @@ def test_cli_trains_with_config_file_and_overrides(dataroot: Path, tmp_path: Pat
                                              "--ngf", "16"])
     assert changed.exit_code == 2 and "cannot change ngf when resuming" in changed.output
 
+    # the same command again with --resume (a requeued job): the file repeats the run's own
+    requeued = CliRunner().invoke(train_cli, [
+        str(dataroot), "--out", str(run), "--config", str(config_file), "--generator",
+        "resnet_6blocks", "--crop-size", "32", "--max-steps", "4", "--no-progress", "--resume"])
+    assert requeued.exit_code == 0, requeued.output
+    assert "trained to step 4, 1 in this run (" in requeued.output
+    config_file.write_text(config_file.read_text().replace("ngf: 4", "ngf: 8"))
+    refused = CliRunner().invoke(train_cli, [
+        str(dataroot), "--out", str(run), "--config", str(config_file), "--generator",
+        "resnet_6blocks", "--max-steps", "5", "--resume"])
+    assert refused.exit_code == 2 and "cannot change ngf when resuming" in refused.output
+
+
+def test_config_file_numbers_names_and_ranges(tmp_path: Path) -> None:
+    from training.cli import build_config
+    from training.config import ConfigError, load_config_file
+
+    config_file = tmp_path / "cfg.yaml"
+    config_file.write_text("lr: 2e-4\nn_epochs: 1e2\n")  # YAML 1.1 reads these as text
+    assert load_config_file(config_file) == {"lr": 2e-4, "n_epochs": 100}
+    config_file.write_text("epochs: 3\nlamda_a: 5\n")
+    with pytest.raises(ConfigError, match=r"cfg\.yaml: unknown option\(s\): epochs \(did you "
+                       r"mean n_epochs\?\), lamda_a \(did you mean lambda_a\?\)"):
+        load_config_file(config_file)
+    config_file.write_text("lr: .inf\n")
+    with pytest.raises(ConfigError, match=r"cfg\.yaml: lr: must be a positive number"):
+        build_config(tmp_path, config_file, {}, None)
+    with pytest.raises(ConfigError, match=r"^lr: must be a positive number"):  # the flag's
+        build_config(tmp_path, config_file, {"lr": -1.0}, None)
+
 
 @pytest.mark.parametrize(
     ("args", "message"),

@@ -41,18 +41,28 @@ def build_config(dataroot: Path, config_file: Path | None, overrides: dict[str, 
     """Defaults < checkpoint (when resuming) or config file < command-line overrides."""
     from training.config import RESUMABLE_OPTIONS, ConfigError, from_dict, load_config_file
 
-    if resume_state is not None:
-        base = from_dict(resume_state["config"])
-        changed = {k: v for k, v in overrides.items() if getattr(base, k) != v}
-        fixed = sorted(set(changed) - RESUMABLE_OPTIONS)
-        if fixed:
-            raise ConfigError(f"cannot change {', '.join(fixed)} when resuming "
-                              "(the checkpoint's networks and data pipeline are fixed)")
-        return base.replace(dataroot=str(dataroot), **changed)
-    values = load_config_file(config_file) if config_file else {}
-    values.update(overrides)
-    values["dataroot"] = str(dataroot)
-    return from_dict(values)
+    from_file = load_config_file(config_file) if config_file else {}
+    from_file.pop("dataroot", None)  # the command line's DATAROOT is the data
+    given = {**from_file, **overrides}
+    try:
+        if resume_state is not None:
+            # The same command again with --resume (a requeued job): the file's and the
+            # flags' values may repeat the checkpoint's; only resumable ones may differ.
+            base = from_dict(resume_state["config"])
+            changed = {k: v for k, v in given.items() if getattr(base, k) != v}
+            fixed = sorted(set(changed) - RESUMABLE_OPTIONS)
+            if fixed:
+                raise ConfigError(f"cannot change {', '.join(fixed)} when resuming (the "
+                                  "checkpoint fixes the run's networks, losses, optimiser and "
+                                  "data; resumable: epochs, max_steps, device, workers, logging, "
+                                  "checkpoints, bf16, channels_last, compile)")
+            return base.replace(dataroot=str(dataroot), **changed)
+        return from_dict({**given, "dataroot": str(dataroot)})
+    except ConfigError as exc:
+        key = str(exc).split(":", 1)[0]
+        if key in from_file and key not in overrides:  # the file's value: name the file
+            raise ConfigError(f"{config_file}: {exc}") from None
+        raise
 
 
 def _run_dir(output: Path | None, out_alias: Path | None) -> Path:
@@ -139,9 +149,6 @@ def main(dataroot: Path, run_dir: Path | None, run_dir_alias: Path | None,
 
     folder: RunFolder | None = None
     try:
-        if resume is not None and config_file is not None:
-            raise ConfigError("--config cannot be combined with --resume (the checkpoint "
-                              "carries its configuration; override options with flags)")
         _check_not_a_data_folder(output, dataroot)
         if is_main_launch():  # under torchrun, rank 0 alone locks and writes the folder
             folder = RunFolder.open(output)  # refuses a folder another trainer holds

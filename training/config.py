@@ -6,6 +6,7 @@ executed. Precedence: dataclass defaults < ``--config`` file < command-line opti
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 from collections.abc import Mapping
@@ -174,10 +175,13 @@ def _typed(values: dict[str, Any]) -> dict[str, Any]:
     types = {f.name: type(f.default) for f in fields(TrainConfig)}
     unknown = sorted(set(values) - set(types))
     if unknown:
-        raise ConfigError(f"unknown option(s): {', '.join(unknown)}")
+        raise ConfigError("unknown option(s): " + ", ".join(
+            name + _did_you_mean(name, types) for name in unknown))
     converted: dict[str, Any] = {}
     for key, value in values.items():
         expected = types[key]
+        if expected in (int, float) and isinstance(value, str):
+            value = _number(value, expected)
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
@@ -185,6 +189,31 @@ def _typed(values: dict[str, Any]) -> dict[str, Any]:
                 f"{key}: expected {expected.__name__}, got {type(value).__name__} {value!r}")
         converted[key] = value
     return converted
+
+
+# Command-line names whose config key differs (--epochs is n_epochs in a file).
+_FLAG_NAMES = {"epochs": "n_epochs", "epochs_decay": "n_epochs_decay", "workers": "num_workers"}
+
+
+def _did_you_mean(name: str, known: dict[str, type]) -> str:
+    """`` (did you mean n_epochs?)`` for a misspelt or command-line name, else nothing."""
+    key = name.replace("-", "_").lstrip("_")
+    if key in _FLAG_NAMES:
+        return f" (did you mean {_FLAG_NAMES[key]}?)"
+    close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.75)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _number(text: str, expected: type) -> Any:
+    """A number written as text, as YAML 1.1 (PyYAML) reads ``2e-4`` and ``1e3``: taken as
+    the number it spells; other text stays text (and is refused as the wrong type)."""
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    if expected is int:
+        return int(number) if number.is_integer() else text
+    return number
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -205,10 +234,9 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of option names to values")
     try:
-        _typed(data)  # names and types, said with the file's name
+        return _typed(data)  # names and types, said with the file's name
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
-    return data
 
 
 def save_config(config: TrainConfig, path: str | Path) -> None:
