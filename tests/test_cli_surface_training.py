@@ -4,6 +4,7 @@ the runtime-only install (no torch), Ctrl-C, and the shared option names."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -228,3 +229,18 @@ def test_the_license_and_the_typed_markers_ship() -> None:
     for package in ("training", "cyclegan_export", "runtime"):
         assert (root / package / "py.typed").is_file()
         assert "py.typed" in setup["options.package_data"][package].split()
+
+
+@pytest.mark.parametrize(("rank", "shown"), [("0", 2), ("1", 1)])
+def test_under_torchrun_the_scan_warning_is_the_first_processs(rank: str, shown: int) -> None:
+    script = textwrap.dedent("""
+        import warnings
+        from training.cli_common import one_line_warnings
+        one_line_warnings()
+        warnings.warn("data/trainA: skipped 3 file(s): a.txt, b.txt, c.txt", UserWarning)
+        warnings.warn("data/trainA/x.png: skipped, cannot decode (truncated)", UserWarning)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "RANK": rank})
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == shown and lines[-1].endswith("cannot decode (truncated)")

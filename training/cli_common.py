@@ -13,6 +13,7 @@ This module must never import torch (nor anything that does): the CLIs import it
 from __future__ import annotations
 
 import importlib.util
+import os
 import signal
 import sys
 import threading
@@ -165,5 +166,11 @@ def _show_warning(message: Any, category: type[Warning], filename: str, lineno: 
 
 
 def one_line_warnings() -> None:
-    """Show Python warnings as one ``warning: MESSAGE`` line each on stderr."""
+    """Show Python warnings as one ``warning: MESSAGE`` line each on stderr. Under
+    ``torchrun``, the data scan's warning, which every process would give alike, is left to
+    the first process."""
     warnings.showwarning = _show_warning
+    if os.environ.get("RANK", "0") != "0":
+        # training.data's scan: "FOLDER: skipped N file(s): ..." (decode failures while
+        # training are each process's own, and stay)
+        warnings.filterwarnings("ignore", message=r".*: skipped \d+ file\(s\)")

@@ -341,7 +341,7 @@ class Trainer:
         self.pos = _Position(int(state["step"]), int(state["epoch"]), batch_in_epoch)
         if len(ranks) == self.ctx.world_size:
             self.step_fn.load_local_state(ranks[self.ctx.rank])
-        else:
+        elif self.ctx.is_main:  # said once, not by every process
             # A different process count: weights, optimisers and schedule resume exactly; the
             # per-process fake pools and RNG start afresh.
             warnings.warn(f"resuming with {self.ctx.world_size} process(es) from a checkpoint of "
