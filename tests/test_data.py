@@ -196,3 +196,24 @@ def test_resuming_with_another_process_count_goes_on_from_the_samples_used(
     assert set(order) <= set(used) | set(left)  # nothing skipped
     assert len(set(used) & set(left)) < batch * world  # less than a step comes again
 
+
+
+def test_scan_follows_folder_links_once_and_names_broken_links(tmp_path: Path) -> None:
+    import warnings
+
+    rng = np.random.default_rng(4)
+    elsewhere = tmp_path / "elsewhere"
+    write_domain(elsewhere, 2, rng)
+    folder = tmp_path / "trainA"
+    write_domain(folder, 1, rng)
+    (folder / "linked").symlink_to(elsewhere, target_is_directory=True)
+    (folder / "again").symlink_to(elsewhere, target_is_directory=True)  # the same folder twice
+    (folder / "loop").symlink_to(folder, target_is_directory=True)       # a loop
+    (folder / "gone.jpg").symlink_to(tmp_path / "deleted.jpg")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        found = scan_images(folder)
+    assert len(found) == 3  # its own image and the linked folder's two, once
+    assert len({p.resolve() for p in found}) == 3
+    messages = [str(w.message) for w in caught if issubclass(w.category, SkippedFilesWarning)]
+    assert len(messages) == 1 and "gone.jpg (a broken link)" in messages[0]

@@ -100,19 +100,36 @@ def _check_image(path: Path) -> str | None:
     return None
 
 
-def candidate_files(folder: Path) -> list[Path]:
+def candidate_files(folder: Path, unusable: list[str] | None = None) -> list[Path]:
     """Every file under ``folder`` (recursive, sorted) that could be a training image.
 
-    Passed over without a word: hidden files and folders (``.DS_Store``, ``._x.jpg``, temp
-    files of atomic writes) and run folders (:func:`training.run_dir.is_run_folder`): a run
-    folder placed inside the data must never feed its own samples back as training images.
+    Links to folders are followed (each folder once: a link loop or a second link to the
+    same folder adds nothing). Passed over without a word: hidden files and folders
+    (``.DS_Store``, ``._x.jpg``, temp files of atomic writes) and run folders
+    (:func:`training.run_dir.is_run_folder`): a run folder placed inside the data must never
+    feed its own samples back as training images. Broken links, pipes and devices are added
+    to ``unusable`` as ``"NAME (why)"``, when given.
     """
     found: list[Path] = []
-    for top, dirs, names in os.walk(folder):
+    walked: set[str] = set()
+    for top, dirs, names in os.walk(folder, followlinks=True):
         here = Path(top)
+        real = os.path.realpath(here)
+        if real in walked:
+            dirs[:] = []
+            continue
+        walked.add(real)
         dirs[:] = [d for d in dirs if not d.startswith(".") and not is_run_folder(here / d)]
-        found += [here / name for name in names
-                  if not name.startswith(".") and (here / name).is_file()]
+        for name in names:
+            path = here / name
+            if name.startswith("."):
+                continue
+            if path.is_file():
+                found.append(path)
+            elif unusable is not None:
+                why = ("a broken link" if path.is_symlink() and not path.exists()
+                       else "not a regular file")
+                unusable.append(f"{path.relative_to(folder)} ({why})")
     return sorted(found)
 
 
@@ -126,7 +143,7 @@ def scan_images(folder: Path, max_files: int = 0) -> list[Path]:
         raise DataError(f"{folder}: no such folder (expected DATAROOT/trainA and DATAROOT/trainB)")
     good: list[Path] = []
     skipped: list[str] = []
-    for path in candidate_files(folder):
+    for path in candidate_files(folder, skipped):
         reason = _check_image(path)
         if reason is None:
             good.append(path)
