@@ -184,6 +184,13 @@ def test_a_name_at_the_file_systems_limit_is_written(tmp_path: Path) -> None:
     result = run(MODEL, tmp_path / "in", "-o", tmp_path / "out")
     assert result.exit_code == 0 and "translated 2 of 2" in result.output, result.output
     assert visible(tmp_path / "out") == sorted([f"{name}.mp4", f"{name}.png"])
+    # such a temp name lost its extension to the limit; left by a killed run, it still goes
+    from runtime.media.sinks import discard, temp_path
+
+    left = temp_path(tmp_path / "out" / f"{name}.mp4", keep_suffix=True)
+    discard(left)
+    left.write_bytes(b"half a video")  # unlocked, with this pid: an earlier process's
+    assert remove_stale_parts([tmp_path / "out"]) == [left]
 
 
 def test_an_earlier_output_folders_subfolders_are_not_read_back(tmp_path: Path) -> None:

@@ -295,12 +295,11 @@ def _our_temp_name(name: str, match: re.Match[str]) -> bool:
     """Does ``name``, which matches :data:`_PART_PATTERN`, have what :func:`temp_path` gives
     an output: a media name (image, animation or video), a video's own extension after
     ``.part``, or a name cut to fit the file-name limit?"""
+    if len(name.encode()) >= _NAME_MAX - 3:  # cut to fit (a UTF-8 char may have gone too)
+        return True
     extension = Path(match["name"]).suffix.lower()
     suffix = (match["suffix"] or "").lower()
-    if suffix and suffix != extension:
-        return False
-    return (extension in _OUTPUT_EXTENSIONS
-            or len(name.encode()) >= _NAME_MAX - 3)  # cut to fit (a UTF-8 char dropped)
+    return extension in _OUTPUT_EXTENSIONS and suffix in ("", extension)
 
 
 def _lock_state(path: Path) -> str:
