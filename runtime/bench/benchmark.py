@@ -264,7 +264,7 @@ def run_benchmark(models: Sequence[str | Path], *, checkpoint: str | Path | None
     if not isolate:
         report.notes.append("rows ran in this one process (--no-isolate): no peak memory "
                             "per row")
-    load_before = _load_average()
+    cpu_before = _cpu_snapshot()
     by_path = {str(m.path): m for m in loaded}
     references: dict[tuple[int, int, int], RowOutcome] = {}
     macs: dict[tuple[str, tuple[int, ...]], int | None] = {}
@@ -303,7 +303,7 @@ def run_benchmark(models: Sequence[str | Path], *, checkpoint: str | Path | None
     for row in report.rows:
         if any(Path(path).name == row.model for path in others):
             row.vs_pytorch = None
-    report.notes += _steadiness_notes(report, load_before, _load_average())
+    report.notes += _steadiness_notes(report, cpu_before, _cpu_snapshot())
     return report
 
 
@@ -315,25 +315,51 @@ def _network(meta: ModelMetadata) -> tuple[object, ...]:
     return (meta.architecture, meta.generator.get("ngf"), meta.direction)
 
 
-def _load_average() -> float | None:
+@dataclass(frozen=True)
+class _CpuSnapshot:
+    """The machine's busy CPU seconds (all processes, from /proc/stat), this process's and its
+    finished children's, and the wall clock: two of them tell what other work took."""
+
+    machine_busy_s: float
+    own_s: float
+    wall_s: float
+
+
+def _cpu_snapshot() -> _CpuSnapshot | None:
     try:
-        return os.getloadavg()[0]
-    except (AttributeError, OSError):  # Windows
+        import resource
+
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (ImportError, OSError, ValueError):  # not Linux
         return None
+    tick = os.sysconf("SC_CLK_TCK")
+    busy = (sum(fields[:8]) - fields[3] - fields[4]) / tick  # all but idle and iowait
+    own = sum(getattr(resource.getrusage(who), field) for who in
+              (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+              for field in ("ru_utime", "ru_stime"))
+    return _CpuSnapshot(busy, own, time.perf_counter())
 
 
-def _steadiness_notes(report: BenchReport, before: float | None,
-                      after: float | None) -> list[str]:
-    """Say when the figures may not reproduce: a busy machine (other work shares the cores,
+def _others_share(before: _CpuSnapshot | None, after: _CpuSnapshot | None) -> float | None:
+    """The share of the machine's cores that other processes kept busy between two
+    snapshots (0: the benchmark had the machine to itself)."""
+    if before is None or after is None or after.wall_s <= before.wall_s:
+        return None
+    others = ((after.machine_busy_s - before.machine_busy_s) - (after.own_s - before.own_s))
+    return max(0.0, others) / ((after.wall_s - before.wall_s) * (os.cpu_count() or 1))
+
+
+def _steadiness_notes(report: BenchReport, before: _CpuSnapshot | None,
+                      after: _CpuSnapshot | None) -> list[str]:
+    """Say when the figures may not reproduce: other work on the machine (it shares the cores,
     and PyTorch's threads suffer most, so its ratios move most), rows whose p90 is over twice
     their p50, and GEMM shares above 100% (the yardstick itself was measured low)."""
     notes = []
-    cores = os.cpu_count() or 1
-    loads = [load for load in (before, after) if load is not None]
-    if loads and max(loads) > 0.5 * cores:
-        notes.append(f"the machine was busy (load average {before or 0:.1f} at the start, "
-                     f"{after or 0:.1f} at the end, on {cores} cores): figures, and the "
-                     "PyTorch ratios most, may not reproduce on a quiet machine")
+    share = _others_share(before, after)
+    if share is not None and share > 0.2:
+        notes.append(f"other processes kept {share:.0%} of the CPU busy while the rows ran: "
+                     "figures, and the PyTorch ratios most, may not reproduce on a quiet "
+                     "machine")
     unsteady = [f"{row.label} {row.model} b{row.batch} {row.size}" for row in report.rows
                 if row.ok and row.latency_p50_ms and row.latency_p90_ms
                 and row.latency_p90_ms > 2 * row.latency_p50_ms]
