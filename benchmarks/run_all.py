@@ -142,9 +142,13 @@ def result_name(plan: Plan, tag: str | None, threads: int | None) -> str:
 
 def check_targets(out: Path, name: str) -> None:
     """Before any work: each result file new, or one this script wrote (its record, as
-    ``cyclegan-bench`` keeps it), never a file of someone else's."""
+    ``cyclegan-bench`` keeps it, or the project's own ``benchmarks/results``, which holds this
+    script's committed results: a checkout gives them new times the record cannot know),
+    never a file of someone else's."""
     from runtime.media.manifest import OutputManifest
 
+    if out.resolve() == RESULTS.resolve():
+        return
     manifest = OutputManifest(out)
     for suffix in (".json", ".md", ".png"):
         target = out / f"{name}{suffix}"
