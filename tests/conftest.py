@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -75,3 +76,26 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     result = train(config, root / "run", progress=False)
     assert result.checkpoint is not None
     return result.checkpoint
+
+
+def signal_inside_import(module: str, signal_name: str, package: str, call: str) -> str:
+    """A Python script that imports ``package``'s ``main`` and runs ``call`` (e.g.
+    ``"main(['x'])"``) while a real ``signal_name`` lands inside the import of ``module`` and
+    comes out as another error, as onnxruntime's pybind module turns it into "ImportError:
+    initialization failed"."""
+    return textwrap.dedent(f"""
+        import os, signal, sys
+        class Signal:
+            def find_spec(self, name, path=None, target=None):
+                if name == {module!r}:
+                    try:
+                        os.kill(os.getpid(), signal.{signal_name})
+                        for _ in range(10**6):  # the handler runs between bytecodes
+                            pass
+                    except KeyboardInterrupt:
+                        raise ImportError("initialization failed") from None
+        sys.meta_path.insert(0, Signal())
+        from {package} import main
+        {call}
+    """)
+

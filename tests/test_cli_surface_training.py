@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import signal_inside_import
 
 from training import __version__
 from training.checkpoint import load_checkpoint
@@ -108,21 +109,8 @@ def test_a_signal_that_surfaces_as_an_import_error_is_still_one_line(
     handled as Ctrl-C is, with 143."""
     args = ([str(tmp_path / "data"), "-o", str(tmp_path / "run")] if command == "cyclegan-train"
             else [str(tmp_path / "c.pt"), str(tmp_path / "m.onnx")])
-    script = textwrap.dedent(f"""
-        import os, signal, sys
-        class Signal:
-            def find_spec(self, name, path=None, target=None):
-                if name == "torch":
-                    try:
-                        os.kill(os.getpid(), signal.{signal_name})
-                        for _ in range(10**6):  # the handler runs between bytecodes
-                            pass
-                    except KeyboardInterrupt:
-                        raise ImportError("initialization failed") from None
-        sys.meta_path.insert(0, Signal())
-        from {COMMANDS[command]} import main
-        main({args!r}, prog_name={command!r})
-    """)
+    script = signal_inside_import("torch", signal_name, COMMANDS[command],
+                                  f"main({args!r}, prog_name={command!r})")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=120)
     assert (done.returncode, done.stderr.strip()) == (code, said), done.stderr

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import signal_inside_import
 
 from runtime.cli import main as run_cli
 from runtime.demo import demo_model_path
@@ -514,25 +515,6 @@ def test_ctrl_c_during_imports_is_one_line_and_exit_130(tmp_path: Path, package:
     assert done.stderr.strip() == "interrupted"
 
 
-# A signal that lands inside an extension module's import can come out as another error:
-# onnxruntime's pybind module turns it into "ImportError: initialization failed".
-SIGNAL_INSIDE_IMPORT = textwrap.dedent("""
-    import os, signal, sys
-    class Signal:
-        def find_spec(self, name, path=None, target=None):
-            if name == {module!r}:
-                try:
-                    os.kill(os.getpid(), signal.{signal_name})
-                    for _ in range(10**6):  # the handler runs between bytecodes
-                        pass
-                except KeyboardInterrupt:
-                    raise ImportError("initialization failed") from None
-    sys.meta_path.insert(0, Signal())
-    from {package} import main
-    main({args!r})
-""")
-
-
 @pytest.mark.parametrize(("signal_name", "code", "said"), [("SIGINT", 130, "interrupted"),
                                                            ("SIGTERM", 143, "terminated")])
 @pytest.mark.parametrize(("package", "args"), [("runtime.cli", [MODEL, "x.png", "-o", "o"]),
@@ -541,8 +523,7 @@ def test_a_signal_that_surfaces_as_an_import_error_is_still_one_line(
         tmp_path: Path, package: str, args: list[str], signal_name: str, code: int,
         said: str) -> None:
     write_image(tmp_path / "x.png", natural_images(1, 16, 16)[0])
-    script = SIGNAL_INSIDE_IMPORT.format(module="numpy", package=package, args=args,
-                                         signal_name=signal_name)
+    script = signal_inside_import("numpy", signal_name, package, f"main({args!r})")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           cwd=tmp_path, timeout=60)
     assert (done.returncode, done.stderr.strip()) == (code, said), done.stderr
