@@ -130,8 +130,7 @@ class Translator:
     memory); ``translate_batch`` splits larger inputs into chunks. ``threads``: CPU threads
     for the model (a whole number; None: the backend's default). OpenCV's thread count is
     process-wide, so the OpenCV backend sets it for the length of its own calls, then puts the
-    previous one back. One
-    instance may be shared by several threads.
+    previous one back. One instance may be shared by several threads.
 
     Inputs: numpy HWC arrays (BGR unless ``color_order="RGB"``), PIL images (Pillow is imported
     only then; returned as a PIL image, RGB, or RGBA when the input has alpha: RGBA, LA, PA, a
