@@ -535,6 +535,17 @@ def test_config_file_numbers_names_and_ranges(tmp_path: Path) -> None:
         build_config(tmp_path, config_file, {}, None)
     with pytest.raises(ConfigError, match=r"^lr: must be a positive number"):  # the flag's
         build_config(tmp_path, config_file, {"lr": -1.0}, None)
+    config_file.write_text("ngf: 8\nlr: 2.0e-4\nngf: 16\n")  # PyYAML would keep 16 silently
+    with pytest.raises(ConfigError, match=r"cfg\.yaml: not valid yaml: 'ngf' is given twice "
+                       r"\(line 3\)"):
+        load_config_file(config_file)
+    as_json = tmp_path / "cfg.json"
+    as_json.write_text('{"ngf": 8, "ngf": 16}')
+    with pytest.raises(ConfigError, match=r"cfg\.json: not valid json: 'ngf' is given twice"):
+        load_config_file(as_json)
+    config_file.write_text("ngf: !!python/object/apply:os.system ['echo no']\n")
+    with pytest.raises(ConfigError, match=r"cfg\.yaml: not valid yaml"):  # data, never code
+        load_config_file(config_file)
 
 
 @pytest.mark.parametrize(

@@ -216,16 +216,43 @@ def _number(text: str, expected: type) -> Any:
     return number
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.safe_load``'s loader (plain data only), refusing a key given twice in one
+    mapping: PyYAML would keep the last silently, so ``ngf: 8`` then ``ngf: 16`` trains 16."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"{key!r} is given twice (line {key_node.start_mark.line + 1})",
+                    key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads``' ``object_pairs_hook``: the same refusal of a key given twice."""
+    keys = [key for key, _ in pairs]
+    twice = sorted({key for key in keys if keys.count(key) > 1})
+    if twice:
+        raise ValueError(f"{twice[0]!r} is given twice")
+    return dict(pairs)
+
+
 def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a YAML or JSON config file as plain data (safe_load: no objects, no code)."""
+    """Read a YAML or JSON config file as plain data (YAML's safe loader: no objects, no code;
+    a key given twice is an error)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read ({exc.strerror or exc})") from None
     try:
-        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        data = (json.loads(text, object_pairs_hook=_unique_keys)
+                if path.suffix.lower() == ".json" else yaml.load(text, _UniqueKeyLoader))
+    except (ValueError, yaml.YAMLError) as exc:  # json.JSONDecodeError is a ValueError
         first = str(exc).splitlines()[0]
         raise ConfigError(f"{path}: not valid {path.suffix.lstrip('.') or 'YAML'}: {first}") \
             from None
