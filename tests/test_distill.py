@@ -123,6 +123,14 @@ def test_resume_is_exact(teacher_file: Path, dataroot: Path, tmp_path: Path) -> 
     assert all(torch.equal(opt_a[k]["exp_avg"], opt_b[k]["exp_avg"]) for k in opt_a)
     log = [json.loads(x)["step"] for x in (split / "loss_log.jsonl").read_text().splitlines()]
     assert log == [1, 2, 3, 4, 5, 6]
+    # resumed where it already ends: says so and rewrites nothing
+    latest = split / "checkpoints" / "latest.pt"
+    before = latest.read_bytes()
+    again = CliRunner().invoke(distill_cli, distill_args(teacher_file, dataroot, split, *extra,
+                                                         "--resume"))
+    assert again.exit_code == 0, again.output
+    assert "already at step 6, where this run ends: nothing to distil" in again.output
+    assert latest.read_bytes() == before
 
 
 def test_resume_with_another_teacher_is_refused(teacher_file: Path, dataroot: Path,

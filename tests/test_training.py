@@ -512,6 +512,14 @@ def test_cli_trains_with_config_file_and_overrides(dataroot: Path, tmp_path: Pat
         "resnet_6blocks", "--crop-size", "32", "--max-steps", "4", "--no-progress", "--resume"])
     assert requeued.exit_code == 0, requeued.output
     assert "trained to step 4, 1 in this run (" in requeued.output
+    # resumed where it already ends: says so and rewrites nothing (not even --max-steps 3)
+    before = {p: p.read_bytes() for p in (run / "checkpoints" / "latest.pt", run / "config.yaml")}
+    done = CliRunner().invoke(train_cli, [str(dataroot), "--out", str(run), "--resume",
+                                          "--max-steps", "3", "--no-progress"])
+    assert done.exit_code == 0, done.output
+    assert "already at step 4 (" in done.output and "nothing to train, nothing rewritten" in \
+        done.output
+    assert all(path.read_bytes() == data for path, data in before.items())
     config_file.write_text(config_file.read_text().replace("ngf: 4", "ngf: 8"))
     refused = CliRunner().invoke(train_cli, [
         str(dataroot), "--out", str(run), "--config", str(config_file), "--generator",

@@ -186,7 +186,10 @@ def main(dataroot: Path, run_dir: Path | None, run_dir_alias: Path | None,
     start = int(resume_state["step"]) if resume_state is not None else 0
     if result.stopped_by:  # a first Ctrl-C/SIGTERM: the step finished, then saved
         stopped_early(result, start)
-    if result.checkpoint is not None:  # where the result went: shown even with --quiet
+    if result.checkpoint is not None and start and result.step == start:
+        click.echo(f"already at step {start} ({result.epoch} full epoch(s)), where this run "
+                   f"ends: nothing to train, nothing rewritten; checkpoint: {result.checkpoint}")
+    elif result.checkpoint is not None:  # where the result went: shown even with --quiet
         resumed = f", {result.step - start} in this run" if start else ""
         click.echo(f"trained to step {result.step}{resumed} ({result.epoch} full epoch(s)); "
                    f"checkpoint: {result.checkpoint}")

@@ -177,6 +177,12 @@ class Trainer:
     # ---- main loop -----------------------------------------------------------------------
     def run(self) -> TrainResult:
         cfg = self.config
+        latest = self.run_dir / "checkpoints" / "latest.pt"
+        if self.pos.step and self._finished() and latest.is_file():
+            # Resumed at its end already (--max-steps at or below the checkpoint's step, or
+            # every epoch done): nothing to train, so nothing of the run is rewritten.
+            return TrainResult(self.run_dir, self.pos.step, self.pos.epoch,
+                               latest if self.ctx.is_main else None)
         if self.ctx.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.run_dir / "config.yaml")

@@ -152,5 +152,9 @@ def main(teacher: Path, dataroot: Path, run_dir: Path | None, run_dir_alias: Pat
         click.echo(f"note: {note}", err=True)
     if result.stopped_by:  # a first Ctrl-C/SIGTERM: the step finished, then saved
         stopped_early(result, int(resume_state["step"]) if resume_state is not None else 0)
-    if result.checkpoint is not None:
+    start = int(resume_state["step"]) if resume_state is not None else 0
+    if result.checkpoint is not None and start and result.step == start:
+        click.echo(f"already at step {start}, where this run ends: nothing to distil, nothing "
+                   f"rewritten; checkpoint: {result.checkpoint}")
+    elif result.checkpoint is not None:
         click.echo(f"distilled {result.step} steps; checkpoint: {result.checkpoint}")

@@ -268,6 +268,11 @@ class DistillTrainer:
     # ---- main loop -----------------------------------------------------------------------
     def run(self) -> DistillResult:
         cfg = self.config
+        latest = self.run_dir / "checkpoints" / "latest.pt"
+        if self.step and self.step >= self.stop_at and latest.is_file():
+            # Resumed at its end already: nothing to distil, nothing of the run rewritten.
+            return DistillResult(self.run_dir, self.step, latest if self.ctx.is_main else None,
+                                 notes=self.notes)
         if self.ctx.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             self._write_config()
