@@ -36,14 +36,7 @@ class OutputManifest:
 
     def owns(self, path: Path) -> bool:
         """Is ``path`` (inside :attr:`folder`) an output we wrote and nobody changed since?"""
-        signatures = self._entries.get(self._key(path))
-        if not signatures:
-            return False
-        try:
-            stat = path.stat()
-        except OSError:
-            return False
-        return (stat.st_size, stat.st_mtime_ns) in signatures
+        return _as_written(path, self._entries.get(self._key(path), set()))
 
     def record(self, path: Path, kind: str, stat: os.stat_result | None = None) -> None:
         """Note ``path`` (``kind`` "image" / "video" / "animation") as ours, with its own
@@ -79,18 +72,21 @@ def listed_outputs(folder: Path) -> set[Path]:
     """Absolute paths of the outputs that ``folder``'s record lists and that are still as
     written (empty without a record): a line for a rename a killed run never made, or for
     an output the user replaced since, does not hide the file now at that path."""
-    entries = _read_entries(folder / MANIFEST_NAME)
     base = Path(os.path.abspath(folder))
-    listed = set()
-    for key, signatures in entries.items():
-        path = Path(os.path.normpath(base / key))
-        try:
-            stat = path.stat()
-        except OSError:
-            continue
-        if (stat.st_size, stat.st_mtime_ns) in signatures:
-            listed.add(path)
-    return listed
+    paths = {Path(os.path.normpath(base / key)): signatures
+             for key, signatures in _read_entries(folder / MANIFEST_NAME).items()}
+    return {path for path, signatures in paths.items() if _as_written(path, signatures)}
+
+
+def _as_written(path: Path, signatures: set[tuple[int, int]]) -> bool:
+    """Does ``path`` exist with the (size, mtime_ns) of one of its record's lines?"""
+    if not signatures:
+        return False
+    try:
+        stat = path.stat()
+    except OSError:
+        return False
+    return (stat.st_size, stat.st_mtime_ns) in signatures
 
 
 def _read_entries(path: Path) -> dict[str, set[tuple[int, int]]]:
