@@ -149,23 +149,23 @@ def _load_failure_reason(exc: Exception, head: bytes) -> str:
         # Only torch's first sentence: the rest advises weights_only=False, which we never do.
         return (f"is a zip archive but not a PyTorch file "
                 f"({_first_line(exc).split('. ')[0].rstrip('.')})")
-    if head.startswith(_PICKLE_MAGIC) and _TORCH_LEGACY_MAGIC not in head:
+    if not head.startswith(_PICKLE_MAGIC):
+        return "is not a PyTorch file (neither the zip nor the pickle format torch.save writes)"
+    if _TORCH_LEGACY_MAGIC not in head:
         return ("is a plain Python pickle (as pickle.dump writes), not a file torch.save "
                 "wrote; it was not loaded, since unpickling it could run code")
-    if head[:1] == _PICKLE_MAGIC and head[1:2] in (b"\x04", b"\x05"):
+    if head[1:2] in (b"\x04", b"\x05"):
         # torch.save(..., _use_new_zipfile_serialization=False, pickle_protocol=4)
         return ("is in torch.save's legacy format with pickle protocol "
                 f"{head[1]}, which weights-only loading cannot read; in a trusted "
                 "environment, load it and save it again with plain torch.save(obj, path)")
-    if head.startswith(_PICKLE_MAGIC):
-        # torch.save's legacy format, but damaged or holding what weights_only refuses.
-        reason = message.split("WeightsUnpickler error:")[-1] if isinstance(
-            exc, pickle.UnpicklingError) else _first_line(exc)
-        detail = next((line.strip() for line in reason.splitlines() if line.strip()),
-                      type(exc).__name__)
-        return ("is damaged or not a PyTorch file (torch.save's legacy pickle format, but "
-                f"torch.load could not read it safely: {detail})")
-    return "is not a PyTorch file (neither the zip nor the pickle format torch.save writes)"
+    # torch.save's legacy format, but damaged or holding what weights_only refuses.
+    reason = message.split("WeightsUnpickler error:")[-1] if isinstance(
+        exc, pickle.UnpicklingError) else _first_line(exc)
+    detail = next((line.strip() for line in reason.splitlines() if line.strip()),
+                  type(exc).__name__)
+    return ("is damaged or not a PyTorch file (torch.save's legacy pickle format, but "
+            f"torch.load could not read it safely: {detail})")
 
 
 def checkpoint_step(path: Path) -> int | None:
