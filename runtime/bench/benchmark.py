@@ -258,7 +258,8 @@ def run_benchmark(models: Sequence[str | Path], *, checkpoint: str | Path | None
     # Models of another network than the reference (not exported from the same file and
     # direction): their outputs and speed compare to nothing of the reference's or PyTorch's.
     others = {str(m.path) for m in loaded if _network(m.meta) != _network(reference.meta)}
-    for name in sorted({Path(path).name for path in others}):
+    other_names = {Path(path).name for path in others}  # as rows name their model
+    for name in sorted(other_names):
         report.notes.append(f"{name} is another network than {reference.path.name}: its rows "
                             "have no PSNR and no PyTorch ratio")
     if not isolate:
@@ -301,7 +302,7 @@ def run_benchmark(models: Sequence[str | Path], *, checkpoint: str | Path | None
         report.notes.append("MACs not counted for some rows (needs the onnx package)")
     _add_pytorch_ratios(report.rows)
     for row in report.rows:
-        if any(Path(path).name == row.model for path in others):
+        if row.model in other_names:
             row.vs_pytorch = None
     report.notes += _steadiness_notes(report, cpu_before, _cpu_snapshot())
     return report
