@@ -98,6 +98,20 @@ def _probe_input(meta: ModelMetadata) -> np.ndarray:
     return to_model_input(image, color_order="RGB")
 
 
+class _ClosedBackend:
+    """What a closed :class:`Translator` holds instead of its session: it still says what ran
+    (for ``repr`` and logs) and refuses to run."""
+
+    def __init__(self, closed: Backend, model_path: Path) -> None:
+        self.providers = list(closed.providers)
+        self.precision = str(getattr(closed, "precision", ""))
+        self.on_cpu = getattr(closed, "on_cpu", None)
+        self._model_path = model_path
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        raise BackendError(f"{self._model_path}: this Translator was closed")
+
+
 def _time_backend(backend: Backend, feed: np.ndarray, runs: int = 3) -> float:
     """Best-of-``runs`` seconds per call after one warm-up call."""
     backend.run(feed)
@@ -260,9 +274,29 @@ class Translator:
         meta = self.metadata
         return (f"Translator({self.model_path.name!r}, {meta.architecture}, "
                 f"{meta.source_domain}->{meta.target_domain}, {self.precision}, "
-                f"{meta.io} IO, providers={self.providers})")
+                f"{meta.io} IO, providers={self.providers}"
+                f"{', closed' if self.closed else ''})")
 
     # ---- public API ------------------------------------------------------------------------
+    def close(self) -> None:
+        """Release the model's session now (on a GPU, its device memory, IO-binding buffers and
+        CUDA graphs) instead of when the Translator is collected. Later calls raise
+        ``BackendError``; closing twice does nothing. ``with Translator(...) as t:`` closes on
+        leaving the block."""
+        if not isinstance(self.backend, _ClosedBackend):
+            self.backend = _ClosedBackend(self.backend, self.model_path)
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return isinstance(self.backend, _ClosedBackend)
+
+    def __enter__(self) -> Translator:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def translate(self, image: Any, *, color_order: str = "BGR") -> Any:
         """Translate one image.
 

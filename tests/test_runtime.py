@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import copy
+import gc
 import struct
 import subprocess
 import sys
 import threading
+import weakref
 from pathlib import Path
 
 import cv2
@@ -252,6 +254,21 @@ def test_one_translator_serves_several_threads(models: dict[str, Path]) -> None:
     for thread in threads:
         thread.join()
     assert all(np.array_equal(results[i], expected[i]) for i in range(8))
+
+
+def test_close_releases_the_session_and_later_calls_say_so(models: dict[str, Path]) -> None:
+    image = natural_images(1, 32, 32, seed=0)[0]
+    with Translator(models["float"]) as translator:
+        expected = translator(image)
+        session = weakref.ref(translator.backend.session)
+    assert translator.closed and "closed" in repr(translator)
+    gc.collect()
+    assert session() is None  # nothing else kept the onnxruntime session alive
+    with pytest.raises(BackendError, match=r"float\.onnx: this Translator was closed"):
+        translator(image)
+    translator.close()  # a second close does nothing
+    assert translator.providers == ["CPUExecutionProvider"]
+    assert np.array_equal(Translator(models["float"])(image), expected)
 
 
 @pytest.mark.filterwarnings("ignore")  # the plain torch export's tracer notes
