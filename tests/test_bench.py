@@ -620,6 +620,7 @@ def test_end_to_end_figures(models: dict[str, Path], tmp_path: Path) -> None:
     assert len(list((tmp_path / "images_out").glob("[!.]*"))) == 6
     # --temporal: the live loop with it, and the pan clip with and without it
     assert result.live_temporal_frames >= 1 and result.live_temporal_overhead_fraction is not None
+    assert result.live_temporal_fps and result.live_temporal_model_ms
     assert result.warp_error is not None and result.warp_error_temporal is not None
     assert result.temporal_ms is not None and result.temporal_ms > 0
     assert (result.temporal_width, result.temporal_height) == (640, 480)

@@ -475,7 +475,8 @@ def test_bench_lines_and_json_carry_the_temporal_figures(tmp_path: Path) -> None
         model_only_ips=10.0, folder_images=4, folder_ips=9.5, video_frames=4, video_ips=9.4,
         live_frames=4, live_fps=9.0, live_model_ms=100.0, live_overhead_fraction=0.02,
         live_wait_fraction=0.1, live_source_fps=20.0, live_temporal_frames=4,
-        live_temporal_overhead_fraction=0.05, live_temporal_ms=4.0, temporal_height=480,
+        live_temporal_overhead_fraction=0.05, live_temporal_ms=4.0, live_temporal_fps=8.6,
+        live_temporal_model_ms=105.0, temporal_height=480,
         temporal_width=640, temporal_frames=8, warp_error=4.0, warp_error_temporal=1.5,
         temporal_psnr_db=39.0, temporal_psnr_min_db=math.inf, temporal_ms=16.0,
         temporal_model_ms=900.0)
@@ -483,6 +484,9 @@ def test_bench_lines_and_json_carry_the_temporal_figures(tmp_path: Path) -> None
     assert "4.00 -> 1.50 levels = 62% less (meets target >= 40%)" in text
     assert "1.8% of the model's 900 ms (meets target <= 25%)" in text
     assert "live --temporal" in text and "(meets target >= 28 dB)" in text
+    # the live --temporal line carries its own rate and model time (the overhead's base)
+    assert ("8.6 img/s; loop overhead 5.0% of model time (meets target <= 10%); model 105.0 "
+            "ms/frame, stabiliser 4.0 ms/frame of the overhead") in text
     machine = MachineInfo("cpu", 2, 2, [], "linux", "3.11", {}, [])
     path = BenchReport(machine, end_to_end=[result]).save_json(tmp_path / "r.json")
     assert BenchReport.load_json(path).end_to_end[0] == result

@@ -269,7 +269,9 @@ def _run(model: Path, size: tuple[int, int], batch: int, images: int, video_fram
         live_wait_fraction=stats.wait_seconds / stats.seconds if stats.seconds > 0 else 0.0,
         live_source_fps=fps, live_temporal_frames=steady.frames,
         live_temporal_overhead_fraction=steady.overhead_fraction,
-        live_temporal_ms=steady.temporal_seconds / steady.frames * 1000.0)
+        live_temporal_ms=steady.temporal_seconds / steady.frames * 1000.0,
+        live_temporal_fps=steady.fps,
+        live_temporal_model_ms=steady.model_seconds / steady.frames * 1000.0)
     if figures is not None:
         result.temporal_height, result.temporal_width = temporal_height, temporal_width
         result.temporal_frames = figures.frames

@@ -163,6 +163,8 @@ class EndToEndResult:
     live_temporal_frames: int = 0
     live_temporal_overhead_fraction: float | None = None
     live_temporal_ms: float | None = None       # the stabiliser, per frame
+    live_temporal_fps: float | None = None
+    live_temporal_model_ms: float | None = None  # per frame, in the --temporal run
     temporal_height: int | None = None
     temporal_width: int | None = None
     temporal_frames: int = 0
@@ -229,10 +231,16 @@ class EndToEndResult:
         if self.live_temporal_overhead_fraction is not None:
             overhead = self.live_temporal_overhead_fraction
             label = f"live --temporal, {self.live_temporal_frames} frames"
-            lines.append(f"  {label:<20} loop overhead {overhead:.1%} of model time "
+            # Its own rate and model time: the overhead is over this run's model time, which
+            # differs from the plain run's (results older than these fields lack them).
+            rate = ("" if self.live_temporal_fps is None
+                    else f" {self.live_temporal_fps:8.1f} img/s;")
+            model = ("" if self.live_temporal_model_ms is None
+                     else f"model {self.live_temporal_model_ms:.1f} ms/frame, ")
+            lines.append(f"  {label:<20}{rate} loop overhead {overhead:.1%} of model time "
                          f"({mark(overhead <= LIVE_OVERHEAD_TARGET)} target <= "
-                         f"{LIVE_OVERHEAD_TARGET:.0%}); stabiliser "
-                         f"{self.live_temporal_ms or 0.0:.1f} ms/frame")
+                         f"{LIVE_OVERHEAD_TARGET:.0%}); {model}stabiliser "
+                         f"{self.live_temporal_ms or 0.0:.1f} ms/frame of the overhead")
         cut, cost = self.warp_cut, self.temporal_cost
         if cut is None or cost is None or self.temporal_psnr_min_db is None:
             return lines
