@@ -31,20 +31,53 @@ def frame_bytes(meta: ModelMetadata, height: int, width: int, batch: int = 1) ->
     return int(per_pixel * height * width * batch)
 
 
+# A container's memory limit and what its processes use now: cgroup v2, then v1. A limit of
+# "max" (v2) or a huge number (v1's "unlimited") means none.
+_CGROUP_FILES = (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                 ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                  "/sys/fs/cgroup/memory/memory.usage_in_bytes"))
+
+
+def _read_number(path: str) -> int | None:
+    try:
+        with open(path) as handle:
+            return int(handle.read().strip())
+    except (OSError, ValueError):  # absent, or "max"
+        return None
+
+
+def _cgroup_room() -> int | None:
+    """What the container's memory limit leaves free (limit less usage); None without one."""
+    for limit_file, usage_file in _CGROUP_FILES:
+        limit, usage = _read_number(limit_file), _read_number(usage_file)
+        if limit is not None and limit < 2**60 and usage is not None:
+            return max(0, limit - usage)
+    return None
+
+
 def available_bytes() -> int | None:
-    """Memory available to a new allocation (Linux ``MemAvailable``), else physical memory;
-    None where neither can be read."""
+    """Memory available to a new allocation: Linux ``MemAvailable``, or less where a container
+    (cgroup) limit leaves less, since the kernel kills a process that goes past that limit
+    however much the machine has free; else physical memory; None where nothing can be read.
+    """
+    machine: int | None = None
     try:
         with open("/proc/meminfo") as handle:
             for line in handle:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    machine = int(line.split()[1]) * 1024
+                    break
     except (OSError, ValueError, IndexError):
         pass
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    except (ValueError, OSError, AttributeError):
-        return None
+    if machine is None:
+        try:
+            machine = int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+        except (ValueError, OSError, AttributeError):
+            machine = None
+    room = _cgroup_room()
+    if room is None:
+        return machine
+    return room if machine is None else min(machine, room)
 
 
 def check_fits(meta: ModelMetadata, height: int, width: int, batch: int = 1,
@@ -63,5 +96,6 @@ def check_fits(meta: ModelMetadata, height: int, width: int, batch: int = 1,
     frames = f"{batch} frames of " if batch > 1 else "a "
     raise FrameTooLargeError(
         f"{frames}{width}x{height} frame needs about {needed / 2**30:.1f} GiB to translate, "
-        f"more than the {available / 2**30:.1f} GiB available; translate it smaller with "
-        f"--max-side {side} (Translator(max_side={side}))")
+        f"more than the {budget / 2**30:.1f} GiB it may take ({HEADROOM:.0%} of the "
+        f"{available / 2**30:.1f} GiB available); translate it smaller with --max-side {side} "
+        f"(Translator(max_side={side}))")

@@ -53,6 +53,11 @@ def _check_whole_number(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
 
 
+def _check_color_order(color_order: str) -> None:
+    if color_order not in ("BGR", "RGB"):
+        raise ValueError(f"color_order must be 'BGR' or 'RGB', got {color_order!r}")
+
+
 def _is_pil(image: object) -> bool:
     """A PIL image, recognised without importing Pillow (not a runtime dependency)."""
     return any(cls.__module__.startswith("PIL.") and cls.__name__ == "Image"
@@ -112,6 +117,11 @@ class _ClosedBackend:
         raise BackendError(f"{self._model_path}: this Translator was closed")
 
 
+def _reopen(model_path: Path, options: dict[str, Any]) -> Translator:
+    """A pickled :class:`Translator`, opened again (see ``Translator.__reduce__``)."""
+    return Translator(model_path, **options)
+
+
 def _time_backend(backend: Backend, feed: np.ndarray, runs: int = 3) -> float:
     """Best-of-``runs`` seconds per call after one warm-up call."""
     backend.run(feed)
@@ -144,7 +154,9 @@ class Translator:
     memory); ``translate_batch`` splits larger inputs into chunks. ``threads``: CPU threads
     for the model (a whole number; None: the backend's default). OpenCV's thread count is
     process-wide, so the OpenCV backend sets it for the length of its own calls, then puts the
-    previous one back. One instance may be shared by several threads.
+    previous one back. One instance may be shared by several threads. A Translator pickles
+    as its model path and options, so a worker process opens the model itself;
+    :meth:`close` (or a ``with`` block) releases the session at once.
 
     Inputs: numpy HWC arrays (BGR unless ``color_order="RGB"``), PIL images (Pillow is imported
     only then; returned as a PIL image, RGB, or RGBA when the input has alpha: RGBA, LA, PA, a
@@ -163,6 +175,10 @@ class Translator:
         if threads is not None:
             _check_whole_number("threads", threads)
         self.model_path = Path(model_path)
+        # What pickling re-opens the model with (max_side and max_batch: as they are then).
+        self._options: dict[str, Any] = {
+            "providers": providers, "device_id": device_id, "threads": threads,
+            "backend": backend, "precision": precision, "cuda_graph": cuda_graph}
         if self.model_path.is_dir():
             raise BackendError(f"{self.model_path}: is a folder; give the exported .onnx "
                                "model file")
@@ -291,6 +307,15 @@ class Translator:
         """Whether :meth:`close` was called."""
         return isinstance(self.backend, _ClosedBackend)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as its model path and options, so that a worker process (``multiprocessing``,
+        ``ProcessPoolExecutor``) opens the model itself: a session cannot cross processes.
+        ``backend="auto"`` measures again there."""
+        if self.closed:
+            raise TypeError(f"{self.model_path}: a closed Translator cannot be pickled")
+        options = {**self._options, "max_side": self.max_side, "max_batch": self.max_batch}
+        return (_reopen, (self.model_path, options))
+
     def __enter__(self) -> Translator:
         return self
 
@@ -342,9 +367,9 @@ class Translator:
         """Translate several images (numpy, PIL or paths, as :meth:`translate`; a list, any
         iterable, or an ``(N, H, W, C)`` array of N frames); same-size images run together, in
         chunks of at most :meth:`chunk_size` frames. Returns a list, in the input's order."""
-        if color_order not in ("BGR", "RGB"):
-            raise ValueError(f"color_order must be 'BGR' or 'RGB', got {color_order!r}")
-        if isinstance(images, (str, Path)) or _is_pil(images) or (
+        _check_color_order(color_order)
+        if isinstance(images, (str, os.PathLike, bytes, bytearray, memoryview)) or _is_pil(
+                images) or (
                 isinstance(images, np.ndarray) and images.ndim != 4):
             shape = f" of shape {images.shape}" if isinstance(images, np.ndarray) else ""
             raise TypeError(f"translate_batch takes several images (a list, or (N, H, W, C) "
@@ -420,22 +445,29 @@ class Translator:
         return best[1], lines
 
     def stream(self, source: Any, *, temporal: bool = False, batch_size: int = 1,
-               queue_size: int = 8, in_flight: int | None = None,
+               queue_size: int = 8, in_flight: int | None = None, color_order: str = "BGR",
                ) -> Generator[np.ndarray, None, None]:
         """Translated frames of ``source``, in order: an iterable of HWC uint8 frames, a video
-        file path, a camera index or a stream URL. Decoding runs in a thread, and
-        ``in_flight`` batches (default :attr:`in_flight`) are translated at once; closing the
-        generator early stops it all and closes the source. See :mod:`runtime.media.stream`.
-        Raises ``ValueError`` at once for a ``batch_size``, ``queue_size`` or ``in_flight``
-        that is not a whole number >= 1.
+        file path, a camera index or a stream URL. ``color_order``: the channel order of the
+        frames given and of those returned (a video, camera or URL is decoded into it).
+        Decoding runs in a thread, and ``in_flight`` batches (default :attr:`in_flight`) are
+        translated at once. Close the generator when stopping early (``close()``, or
+        ``contextlib.closing``; a ``for`` loop's ``break`` alone leaves it reading ahead until
+        it is collected): that stops it all and closes the source. See
+        :mod:`runtime.media.stream`. Raises ``ValueError`` at once for a ``batch_size``,
+        ``queue_size`` or ``in_flight`` that is not a whole number >= 1, or another
+        ``color_order``; ``TypeError`` for a ``temporal`` that is not a bool.
         """
         from runtime.media.stream import stream
 
         for name, value in (("batch_size", batch_size), ("queue_size", queue_size),
                             ("in_flight", 1 if in_flight is None else in_flight)):
             _check_whole_number(name, value)
-        return stream(self, source, temporal=temporal, batch_size=batch_size,
-                      queue_size=queue_size, in_flight=in_flight)
+        _check_color_order(color_order)
+        if not isinstance(temporal, (bool, np.bool_)):
+            raise TypeError(f"temporal must be True or False, got {temporal!r}")
+        return stream(self, source, temporal=bool(temporal), batch_size=batch_size,
+                      queue_size=queue_size, in_flight=in_flight, color_order=color_order)
 
     @staticmethod
     def _as_array(image: Any, color_order: str) -> np.ndarray:

@@ -658,6 +658,28 @@ def test_a_huge_frame_fails_at_once_with_a_max_side_that_fits() -> None:
     assert available_bytes() is not None
 
 
+def test_a_container_limit_bounds_the_memory_a_frame_may_take(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              ) -> None:
+    import runtime.memory
+    from runtime import Translator
+    from runtime.memory import FrameTooLargeError
+
+    limit, usage = tmp_path / "memory.max", tmp_path / "memory.current"
+    limit.write_text(f"{3 * 2**30}\n")
+    usage.write_text(f"{2**30}\n")
+    monkeypatch.setattr(runtime.memory, "_CGROUP_FILES", ((str(limit), str(usage)),))
+    assert runtime.memory.available_bytes() == 2 * 2**30  # the container's room, not the host's
+    limit.write_text("max\n")  # no limit: the machine's figure alone
+    assert runtime.memory._cgroup_room() is None
+    translator = Translator(MODEL)
+    with pytest.raises(FrameTooLargeError) as caught:
+        runtime.memory.check_fits(translator.metadata, 12000, 12000, available=10 * 2**30)
+    # the share it may take, then what is available: never "more than" the larger figure
+    assert "more than the 8.0 GiB it may take (80% of the 10.0 GiB available)" in str(
+        caught.value)
+
+
 def test_a_frame_too_large_is_a_named_failure_not_a_crash(tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     import runtime.memory

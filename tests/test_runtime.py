@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import copy
 import gc
+import pickle
 import struct
 import subprocess
 import sys
@@ -269,6 +270,19 @@ def test_close_releases_the_session_and_later_calls_say_so(models: dict[str, Pat
     translator.close()  # a second close does nothing
     assert translator.providers == ["CPUExecutionProvider"]
     assert np.array_equal(Translator(models["float"])(image), expected)
+
+
+def test_a_translator_pickles_as_its_path_and_options(models: dict[str, Path]) -> None:
+    image = natural_images(1, 48, 48, seed=3)[0]
+    translator = Translator(models["float"], providers="cpu", threads=1)
+    translator.max_side = 32
+    copy_ = pickle.loads(pickle.dumps(translator))  # as a worker process would get it
+    assert copy_.backend is not translator.backend
+    assert (copy_.max_side, copy_.model_path) == (32, translator.model_path)
+    assert np.array_equal(copy_(image), translator(image))
+    translator.close()
+    with pytest.raises(TypeError, match="closed Translator cannot be pickled"):
+        pickle.dumps(translator)
 
 
 @pytest.mark.filterwarnings("ignore")  # the plain torch export's tracer notes

@@ -8,6 +8,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -107,9 +108,126 @@ def test_stream_errors_name_the_source(translator: Translator, tmp_path: Path) -
     with pytest.raises(StreamError, match="no such file") as missing:
         next(translator.stream(tmp_path / "missing.mp4"))
     assert "missing.mp4" in str(missing.value.path)
-    with pytest.raises(StreamError, match="translation failed"):
-        list(translator.stream([np.zeros((8, 8, 3), np.float32)]))  # not uint8
+    with pytest.raises(StreamError, match="frame 1: translation failed"):
+        list(translator.stream([frames(1)[0], np.zeros((8, 8, 3), np.float32)]))  # not uint8
+    with pytest.raises(StreamError, match="frames 2-3: translation failed"):
+        list(translator.stream([*frames(3), np.zeros((8, 8, 3), np.float32)], batch_size=2))
     assert not decode_threads()
+
+
+def test_stream_keeps_rgb_frames_rgb(translator: Translator, tmp_path: Path) -> None:
+    bgr = frames(3)
+    rgb = [np.ascontiguousarray(image[..., ::-1]) for image in bgr]
+    got = list(translator.stream(rgb, color_order="RGB"))
+    for image, out in zip(rgb, got, strict=True):
+        assert np.array_equal(out, translator(image, color_order="RGB"))
+    clip = tmp_path / "clip.mkv"  # a decoded source comes in the order asked for
+    with AtomicVideoWriter(clip, 10.0, (32, 32)) as writer:
+        for image in bgr:
+            writer.write(image)
+    as_bgr = list(translator.stream(clip))
+    as_rgb = list(translator.stream(clip, color_order="RGB"))
+    assert all(np.array_equal(a[..., ::-1], b) for a, b in zip(as_bgr, as_rgb, strict=True))
+    with pytest.raises(ValueError, match="color_order must be"):
+        translator.stream(rgb, color_order="rgb")
+    with pytest.raises(TypeError, match="temporal must be True or False"):
+        translator.stream(rgb, temporal="no")
+
+
+def test_a_source_that_refills_one_buffer_gets_each_frame_translated(
+        translator: Translator) -> None:
+    buffer = np.zeros((32, 32, 3), np.uint8)
+    levels = list(range(0, 250, 25))
+
+    def camera() -> Iterator[np.ndarray]:  # as cap.read(image=buffer) and many camera SDKs do
+        for level in levels:
+            buffer[:] = level
+            yield buffer
+
+    got = list(translator.stream(camera(), queue_size=8))
+    for level, out in zip(levels, got, strict=True):
+        assert np.array_equal(out, translator(np.full((32, 32, 3), level, np.uint8)))
+
+
+def test_the_sources_close_is_called_once(translator: Translator) -> None:
+    class Camera:
+        def __init__(self) -> None:
+            self.left, self.closes = 3, 0
+
+        def __iter__(self) -> Camera:
+            return self
+
+        def __next__(self) -> np.ndarray:
+            if not self.left:
+                raise StopIteration
+            self.left -= 1
+            return frames(1)[0]
+
+        def close(self) -> None:
+            self.closes += 1
+            if self.closes > 1:
+                raise RuntimeError("released twice")
+
+    camera = Camera()
+    assert len(list(translator.stream(camera))) == 3 and camera.closes == 1
+    early = Camera()
+    outputs = translator.stream(early)
+    next(outputs)
+    outputs.close()
+    assert early.closes == 1 and not decode_threads()
+
+
+def test_an_interrupt_from_the_source_is_not_a_stream_error(translator: Translator) -> None:
+    def interrupted(error: BaseException) -> Iterator[np.ndarray]:
+        yield frames(1)[0]
+        raise error
+
+    with pytest.raises(KeyboardInterrupt):
+        list(translator.stream(interrupted(KeyboardInterrupt())))
+    with pytest.raises(SystemExit):
+        list(translator.stream(interrupted(SystemExit(3))))
+    assert not decode_threads()
+
+
+def test_a_stream_closed_on_its_own_decode_thread_does_not_wait_for_itself(
+        translator: Translator) -> None:
+    # The garbage collector can close a stream caught in a reference cycle on any thread,
+    # its decode thread included; that thread must not try to join itself.
+    held: dict[str, Any] = {}
+    got_first, closed = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def source() -> Iterator[np.ndarray]:
+        yield frames(1)[0]
+        got_first.wait(10)
+        try:
+            held["outputs"].close()  # on the decode thread, as a collection there would
+        except BaseException as exc:  # noqa: BLE001 - the test reports it
+            errors.append(exc)
+        closed.set()
+        yield frames(1)[0]
+
+    held["outputs"] = translator.stream(source())
+    next(held["outputs"])
+    got_first.set()
+    assert closed.wait(10)
+    assert errors == []
+    for thread in decode_threads():
+        thread.join(5)
+    assert not decode_threads()
+
+
+def test_stream_takes_any_path_like(translator: Translator, tmp_path: Path) -> None:
+    clip = tmp_path / "clip.mp4"
+    with AtomicVideoWriter(clip, 10.0, (32, 24)) as writer:
+        for image in frames(2, 24, 32):
+            writer.write(image)
+
+    class Where:
+        def __fspath__(self) -> str:
+            return str(clip)
+
+    assert len(list(translator.stream(Where()))) == 2
 
 
 
@@ -161,7 +279,8 @@ class SlowTranslator:
         self.most = 0
         self.lock = threading.Lock()
 
-    def translate_batch(self, images: list[np.ndarray]) -> list[np.ndarray]:
+    def translate_batch(self, images: list[np.ndarray], *,
+                        color_order: str = "BGR") -> list[np.ndarray]:
         with self.lock:
             self.running += 1
             self.most = max(self.most, self.running)
@@ -317,6 +436,26 @@ def test_negative_or_boolean_camera_is_refused(translator: Translator, source: o
     # cv2.VideoCapture(-1) crashes some OpenCV builds outright (SIGSEGV)
     with pytest.raises(StreamError, match="camera index is 0 or more|not a video path"):
         next(translator.stream(source))
+
+
+def test_a_missing_camera_and_a_silent_url_are_named(translator: Translator,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    import runtime.media.sources as sources
+
+    with pytest.raises(StreamError, match="cannot open this camera") as missing:
+        next(translator.stream(63))
+    assert str(missing.value.path) == "63"
+    monkeypatch.setattr(sources, "URL_OPEN_TIMEOUT_S", 1)
+    with socket.socket() as server:  # accepts, and never says a word
+        server.bind(("127.0.0.1", 0))
+        server.listen(4)
+        url = f"tcp://127.0.0.1:{server.getsockname()[1]}"
+        started = time.perf_counter()
+        with pytest.raises(StreamError, match=r"no answer within 1 s"):
+            next(translator.stream(url))
+        assert time.perf_counter() - started < 8  # not OpenCV's default 30 s
 
 
 class _FakeCapture:

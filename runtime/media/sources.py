@@ -42,6 +42,7 @@ def is_video(path: Path) -> bool:
 
 
 # Formats that may hold several frames (animated GIF, WebP, APNG).
+URL_OPEN_TIMEOUT_S = 10  # a stream URL that gives no video in this long is refused
 ANIMATED_EXTENSIONS = frozenset({".gif", ".webp", ".png"})
 
 
@@ -363,10 +364,25 @@ def open_video(path: Path | str | int) -> tuple[cv2.VideoCapture, VideoInfo]:
     """Open a video file, camera index or stream URL; :class:`InputError` if it cannot."""
     if isinstance(path, int) and path < 0:  # -1 ("any camera") crashes some OpenCV builds
         raise InputError(str(path), "a camera index is 0 or more")
-    capture = cv2.VideoCapture(path if isinstance(path, int) else str(path))
+    started = time.monotonic()
+    if isinstance(path, int):
+        capture = cv2.VideoCapture(path)
+    elif "://" in str(path):
+        # A server that accepts but never answers would hold the caller OpenCV's default 30 s
+        # (FFmpeg's), with no word of why; this bounds it and names it.
+        capture = cv2.VideoCapture(str(path), cv2.CAP_ANY,
+                                   [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, URL_OPEN_TIMEOUT_S * 1000])
+    else:
+        capture = cv2.VideoCapture(str(path))  # str: Path would mangle "//"
     if not capture.isOpened():
         capture.release()
-        raise InputError(str(path), "cannot open as video")  # str: Path would mangle "//"
+        if isinstance(path, int):
+            raise InputError(str(path), "cannot open this camera (none with this index, or "
+                             "busy, or not permitted)")
+        if "://" in str(path) and time.monotonic() - started >= 0.9 * URL_OPEN_TIMEOUT_S:
+            raise InputError(str(path), f"cannot open as video (no answer within "
+                             f"{URL_OPEN_TIMEOUT_S} s)")
+        raise InputError(str(path), "cannot open as video")
     info = VideoInfo(int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
                      int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
                      float(capture.get(cv2.CAP_PROP_FPS)) or 30.0,

@@ -14,6 +14,7 @@ A failure reaches the consumer as a :class:`StreamError` naming the source.
 from __future__ import annotations
 
 import contextlib
+import os
 import queue
 import threading
 import warnings
@@ -23,6 +24,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+import cv2
 import numpy as np
 
 from runtime.media.sources import InputError, open_video, video_frames
@@ -62,17 +64,21 @@ class _Ended(Generic[T]):
 
 
 
-def open_source(source: Any, *, model_on_cpu: bool = True,
+def open_source(source: Any, *, model_on_cpu: bool = True, color_order: str = "BGR",
                 ) -> tuple[Iterator[np.ndarray], Callable[[], None], str]:
-    """``source`` -> (frames, close, name). Frames are HWC uint8 BGR numpy arrays.
-    ``model_on_cpu``: whether the model the frames are for runs on the CPU (a video file's
-    decoder threads: :func:`runtime.media.video.codec_threads`).
+    """``source`` -> (frames, close, name). Frames are HWC uint8 numpy arrays in
+    ``color_order`` ("BGR" or "RGB"). ``model_on_cpu``: whether the model the frames are for
+    runs on the CPU (a video file's decoder threads: :func:`runtime.media.video.codec_threads`).
 
-    A video file path (str or Path) is decoded with PyAV (upright, as ``cyclegan-run``); an
-    ``int`` is a camera index and a string with ``://`` a stream URL (OpenCV, as live mode);
-    an ``(N, H, W, 3)`` array gives its N frames; anything else iterable is taken as it is (its
-    items given to the model unchanged). Raises :class:`StreamError` when the source cannot be
-    opened, or is one image (an array of another rank: iterating it would give rows).
+    A video file path (str or any ``os.PathLike``) is decoded with PyAV (upright, as
+    ``cyclegan-run``); an ``int`` is a camera index and a string with ``://`` a stream URL
+    (OpenCV, as live mode); the frames these decoders give are converted to ``color_order``.
+    An ``(N, H, W, 3)`` array gives its N frames; anything else iterable is taken as it is, in
+    the caller's channel order, each numpy frame copied as it is read (a camera API that
+    refills one buffer would otherwise change frames waiting in the queue); ``close`` then
+    closes the caller's iterator (its ``close()``, if it has one). Raises
+    :class:`StreamError` when the source cannot be opened, or is one image (an array of
+    another rank: iterating it would give rows).
     """
     if isinstance(source, np.ndarray):
         if source.ndim != 4:
@@ -91,32 +97,49 @@ def open_source(source: Any, *, model_on_cpu: bool = True,
             capture, info = open_video(source)
         except InputError as err:
             raise StreamError(err.path, err.reason) from None
-        return _capture_images(capture, str(source), info.frame_count), capture.release, str(
-            source)
-    if isinstance(source, (str, Path)):
+        frames = _capture_images(capture, str(source), info.frame_count)
+        return _in_order(frames, color_order), capture.release, str(source)
+    if isinstance(source, (str, os.PathLike)):
         from runtime.media.video import VideoReader
 
-        path = Path(source)
+        path = Path(os.fsdecode(source))
         if not path.is_file():
             raise StreamError(path, why_no_file(path))
         try:
             reader = VideoReader(path, model_on_cpu=model_on_cpu)
         except InputError as err:
             raise StreamError(err.path, err.reason) from None
-        return _video_images(reader), reader.close, str(path)
+        return _in_order(_video_images(reader), color_order), reader.close, str(path)
     try:
         iterator = iter(source)
     except TypeError:
         raise StreamError(repr(source)[:60], "not a video path, camera index, URL or "
                           "iterable of frames") from None
     close = getattr(iterator, "close", None)
-    return iterator, (close if callable(close) else (lambda: None)), "frames"
+    # The copies are read by the pipeline's reader, which closes them (a generator); the
+    # caller's iterator is closed once, as the source.
+    return _copies(iterator), (close if callable(close) else (lambda: None)), "frames"
+
+
+def _copies(frames: Iterator[Any]) -> Iterator[Any]:
+    """Each numpy frame of ``frames`` copied; anything else as it is."""
+    for frame in frames:
+        yield frame.copy() if isinstance(frame, np.ndarray) else frame
+
+
+def _in_order(frames: Iterator[np.ndarray], color_order: str) -> Iterator[np.ndarray]:
+    """Decoded BGR ``frames`` in ``color_order``."""
+    if color_order == "BGR":
+        yield from frames
+        return
+    for frame in frames:
+        yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
 
 
 def pipelined(translator: Translator, items: Iterable[T], image_of: Callable[[T], np.ndarray],
               *, name: str = "frames", batch_size: int = 1, temporal: bool = False,
               queue_size: int = 8, in_flight: int | None = None,
-              close_source: Callable[[], None] | None = None,
+              close_source: Callable[[], None] | None = None, color_order: str = "BGR",
               ) -> Generator[tuple[T, np.ndarray], None, None]:
     """Yield ``(item, translated image)`` for every item of ``items``, in order.
 
@@ -124,7 +147,9 @@ def pipelined(translator: Translator, items: Iterable[T], image_of: Callable[[T]
     are translated together (:meth:`Translator.translate_batch`), ``in_flight`` batches at a
     time in worker threads (default: the translator's :attr:`~Translator.in_flight`, 2 on a
     GPU, 1 on a CPU); ``temporal``: each output passes a :class:`TemporalStabilizer`, in
-    order. Errors in reading or translating raise :class:`StreamError` naming ``name``.
+    order; ``color_order``: the images' channel order, kept in the outputs. Errors in reading
+    or translating raise :class:`StreamError` naming ``name`` (and the frames, counted from
+    0, that failed); a ``KeyboardInterrupt`` or ``SystemExit`` from the items arrives as it is.
     Closing the generator stops the threads; the decode thread closes the items' iterator
     (a generator's ``close()``) when it stops reading. Without ``close_source`` the threads
     are joined before the generator returns, so the caller may close the items' source
@@ -192,32 +217,40 @@ def pipelined(translator: Translator, items: Iterable[T], image_of: Callable[[T]
         return batch, None
 
     def translate(batch: list[T]) -> list[np.ndarray]:
-        return list(translator.translate_batch([image_of(item) for item in batch]))
+        return list(translator.translate_batch([image_of(item) for item in batch],
+                                               color_order=color_order))
 
     thread = threading.Thread(target=read, name=f"stream-decode[{name}]", daemon=True)
     stabilizer = TemporalStabilizer() if temporal else None
     size = max(1, batch_size)
     depth = max(1, in_flight if in_flight is not None else translator.in_flight)
     workers = ThreadPoolExecutor(depth, thread_name_prefix=f"stream-model[{name}]")
-    pending: deque[tuple[list[T], Future[list[np.ndarray]]]] = deque()
+    # (first frame's index, items, their translation)
+    pending: deque[tuple[int, list[T], Future[list[np.ndarray]]]] = deque()
+    read_count = 0
     try:
         thread.start()
         ended: _Ended[T] | None = None
         while True:
             while ended is None and len(pending) < depth:
-                oldest_done = pending[0][1].done if pending else None
+                oldest_done = pending[0][2].done if pending else None
                 batch, ended = next_batch(oldest_done)
                 if batch:
-                    pending.append((batch, submit(workers, depth, translate, batch)))
+                    pending.append((read_count, batch,
+                                    submit(workers, depth, translate, batch)))
+                    read_count += len(batch)
                 if oldest_done is not None and oldest_done():
                     break  # yield the finished frames before waiting for more input
             if not pending:
                 break
-            batch, future = pending.popleft()
+            first, batch, future = pending.popleft()
             try:
                 outputs = future.result()
             except Exception as exc:  # noqa: BLE001 - re-raised naming the source
-                raise StreamError(name, f"translation failed ({typed_first_line(exc)})") from exc
+                frames = (f"frame {first}" if len(batch) == 1
+                          else f"frames {first}-{first + len(batch) - 1}")
+                raise StreamError(name, f"{frames}: translation failed "
+                                        f"({typed_first_line(exc)})") from exc
             for item, out in zip(batch, outputs, strict=True):
                 if stabilizer is not None:
                     out = _stabilised(stabilizer, image_of(item), out, name)
@@ -225,18 +258,24 @@ def pipelined(translator: Translator, items: Iterable[T], image_of: Callable[[T]
         assert ended is not None
         if ended.error is not None:
             error = ended.error
+            if not isinstance(error, Exception):  # KeyboardInterrupt, SystemExit: not a read
+                raise error                        # error, and no `except Exception` of the app's
             if isinstance(error, InputError):
                 raise StreamError(error.path, error.reason) from error
             raise StreamError(name, f"cannot read ({typed_first_line(error)})") from error
     finally:
         stop.set()
-        for _, future in pending:
+        for _, _, future in pending:
             future.cancel()
-        workers.shutdown(wait=True)  # a batch being translated finishes; none starts
+        # The garbage collector may close this generator on one of its own threads (a stream
+        # in a reference cycle): that thread cannot wait for itself.
+        here = threading.current_thread()
+        own = here is thread or here.name.startswith(f"stream-model[{name}]")
+        workers.shutdown(wait=not own)  # a batch being translated finishes; none starts
         if thread.ident is None:  # never started: the source is still ours to close
             if close_source is not None:
                 close_source()
-        else:
+        elif not own:
             thread.join(None if close_source is None else CLOSE_WAIT_S)
 
 
@@ -266,20 +305,22 @@ def submit(pool: ThreadPoolExecutor, depth: int, function: Callable[..., T],
 
 
 def stream(translator: Translator, source: Any, *, temporal: bool = False, batch_size: int = 1,
-           queue_size: int = 8, in_flight: int | None = None,
+           queue_size: int = 8, in_flight: int | None = None, color_order: str = "BGR",
            ) -> Generator[np.ndarray, None, None]:
-    """Translated frames of ``source`` (see :func:`open_source`), in order: HWC uint8 BGR
-    (or whatever channel order the source's frames have), each the size of its input.
+    """Translated frames of ``source`` (see :func:`open_source`), in order: HWC uint8 in
+    ``color_order`` ("BGR" or "RGB": the order of the frames given, and of those returned;
+    decoded videos, cameras and URLs are converted to it), each the size of its input.
 
     The source is closed when the frames run out, on an error, or when the consumer closes
     the generator early; a source stuck in a read then is closed when that read returns, and
     ``close()`` waits for it at most :data:`CLOSE_WAIT_S`.
     """
-    frames, close, name = open_source(source, model_on_cpu=translator.on_cpu)
+    frames, close, name = open_source(source, model_on_cpu=translator.on_cpu,
+                                      color_order=color_order)
     with contextlib.closing(pipelined(translator, frames, _identity, name=name,
                                       batch_size=batch_size, temporal=temporal,
                                       queue_size=queue_size, in_flight=in_flight,
-                                      close_source=close)) as outputs:
+                                      close_source=close, color_order=color_order)) as outputs:
         for _, out in outputs:
             yield out
 
