@@ -201,7 +201,10 @@ class OnnxRuntimeBackend:
         self._options = ort.SessionOptions()
         if threads is not None:
             self._options.intra_op_num_threads = threads
-        precision_run = self._open(names, precision, gpu)
+        try:
+            precision_run = self._open(names, precision, gpu)
+        except TensorRTBuildError as exc:  # explicit profiles: it builds as the session opens
+            names, precision_run = self._without_tensorrt(exc, auto, names, precision, gpu)
         # onnxruntime drops a provider it cannot initialise (e.g. CUDA without its libraries)
         # and carries on, silently, on the CPU: say so.
         dropped = [name for name in names if name not in self.providers]
@@ -225,13 +228,19 @@ class OnnxRuntimeBackend:
             try:
                 self._note_tensorrt_build(gpu)
             except TensorRTBuildError as exc:
-                if not auto:
-                    raise TensorRTBuildError(f"{exc}; --providers cuda runs without it") from None
-                # "auto" promised the best that runs: CUDA, prepared afresh for it.
-                warnings.warn(f"{exc}; running on CUDA", ProviderFallbackWarning, stacklevel=2)
-                names = [name for name in names if name != "TensorrtExecutionProvider"]
-                precision_run = self._open(names, precision, gpu)
+                names, precision_run = self._without_tensorrt(exc, auto, names, precision, gpu)
                 self._describe(precision_run, gpu)
+
+    def _without_tensorrt(self, exc: TensorRTBuildError, auto: bool, names: list[str],
+                          precision: str, gpu: GpuOptions) -> tuple[list[str], str | None]:
+        """After TensorRT failed to build its engine: under "auto" (which promised the best
+        that runs) CUDA, prepared afresh for it, with a warning; else the error, with advice.
+        Returns the providers and the precision that now run."""
+        if not auto:
+            raise TensorRTBuildError(f"{exc}; --providers cuda runs without it") from None
+        warnings.warn(f"{exc}; running on CUDA", ProviderFallbackWarning, stacklevel=3)
+        names = [name for name in names if name != "TensorrtExecutionProvider"]
+        return names, self._open(names, precision, gpu)
 
     def _describe(self, precision_run: str | None, gpu: GpuOptions) -> None:
         """What the open session takes and runs; IO binding when it runs on a GPU
@@ -248,7 +257,11 @@ class OnnxRuntimeBackend:
 
             self._bound = BoundSession(self.session, "cuda", self.device_id,
                                        layout=self.metadata.layout if self.metadata else "NCHW",
-                                       cuda_graph=gpu.cuda_graph)
+                                       cuda_graph=gpu.cuda_graph and self.providers[0]
+                                       == "CUDAExecutionProvider")
+            if gpu.cuda_graph and self.providers[0] != "CUDAExecutionProvider":
+                self.notes.append(f"CUDA graphs: off on {self.providers[0]} (the CUDA "
+                                  "provider's feature here)")
 
     def _open(self, names: list[str], precision: str, gpu: GpuOptions) -> str | None:
         """Create ``self.session`` for providers ``names``, prepared for a GPU when the first
@@ -260,6 +273,7 @@ class OnnxRuntimeBackend:
         provider_list: list[Any] = list(names)
         precision_run: str | None = None
         self._trt_engines: Path | None = None
+        self._trt_building = False
         if names and names[0] in GPU_PROVIDERS:
             from runtime.gpu import prepare_for_gpu
 
@@ -273,9 +287,20 @@ class OnnxRuntimeBackend:
                                    f"readable ONNX model: {first_line(exc)})") from None
             source, provider_list = prepared.model, prepared.providers
             precision_run, self._trt_engines = prepared.precision, prepared.engine_cache
+        tensorrt = bool(names) and names[0] == "TensorrtExecutionProvider"
+        if tensorrt and self._trt_engines is not None:
+            from runtime.gpu import cached_engines
+
+            # With explicit shape profiles TensorRT builds its engine while the session is
+            # created (not on the first run), so whether it builds is known only before that.
+            self._trt_building = not cached_engines(self._trt_engines)
+        self._trt_started = time.perf_counter()
         try:
             self.session = ort.InferenceSession(source, self._options, providers=provider_list)
-        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types (EPFail...)
+            if tensorrt:  # the file was read already (prepare_for_gpu): the engine failed
+                raise TensorRTBuildError(f"{self.model_path}: TensorRT could not build its "
+                                         f"engine ({first_line(exc)})") from None
             reason = (not_onnx_reason(self.model_path)
                       or f"onnxruntime cannot load it ({first_line(exc)})")
             raise BackendError(f"{self.model_path}: {reason}") from None
@@ -287,14 +312,12 @@ class OnnxRuntimeBackend:
         :class:`TensorRTBuildError` when it cannot."""
         if self.providers[0] != "TensorrtExecutionProvider" or self._trt_engines is None:
             return
-        from runtime.gpu import cached_engines
-
-        building = not cached_engines(self._trt_engines)
-        started = time.perf_counter()
+        building, started = self._trt_building, self._trt_started
         if self.metadata is not None:
             from runtime.gpu import profile_shapes
 
-            # One call at the profile's optimal shape builds the engine now, not mid-stream.
+            # One call at the profile's optimal shape: the engine is built (if this onnxruntime
+            # did not build it with the session) and proven to run now, not mid-stream.
             shape = profile_shapes(self.metadata, max_batch=gpu.max_batch,
                                    max_side=gpu.trt_max_side)["opt"]
             dtype = np.uint8 if self.metadata.io == "uint8" else np.float32

@@ -14,6 +14,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -140,12 +141,18 @@ def cached_engines(folder: str | Path) -> list[Path]:
     return sorted(path.glob("*.engine")) if path.is_dir() else []
 
 
-def cuda_options(device_id: int, *, cuda_graph: bool = False) -> dict[str, Any]:
+def cuda_options(device_id: int, *, cuda_graph: bool = False,
+                 exact_fp32: bool = False) -> dict[str, Any]:
     """CUDA execution provider options. ``cuda_graph``: capture each input shape's run once
-    and replay it (needs IO binding with fixed buffers, which :class:`BoundSession` keeps)."""
+    and replay it (needs IO binding with fixed buffers, which :class:`BoundSession` keeps).
+    ``exact_fp32``: float32 arithmetic as it says; the provider's default lets convolutions
+    and GEMMs run in TF32 (10-bit mantissas) on Ampere and later, which is not what
+    ``precision="fp32"`` promises."""
     options: dict[str, Any] = {"device_id": device_id,
                                # cuDNN times its algorithms once per shape and keeps the best
                                "cudnn_conv_algo_search": "EXHAUSTIVE"}
+    if exact_fp32:
+        options["use_tf32"] = "0"
     if cuda_graph:
         options["enable_cuda_graph"] = "1"
     return options
@@ -173,10 +180,13 @@ class BoundSession:
 
     ``cuda_graph``: each buffer set gets its own graph id, so onnxruntime captures one CUDA
     graph per (shape, set) on its first run and replays it after (the session must have been
-    created with ``enable_cuda_graph``); onnxruntime does not support concurrent runs of a
-    session with CUDA graphs, so calls then take turns, and an evicted shape's graphs are
-    released with its buffers. ``run`` takes the session input's own dtype only (a copy into
-    a device buffer of another type would not be converted).
+    created with ``enable_cuda_graph``), and an evicted shape's graphs are released with its
+    buffers. Every call, buffer allocation and release then happens on one thread of this
+    object's own: onnxruntime runs no concurrent Run() on a session with CUDA graphs, keeps
+    the graphs in per-thread state (callers on new threads, as each stream's workers are,
+    would capture them again and pin more memory), and a device allocation during another
+    thread's capture would break it. ``run`` takes the session input's own dtype only (a copy
+    into a device buffer of another type would not be converted).
     """
 
     def __init__(self, session: Any, device: str = "cuda", device_id: int = 0, *,
@@ -195,8 +205,9 @@ class BoundSession:
         self._free: OrderedDict[tuple[int, ...], list[_Slot]] = OrderedDict()
         self._lock = threading.Lock()
         self._graph_ids = 0
-        # With CUDA graphs one run at a time (onnxruntime: no concurrent Run() then).
-        self._turns = threading.Lock() if cuda_graph else None
+        # With CUDA graphs: all device work on this one thread (see the class docstring).
+        self._graph_thread = (ThreadPoolExecutor(1, thread_name_prefix="cuda-graph")
+                              if cuda_graph else None)
 
     def output_shape(self, shape: Sequence[int]) -> tuple[int, ...]:
         """The output's shape for an input of ``shape``: a generator keeps batch, height and
@@ -210,18 +221,24 @@ class BoundSession:
         if batch.dtype != self.input_dtype:
             raise ValueError(f"the session takes {self.input_dtype} input, got {batch.dtype}")
         batch = np.ascontiguousarray(batch)
+        if self._graph_thread is not None:
+            return self._graph_thread.submit(self._run_here, batch).result()
+        return self._run_here(batch)
+
+    def _run_here(self, batch: np.ndarray) -> np.ndarray:
         slot = self._take(batch.shape)
         try:
-            if self._turns is None:
-                return self._run_slot(slot, batch)
-            with self._turns:
-                return self._run_slot(slot, batch)
+            return self._run_slot(slot, batch)
         finally:
             self._give(batch.shape, slot)
 
     def _run_slot(self, slot: _Slot, batch: np.ndarray) -> np.ndarray:
         slot.input.update_inplace(batch)
+        # As onnxruntime's own CUDA-graph tests do: the copy in is complete before the run,
+        # the run before the copy out (no-ops on the CPU).
+        slot.binding.synchronize_inputs()
         self.session.run_with_iobinding(slot.binding, slot.run_options)
+        slot.binding.synchronize_outputs()
         result: np.ndarray = slot.binding.copy_outputs_to_cpu()[0]
         return result
 
@@ -275,7 +292,8 @@ class GpuOptions:
     """How :class:`runtime.backends.OnnxRuntimeBackend` prepares a GPU session.
 
     ``device_io``: run a float model's pre- and post-processing on the GPU (uint8 IO);
-    ``cuda_graph``: capture and replay CUDA graphs per input shape (CUDA provider only);
+    ``cuda_graph``: capture and replay CUDA graphs per input shape (the CUDA provider only:
+    with TensorRT first it is off);
     ``max_batch`` / ``trt_max_side``: the largest input TensorRT's shape profile accepts.
     """
 
@@ -338,8 +356,10 @@ def prepare_for_gpu(model_path: Path, providers: Sequence[str], precision: str,
                                    model_digest(prepared), device_id=device_id,
                                    fp16=want_fp16 or own == "fp16",
                                    max_batch=options.max_batch, max_side=options.trt_max_side)
-            if options.cuda_graph:
-                trt["trt_cuda_graph_enable"] = True  # TensorRT runs the graph: its own option
+            # No CUDA graph here (trt_cuda_graph_enable): TensorRT's provider keeps one graph
+            # per session, not one per graph id, so BoundSession's buffer sets in flight and
+            # other frame sizes would replay the first set's addresses; it is the CUDA
+            # provider's feature in this toolkit (a note says so when TensorRT runs).
             make_cache_folders(trt)
             engines = Path(trt["trt_engine_cache_path"])
             provider_list.append((name, trt))
@@ -348,7 +368,8 @@ def prepare_for_gpu(model_path: Path, providers: Sequence[str], precision: str,
             # With TensorRT first, CUDA takes only what TensorRT leaves: a CUDA graph there would
             # fail the session (onnxruntime wants every node on CUDA for one).
             provider_list.append((name, cuda_options(
-                device_id, cuda_graph=options.cuda_graph and not tensorrt)))
+                device_id, cuda_graph=options.cuda_graph and not tensorrt,
+                exact_fp32=ran == "fp32")))
         else:
             provider_list.append(name)
     return GpuModel(prepared, provider_list, ran, engines)

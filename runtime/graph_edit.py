@@ -115,8 +115,10 @@ def with_uint8_io(model: onnx.ModelProto, color_order: str = "BGR") -> onnx.Mode
     ]
     if in_type != TensorProto.FLOAT:
         head.append(helper.make_node("Cast", ["u8io_in_scaled"], [old_in.name], to=in_type))
-    # Output side: the model's output -> float32 -> [0, 255] rounded -> uint8 (the cheaper
-    # dtype for the channel swap and the transpose that follow) -> NHWC in color_order.
+    # Output side: the model's output -> float32 -> [0, 255] rounded -> NHWC in color_order ->
+    # uint8, the Cast last: TensorRT takes uint8 only as a network input or output (its
+    # operator list has no uint8 Gather or Transpose), so a swap or transpose after the Cast
+    # would leave those nodes, and a CUDA graph, off TensorRT.
     tail = []
     result = old_out.name
     if out_type != TensorProto.FLOAT:
@@ -127,13 +129,15 @@ def with_uint8_io(model: onnx.ModelProto, color_order: str = "BGR") -> onnx.Mode
         helper.make_node("Mul", ["u8io_out_shift", "u8io_scale"], ["u8io_out_scaled"]),
         helper.make_node("Round", ["u8io_out_scaled"], ["u8io_out_round"]),
         helper.make_node("Clip", ["u8io_out_round", "u8io_low", "u8io_high"], ["u8io_out_clip"]),
-        helper.make_node("Cast", ["u8io_out_clip"], ["u8io_out_u8"], to=TensorProto.UINT8),
     ]
-    current = "u8io_out_u8"
+    current = "u8io_out_clip"
     if swap:
         tail.append(helper.make_node("Gather", [current, "u8io_swap"], ["u8io_out_bgr"], axis=1))
         current = "u8io_out_bgr"
-    tail.append(helper.make_node("Transpose", [current], [_UINT8_OUTPUT], perm=[0, 2, 3, 1]))
+    tail += [
+        helper.make_node("Transpose", [current], ["u8io_out_nhwc"], perm=[0, 2, 3, 1]),
+        helper.make_node("Cast", ["u8io_out_nhwc"], [_UINT8_OUTPUT], to=TensorProto.UINT8),
+    ]
 
     nodes = [*head, *graph.node, *tail]
     del graph.node[:]

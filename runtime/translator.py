@@ -435,7 +435,8 @@ class Translator:
                     started = time.perf_counter()
                     self._translate_same_size(frames, "BGR")
                     seconds = min(seconds, time.perf_counter() - started)
-            except (MemoryError, RuntimeError, BackendError) as exc:
+            except Exception as exc:  # noqa: BLE001 - onnxruntime's own types too (a GPU's
+                # out-of-memory or out-of-profile Fail/EPFail are not RuntimeErrors)
                 lines.append(f"batch {size}: skipped ({first_line(exc)})")
                 continue
             per_frame = seconds / size

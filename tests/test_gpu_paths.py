@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -14,7 +15,12 @@ import pytest
 
 import runtime.backends as backends
 from runtime import Translator
-from runtime.backends import BackendError, OnnxRuntimeBackend, resolve_providers
+from runtime.backends import (
+    BackendError,
+    OnnxRuntimeBackend,
+    TensorRTBuildError,
+    resolve_providers,
+)
 from runtime.demo import demo_model_path
 from runtime.gpu import (
     BOUND_SHAPES_KEPT,
@@ -84,6 +90,15 @@ def test_uint8_io_graph_computes_exactly_what_numpy_does(float_model: onnx.Model
     assert meta.value_range == (0.0, 255.0)
     # The file's own model is left as it was.
     assert float_model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    # uint8 only at the graph's edges: TensorRT has no uint8 Gather or Transpose, so the
+    # Cast to uint8 is the last node and the first Cast reads the input alone.
+    last, first = wrapped.graph.node[-1], wrapped.graph.node[0]
+    assert last.op_type == "Cast" and last.attribute[0].i == onnx.TensorProto.UINT8
+    assert list(last.output) == [wrapped.graph.output[0].name]
+    assert first.op_type == "Cast" and list(first.input) == [wrapped.graph.input[0].name]
+    uint8_tensors = {wrapped.graph.input[0].name, wrapped.graph.output[0].name}
+    assert [node.op_type for node in wrapped.graph.node
+            if uint8_tensors & {*node.input}] == ["Cast"]
 
 
 def test_uint8_io_refuses_a_graph_that_is_not_a_generator(float_model: onnx.ModelProto) -> None:
@@ -149,6 +164,40 @@ def test_bound_session_float_io_and_concurrent_callers(float_model: onnx.ModelPr
         thread.join()
     for got, want in zip(results, expected, strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+def test_bound_session_with_cuda_graphs_does_all_device_work_on_one_thread(
+        float_model: onnx.ModelProto, monkeypatch: pytest.MonkeyPatch) -> None:
+    """onnxruntime keeps CUDA graphs per thread and allows no allocation during a capture:
+    every run, allocation and release of a graph session happens on one thread of its own,
+    whichever threads call it."""
+    run = session(float_model)
+    bound = BoundSession(run, "cpu", layout="NCHW", cuda_graph=True)
+    where: set[str] = set()
+    for method in ("_new_slot", "_run_slot"):
+        original = getattr(bound, method)
+
+        def recorded(*args: object, _original: Any = original) -> Any:
+            where.add(threading.current_thread().name)
+            return _original(*args)
+
+        monkeypatch.setattr(bound, method, recorded)
+    feeds = [to_model_input(bgr_images(1, 32, 32 + 4 * (i % 3)), "BGR") for i in range(6)]
+    expected = [run.run(None, {run.get_inputs()[0].name: feed})[0] for feed in feeds]
+    results: list[np.ndarray | None] = [None] * len(feeds)
+
+    def work(index: int) -> None:
+        results[index] = bound.run(feeds[index])
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(feeds))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for got, want in zip(results, expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert len(where) == 1 and next(iter(where)).startswith("cuda-graph")
+    assert all(len(slots) == 1 for slots in bound._free.values())  # one set per shape: no races
 
 
 # ---- TensorRT's options and provider choice -------------------------------------------------
@@ -242,14 +291,24 @@ def test_tensorrt_preparation_builds_in_fp16_with_a_cache_per_model(
     assert not exact.providers[0][1]["trt_fp16_enable"] and exact.precision == "fp32"
 
 
-def test_cuda_graphs_with_tensorrt_first_go_to_tensorrt(monkeypatch: pytest.MonkeyPatch,
-                                                        tmp_path: Path) -> None:
-    """onnxruntime fails a session whose CUDA graph does not hold every node, which is the case
-    when TensorRT takes the graph: TensorRT gets its own CUDA-graph option instead."""
+def test_cuda_graphs_stay_off_with_tensorrt_first(monkeypatch: pytest.MonkeyPatch,
+                                                  tmp_path: Path) -> None:
+    """onnxruntime fails a session whose CUDA graph does not hold every node (the case when
+    TensorRT takes the graph), and TensorRT's own option keeps one graph per session, which
+    two buffer sets in flight or a second frame size would replay wrongly: neither is set."""
     monkeypatch.setenv("CYCLEGAN_CACHE_DIR", str(tmp_path))
     prepared = prepare_for_gpu(demo_model_path(), TRT_NAMES, "auto", GpuOptions(cuda_graph=True))
     (_, trt), (_, cuda), _ = prepared.providers
-    assert trt["trt_cuda_graph_enable"] is True and "enable_cuda_graph" not in cuda
+    assert "trt_cuda_graph_enable" not in trt and "enable_cuda_graph" not in cuda
+
+
+def test_fp32_on_cuda_turns_tf32_off() -> None:
+    """The CUDA provider runs float32 convolutions in TF32 unless told not to: "fp32" means
+    float32 arithmetic; fp16 runs do not need the setting."""
+    exact = prepare_for_gpu(demo_model_path(), CUDA_NAMES, "fp32", GpuOptions())
+    assert exact.precision == "fp32" and exact.providers[0][1]["use_tf32"] == "0"
+    half = prepare_for_gpu(demo_model_path(), CUDA_NAMES, "auto", GpuOptions())
+    assert half.precision == "fp16" and "use_tf32" not in half.providers[0][1]
 
 
 def test_tensorrt_needs_the_toolkit_metadata(float_model: onnx.ModelProto,
@@ -344,6 +403,7 @@ def test_a_tensorrt_engine_that_cannot_be_built_falls_back_to_cuda_under_auto(
         self.session = _SessionOn(list(names))  # type: ignore[assignment]
         self.providers = self.session.get_providers()  # as _open reports what runs
         self._trt_engines = tmp_path if names[0] == "TensorrtExecutionProvider" else None
+        self._trt_building, self._trt_started = True, 0.0
         return "fp16"
 
     class PlainRun:  # IO binding needs a device: the plain session's run stands in
@@ -367,6 +427,68 @@ def test_a_tensorrt_engine_that_cannot_be_built_falls_back_to_cuda_under_auto(
                                            "cuda runs without it"):
         OnnxRuntimeBackend(demo_model_path(), "tensorrt")
     assert opened == [TRT_NAMES]
+
+
+class _EpFail(Exception):
+    """As onnxruntime's ``EPFail``: an ``Exception``, not a ``RuntimeError``."""
+
+
+class _Reporting:
+    """A real CPU session that reports ``names`` as the providers it runs on."""
+
+    def __init__(self, session: ort.InferenceSession, names: list[str]) -> None:
+        self.real, self.names = session, names
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.real, name)
+
+    def get_providers(self) -> list[str]:
+        return self.names
+
+
+@pytest.mark.parametrize("builds", [True, False])
+def test_tensorrt_builds_as_the_session_opens_and_its_failure_falls_back(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, builds: bool) -> None:
+    """With explicit shape profiles TensorRT builds its engine inside InferenceSession(): the
+    build is timed from before it, and a failure there (onnxruntime's EPFail) falls back to
+    CUDA under "auto" instead of failing the Translator."""
+    monkeypatch.setenv("CYCLEGAN_CACHE_DIR", str(tmp_path))
+    real = ort.InferenceSession
+
+    def session_on(source: object, options: object = None,
+                   providers: list[Any] | None = None) -> _Reporting:
+        names = [p[0] if isinstance(p, tuple) else p for p in providers or []]
+        if names[0] == "TensorrtExecutionProvider":
+            if not builds:
+                raise _EpFail("[ONNXRuntimeError] : 11 : EP_FAIL : TensorRT EP failed to "
+                              "create engine from network")
+            engines = Path(providers[0][1]["trt_engine_cache_path"])  # type: ignore[index]
+            (engines / "model.engine").write_bytes(b"engine")
+        return _Reporting(real(source, options, providers=CPU), names)
+
+    class PlainRun:  # IO binding needs a device: the plain session's run stands in
+        def __init__(self, session: _Reporting, *args: object, **kwargs: object) -> None:
+            self.session = session
+
+        def run(self, batch: np.ndarray) -> np.ndarray:
+            return self.session.run(None, {self.session.get_inputs()[0].name: batch})[0]
+
+    monkeypatch.setattr(ort, "InferenceSession", session_on)
+    monkeypatch.setattr("runtime.gpu.BoundSession", PlainRun)
+    monkeypatch.setattr(backends, "resolve_providers", lambda *a, **k: list(TRT_NAMES))
+    if builds:
+        backend = OnnxRuntimeBackend(demo_model_path(), "auto")
+        assert backend.providers[0] == "TensorrtExecutionProvider"
+        assert any(note.startswith("TensorRT: built an engine") for note in backend.notes)
+        again = OnnxRuntimeBackend(demo_model_path(), "auto")
+        assert any(note.startswith("TensorRT: engine from the cache") for note in again.notes)
+        return
+    with pytest.warns(UserWarning, match="TensorRT could not build its engine .*EP_FAIL.*; "
+                                         "running on CUDA"):
+        backend = OnnxRuntimeBackend(demo_model_path(), "auto")
+    assert backend.providers[0] == "CUDAExecutionProvider" and backend.precision == "fp16"
+    with pytest.raises(TensorRTBuildError, match="--providers cuda runs without it"):
+        OnnxRuntimeBackend(demo_model_path(), "tensorrt")
 
 
 def test_a_corrupt_model_prepared_for_a_gpu_is_one_clear_error(

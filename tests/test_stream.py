@@ -681,6 +681,24 @@ def test_pick_batch_size_measures_each_candidate(translator: Translator) -> None
     assert chosen in (1, 2) and len(lines) == 2 and "ms per frame" in lines[0]
 
 
+def test_pick_batch_size_skips_a_size_the_engine_fails(model: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    class EngineFail(Exception):  # as onnxruntime's Fail / EPFail: not a RuntimeError
+        pass
+
+    translator = Translator(model, providers="cpu")
+    run = translator._translate_same_size
+
+    def out_of_memory_at_4(frames: np.ndarray, color_order: str) -> np.ndarray:
+        if len(frames) == 4:
+            raise EngineFail("CUDA failure 2: out of memory")
+        return run(frames, color_order)
+
+    monkeypatch.setattr(translator, "_translate_same_size", out_of_memory_at_4)
+    chosen, lines = translator.pick_batch_size(24, 32, candidates=(1, 4), rounds=1)
+    assert chosen == 1 and lines[1] == "batch 4: skipped (CUDA failure 2: out of memory)"
+
+
 def test_cli_batch_size_auto_says_what_it_chose(model: Path, tmp_path: Path) -> None:
     folder = tmp_path / "in"
     folder.mkdir()
