@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -451,6 +452,8 @@ def test_sigterm_mid_video_is_handled_as_ctrl_c_with_status_143(tmp_path: Path) 
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 143, (stdout, stderr)
     assert "interrupted" in stdout and "Traceback" not in stderr
+    assert re.search(r"clip\.mp4: interrupted after \d+ translated frame\(s\); its output was "
+                     r"not written", stdout), stdout  # the video cut short is named
     assert not list(out.glob(".*.part*")) and visible(out) == []
 
 

@@ -614,3 +614,102 @@ def test_a_stream_copied_cut_is_not_called_truncated(tmp_path: Path) -> None:
     ffmpeg("-ss", "0.5", "-i", source, "-c", "copy", "-t", "1", cut)
     result = run(cut, "-o", tmp_path / "out.mp4")
     assert result.exit_code == 0 and "truncated" not in result.output, result.output
+
+
+def audio_packets(path: Path) -> int:
+    with av.open(str(path)) as container:
+        return sum(1 for packet in container.demux(container.streams.audio[0]) if packet.size)
+
+
+def test_audio_the_muxer_refuses_in_its_header_is_left_out_not_the_video(
+        tmp_path: Path) -> None:
+    """The mov muxer lists FLAC, then refuses it when the file starts: the video used to fail
+    after it was all translated. MP3 (decoded by "mp3float") and ALAC from Matroska (packets
+    without durations) are copied whole."""
+    pattern = ["-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10", "-f", "lavfi", "-i",
+               "sine=sample_rate=44100", "-t", "1", "-c:v", "libx264", "-pix_fmt", "yuv420p"]
+    flac, mp3, alac = tmp_path / "flac.mkv", tmp_path / "mp3.mp4", tmp_path / "alac.mkv"
+    ffmpeg(*pattern, "-c:a", "flac", flac)
+    ffmpeg(*pattern, "-c:a", "libmp3lame", mp3)
+    ffmpeg(*pattern, "-c:a", "alac", alac)
+    result = run(flac, "-o", tmp_path / "flac.mov")
+    assert result.exit_code == 0, result.output
+    assert "audio stream #1 (flac) not copied: a .mov file cannot hold it" in result.output
+    assert len(stream_facts(tmp_path / "flac.mov").times) == 10
+    for source in (mp3, alac):
+        target = tmp_path / f"{source.stem}_out.mp4"
+        result = run(source, "-o", target)
+        assert result.exit_code == 0 and "not copied" not in result.output, result.output
+        assert audio_packets(target) == audio_packets(source)
+
+
+def test_titles_languages_default_tracks_and_chapters_are_carried_over(tmp_path: Path) -> None:
+    chapters = tmp_path / "chapters.txt"
+    chapters.write_text(";FFMETADATA1\ntitle=Trip\ncreation_time=2024-05-01T10:00:00Z\n"
+                        "[CHAPTER]\nTIMEBASE=1/1000\nSTART=0\nEND=500\ntitle=one\n"
+                        "[CHAPTER]\nTIMEBASE=1/1000\nSTART=500\nEND=1000\ntitle=two\n")
+    source = tmp_path / "tagged.mkv"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10", "-f", "lavfi", "-i", "sine",
+           "-f", "lavfi", "-i", "sine=frequency=660", "-i", chapters, "-map", "0", "-map", "1",
+           "-map", "2", "-map_metadata", "3", "-map_chapters", "3", "-t", "1", "-c:v",
+           "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac",
+           "-metadata:s:a:0", "language=eng", "-metadata:s:a:0", "title=Commentary",
+           "-metadata:s:a:1", "language=jpn", "-disposition:a:0", "0",
+           "-disposition:a:1", "default+forced", source)
+    for target in (tmp_path / "out.mkv", tmp_path / "out.mp4"):
+        result = run(source, "-o", target)
+        assert result.exit_code == 0, result.output
+        with av.open(str(target)) as written:
+            assert written.metadata.get("title") == "Trip"
+            assert [chapter["metadata"].get("title") for chapter in written.chapters()] == \
+                ["one", "two"]
+            first, second = written.streams.audio[:2]
+            assert (first.language, second.language) == ("eng", "jpn")
+            assert not first.disposition & av.stream.Disposition.default
+            assert second.disposition & av.stream.Disposition.default
+            if target.suffix == ".mkv":  # MP4 has no forced flag nor track titles
+                assert second.disposition & av.stream.Disposition.forced
+                assert first.metadata.get("title") == "Commentary"
+            assert "encoder" not in {key.lower() for key in written.streams.video[0].metadata}
+
+
+def test_a_late_start_is_moved_to_zero_with_the_streams_in_step(tmp_path: Path) -> None:
+    """An MPEG-TS starts at 1.4 s or so: the output starts at 0, as ffmpeg's own remux does,
+    instead of opening on a gap; audio and video keep their offset."""
+    source = tmp_path / "broadcast.ts"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10", "-f", "lavfi", "-i", "sine",
+           "-t", "1", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", source)
+
+    def starts(path: Path) -> tuple[float, float]:
+        with av.open(str(path)) as container:
+            video, audio = container.streams.video[0], container.streams.audio[0]
+            return (float(video.start_time * video.time_base),
+                    float(audio.start_time * audio.time_base))
+
+    video_before, audio_before = starts(source)
+    assert min(video_before, audio_before) > 1.0
+    result = run(source, "-o", tmp_path / "out.mp4")
+    assert result.exit_code == 0, result.output
+    video_after, audio_after = starts(tmp_path / "out.mp4")
+    assert min(video_after, audio_after) == pytest.approx(0.0, abs=0.03)
+    assert video_after - audio_after == pytest.approx(video_before - audio_before, abs=0.03)
+    assert len(stream_facts(tmp_path / "out.mp4").times) == 10
+
+
+def test_cover_art_and_interlacing_are_said_and_codec_aliases_taken(
+        clips: dict[str, Path], tmp_path: Path) -> None:
+    cover = tmp_path / "cover.png"
+    cv2.imwrite(str(cover), natural_images(1, 32, 32)[0])
+    covered = tmp_path / "covered.mp4"
+    ffmpeg("-i", clips["plain.mp4"], "-i", cover, "-map", "0", "-map", "1", "-c", "copy",
+           "-disposition:v:1", "attached_pic", covered)
+    interlaced = tmp_path / "interlaced.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10", "-t", "1", "-c:v", "libx264",
+           "-flags", "+ildct+ilme", "-pix_fmt", "yuv420p", interlaced)
+    result = run(covered, "-o", tmp_path / "covered_out.mp4", "--codec", "avc")
+    assert result.exit_code == 0, result.output
+    assert "covered.mp4: its cover art (stream #1) is not carried over" in result.output
+    result = run(interlaced, "-o", tmp_path / "interlaced_out.mp4")
+    assert result.exit_code == 0, result.output
+    assert "interlaced.mp4: interlaced; each frame was translated as one picture" in result.output
+    assert choose_codec(Path("x.mkv"), "AVC")[0].name == "h264"  # FFmpeg's names work too

@@ -285,7 +285,8 @@ def translate_video(translator: Translator, job: Job, plan: OutputPlan, batch_si
                     writers.append(AtomicVideoWriter(
                         job.target, reader.info.fps, (image.shape[1], image.shape[0]),
                         codec=codec, crf=crf, preset=preset, time_base=reader.info.time_base,
-                        copy_streams=reader.copy_streams, model_on_cpu=on_cpu))
+                        copy_streams=reader.copy_streams, model_on_cpu=on_cpu,
+                        source_video=reader.stream))
                 for packet in frame.packets:
                     writers[0].copy(packet)
                 size = writers[0].size
@@ -367,7 +368,10 @@ def _finish_video(job: Job, plan: OutputPlan, summary: RunSummary, reader: Video
     if error is not None or interrupted or count == 0 or not writers:
         for writer in writers:
             writer.abort()
-        if not interrupted:
+        if interrupted:
+            summary.notes.append(f"{job.source}: interrupted after {count} translated "
+                                 "frame(s); its output was not written")
+        else:
             reason = error or (f"no frames ({reader.error})" if reader.error else "no frames")
             summary.failed.append(InputError(job.source, reason))
         return
@@ -388,9 +392,17 @@ def _finish_video(job: Job, plan: OutputPlan, summary: RunSummary, reader: Video
         streams = ", ".join(f"#{index}" for index in reader.other_video)
         summary.notes.append(f"{job.source}: only its first video stream is translated; video "
                              f"stream(s) {streams} left out")
+    if reader.cover_art:
+        streams = ", ".join(f"#{index}" for index in reader.cover_art)
+        summary.notes.append(f"{job.source}: its cover art (stream {streams}) is not carried "
+                             "over")
     if reader.not_copied:
         summary.notes.append(f"{job.source}: stream(s) {', '.join(reader.not_copied)} not "
                              "copied (only audio and subtitles are)")
+    if reader.interlaced:
+        summary.notes.append(f"{job.source}: interlaced; each frame was translated as one "
+                             "picture, fields together, and written progressive (deinterlace "
+                             "it first for clean motion, e.g. ffmpeg -vf bwdif)")
     summary.warnings += reader.shortfalls(count)
 
 

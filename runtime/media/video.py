@@ -20,6 +20,7 @@ LatestFrameGrabber`): see there why.
 
 from __future__ import annotations
 
+import io
 import os
 import weakref
 from collections.abc import Iterator, Sequence
@@ -137,6 +138,12 @@ class VideoCodecError(ValueError):
     or the option (exit 2)."""
 
 
+# Other names people give the codecs (FFmpeg's own among them).
+_CODEC_ALIASES = {"hevc": "h265", "avc": "h264", "x264": "h264", "x265": "h265",
+                  "libx264": "h264", "libx265": "h265", "vp09": "vp9", "libvpx-vp9": "vp9",
+                  "libsvtav1": "av1", "mjpg": "mjpeg"}
+
+
 def choose_codec(path: Path, codec: str | None = None, crf: int | None = None,
                  preset: str | None = None) -> tuple[VideoCodec, int]:
     """The encoder and CRF for a video written to ``path`` (by extension, unless ``codec``);
@@ -152,6 +159,7 @@ def choose_codec(path: Path, codec: str | None = None, crf: int | None = None,
                               f"(writable: {', '.join(sorted(VIDEO_WRITE_EXTENSIONS))})")
     container, default = VIDEO_CONTAINERS[suffix]
     name = (codec or default).lower()
+    name = _CODEC_ALIASES.get(name, name)
     if name not in VIDEO_CODECS:
         raise VideoCodecError(f"--codec {codec}: unknown; choose one of "
                               f"{', '.join(sorted(VIDEO_CODECS))}")
@@ -186,6 +194,43 @@ _UNWRITABLE = {"mov": frozenset({"vp9", "av1"})}
 def _container_codecs(container: str) -> frozenset[str]:
     with av.open(os.devnull, "w", format=container) as probe:
         return frozenset(probe.supported_codecs) - _UNWRITABLE.get(container, frozenset())
+
+
+def _header_refusal(container: str, stream: av.stream.Stream) -> str | None:
+    """Why a ``container`` file cannot start with a copy of ``stream`` (None: it can). Muxers
+    list codecs they then refuse in the header (FLAC, Opus or TrueHD in MOV: "Invalid
+    argument"; TrueHD in MP4: "Experimental feature"), which would fail the whole video
+    after it was translated: a header in memory finds out first."""
+    try:
+        with av.open(io.BytesIO(), "w", format=container) as probe:
+            probe.add_stream_from_template(stream)
+            probe.start_encoding()
+    except (av.FFmpegError, ValueError, OSError) as exc:
+        return _reason(exc)
+    return None
+
+
+def codec_name(stream: av.stream.Stream) -> str:
+    """The format's name of a stream's codec ("mp3"), not its decoder's ("mp3float")."""
+    context = stream.codec_context
+    if context is None:
+        return "unknown codec"
+    codec = context.codec
+    return str(getattr(codec, "canonical_name", None) or codec.name)
+
+
+# Tags not carried to the output: what the muxer writes itself (Matroska's statistics, MP4's
+# brands), what re-encoding makes wrong (encoder, bitrate, duration, frame counts) and the
+# rotation (the frames are written upright).
+_DROPPED_TAGS = frozenset({"encoder", "rotate", "duration", "number_of_frames",
+                           "number_of_bytes", "bps", "major_brand", "minor_version",
+                           "compatible_brands"})
+
+
+def kept_tags(tags: dict[str, str]) -> dict[str, str]:
+    """``tags`` (a container's or a stream's metadata) less :data:`_DROPPED_TAGS`."""
+    return {key: value for key, value in tags.items()
+            if key.lower() not in _DROPPED_TAGS and not key.lower().startswith("_statistics")}
 
 
 # ---- reading ----------------------------------------------------------------------------------
@@ -323,11 +368,15 @@ class VideoReader:
         self.other_video = [s.index for s in self.container.streams.video
                             if s is not stream and not
                             s.disposition & av.stream.Disposition.attached_pic]
+        # Cover art (a picture stream marked attached): not carried over, and said so.
+        self.cover_art = [s.index for s in self.container.streams.video
+                          if s.disposition & av.stream.Disposition.attached_pic]
         # Streams of no kind that is copied (attachments such as fonts, data such as a
         # QuickTime timecode): left out, and said so.
         self.not_copied = [f"#{s.index} ({s.type})" for s in self.container.streams
                            if s.type not in ("video", *_COPIED_KINDS)]
         self.rotation = 0
+        self.interlaced = False  # a picture came flagged interlaced
         self.corrupt_packets = 0
         self.leftover: list[av.Packet] = []
         self.error: str | None = None
@@ -408,6 +457,7 @@ class VideoReader:
         if not self._rotation_known:
             self.rotation = rotation_of(frame, self.stream)
             self._rotation_known = True
+        self.interlaced = self.interlaced or bool(frame.interlaced_frame)
         image: np.ndarray = frame.to_ndarray(format="bgr24")
         if self.rotation:
             image = cv2.rotate(image, _ROTATE[self.rotation])
@@ -451,6 +501,11 @@ class AtomicVideoWriter:
             cannot hold are left out, with a line in :attr:`notes`.
         model_on_cpu: whether the model whose frames these are runs on the CPU's cores (the
             encoder's threads: :func:`codec_threads`).
+        source_video: the input's video stream, when the video is made from one: its
+            container's tags (title, creation time, place) and chapters, its own and the
+            copied streams' tags (language, title) and dispositions (default, forced) are
+            carried over, and an input that starts late (an MPEG-TS at 1.4 s, a cut) is
+            shifted to start at 0, as ffmpeg does, instead of opening on a gap.
 
     ``frames`` counts what :meth:`write` took; :meth:`abort` (or leaving a ``with`` block by
     an exception) deletes the temp file.
@@ -460,7 +515,8 @@ class AtomicVideoWriter:
                  codec: str | None = None, crf: int | None = None,
                  preset: str | None = None, time_base: Fraction | None = None,
                  copy_streams: Sequence[av.stream.Stream] = (),
-                 model_on_cpu: bool = True) -> None:
+                 model_on_cpu: bool = True,
+                 source_video: av.video.stream.VideoStream | None = None) -> None:
         self.path = path
         self._model_on_cpu = model_on_cpu
         self.spec, self.crf = choose_codec(path, codec, crf, preset)
@@ -479,6 +535,14 @@ class AtomicVideoWriter:
         self._nominal_step = (None if time_base is None or not self._cfr
                               else 1 / (self._rate * Fraction(time_base)))
         self._given_pts: int | None = None
+        # Seconds every timestamp moves back: the input's start, when positive (a negative one
+        # is codec priming, which the muxers handle).
+        start = getattr(getattr(source_video, "container", None), "start_time", None)
+        self._shift = Fraction(start, 1_000_000) if start and start > 0 else Fraction(0)
+        # Audio packets held back one, to give one without a duration (Matroska's) the gap to
+        # the next: MP4 otherwise drops a last packet of no duration.
+        self._held: dict[int, av.Packet] = {}
+        self._gaps: dict[int, int] = {}  # each held stream's last gap, for its last packet
         width, height = size
         if self.spec.even_size and (width % 2 or height % 2):
             self._pad = (height % 2, width % 2)
@@ -498,6 +562,8 @@ class AtomicVideoWriter:
                                      options=options)
             self.stream = self._add_video_stream(width + self._pad[1], height + self._pad[0])
             self._copies = self._add_copy_streams(copy_streams, container_format)
+            if source_video is not None:
+                self._carry_tags(source_video)
         except (av.FFmpegError, OSError, ValueError) as exc:
             self._discard()
             raise OutputWriteError(f"{path}: cannot open a {self.spec.name} writer "
@@ -551,14 +617,37 @@ class AtomicVideoWriter:
         allowed = _container_codecs(container_format)
         suffix = self.path.suffix.lower()
         for stream in streams:
-            name = stream.codec_context.name if stream.codec_context else None
-            if name is None or name not in allowed:
+            name = codec_name(stream)
+            # "": the muxer does not list the codec; else what its header said, if it failed
+            refusal = "" if name not in allowed else _header_refusal(container_format, stream)
+            if refusal is not None:
                 self.notes.append(f"{self.path}: {stream.type} stream #{stream.index} "
-                                  f"({name or 'unknown codec'}) not copied: a {suffix} file "
-                                  "cannot hold it without re-encoding")
+                                  f"({name}) not copied: a {suffix} file cannot hold it "
+                                  "without re-encoding" + (f" ({refusal})" if refusal else ""))
                 continue
             copies[stream.index] = self.container.add_stream_from_template(stream)
         return copies
+
+    def _carry_tags(self, source_video: av.video.stream.VideoStream) -> None:
+        """The source's tags, dispositions and chapters (see ``source_video``)."""
+        source = source_video.container
+        self.container.metadata.update(kept_tags(dict(source.metadata)))
+        self.stream.metadata.update(kept_tags(dict(source_video.metadata)))
+        self.stream.disposition = source_video.disposition & ~av.stream.Disposition.attached_pic
+        for index, copy in self._copies.items():
+            original = source.streams[index]
+            copy.metadata.update(kept_tags(dict(original.metadata)))
+            copy.disposition = original.disposition
+        chapters = source.chapters()
+        if chapters and self._shift:
+            for chapter in chapters:
+                if not chapter["time_base"]:
+                    continue
+                back = round(self._shift / chapter["time_base"])
+                chapter["start"] = max(0, chapter["start"] - back)
+                chapter["end"] = max(0, chapter["end"] - back)
+        if chapters:
+            self.container.set_chapters(chapters)
 
     def write(self, frame: np.ndarray, pts: int | None = None) -> None:
         """Encode one HWC uint8 BGR(A) frame of ``size``; ``pts`` in the writer's time base
@@ -574,6 +663,8 @@ class AtomicVideoWriter:
         video_frame = self._to_yuv(np.ascontiguousarray(frame))
         if self._nominal_step is not None and pts is not None:
             self._note_uneven(pts)
+        if pts is not None and self._shift:
+            pts -= round(self._shift / self._time_base)
         video_frame.pts = self._next_pts(None if self._cfr else pts)
         video_frame.time_base = self._time_base
         self._mux(self.stream.encode(video_frame))
@@ -618,13 +709,41 @@ class AtomicVideoWriter:
         return pts
 
     def copy(self, packet: av.Packet) -> None:
-        """Write a packet of one of ``copy_streams`` as it is (left out if not kept)."""
-        target = self._copies.get(packet.stream.index)
+        """Write a packet of one of ``copy_streams`` as it is (left out if not kept; moved
+        back with the video when the input starts late)."""
+        index = packet.stream.index
+        target = self._copies.get(index)
         if target is None or not packet.size:
             return
+        if self._shift:
+            back = round(self._shift / packet.time_base)
+            if packet.pts is not None:
+                packet.pts -= back
+            if packet.dts is not None:
+                packet.dts -= back
         packet.stream = target
-        self._mux([packet])
-        self.copied += 1
+        if target.type != "audio":  # a subtitle's duration is its own: never guessed
+            self._mux([packet])
+            self.copied += 1
+            return
+        held = self._held.pop(index, None)
+        if held is not None:
+            if held.dts is not None and packet.dts is not None:
+                self._gaps[index] = max(0, packet.dts - held.dts)
+                if not held.duration:
+                    held.duration = self._gaps[index]
+            self._mux([held])
+            self.copied += 1
+        self._held[index] = packet
+
+    def _release_held(self) -> None:
+        """The last audio packet of each stream; one without a duration gets the one before."""
+        for index, packet in self._held.items():
+            if not packet.duration:
+                packet.duration = self._gaps.get(index, 0)
+            self._mux([packet])
+            self.copied += 1
+        self._held.clear()
 
     def _mux(self, packets: Sequence[av.Packet]) -> None:
         try:
@@ -639,6 +758,7 @@ class AtomicVideoWriter:
         (temp file deleted) otherwise."""
         try:
             try:
+                self._release_held()
                 self._mux(self.stream.encode(None))
                 self.container.close()
             except (av.FFmpegError, OSError) as exc:
