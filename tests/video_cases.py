@@ -713,3 +713,17 @@ def test_cover_art_and_interlacing_are_said_and_codec_aliases_taken(
     assert result.exit_code == 0, result.output
     assert "interlaced.mp4: interlaced; each frame was translated as one picture" in result.output
     assert choose_codec(Path("x.mkv"), "AVC")[0].name == "h264"  # FFmpeg's names work too
+
+
+def test_a_video_whose_pictures_are_all_damaged_says_how_many_it_announced(
+        clips: dict[str, Path], tmp_path: Path) -> None:
+    data = bytearray(clips["plain.mp4"].read_bytes())
+    start = data.index(b"mdat") + 4  # the index (moov) stays whole, the pictures are zeros
+    size = int.from_bytes(data[start - 8:start - 4], "big") - 8
+    data[start:start + size] = bytes(size)
+    damaged = tmp_path / "damaged.mp4"
+    damaged.write_bytes(bytes(data))
+    result = run(damaged, "-o", tmp_path / "out.mp4")
+    assert result.exit_code == 1, result.output
+    assert f"{damaged}: no frame could be decoded of the 10 it announces (damaged?)" in \
+        result.output

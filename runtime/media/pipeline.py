@@ -372,7 +372,10 @@ def _finish_video(job: Job, plan: OutputPlan, summary: RunSummary, reader: Video
             summary.notes.append(f"{job.source}: interrupted after {count} translated "
                                  "frame(s); its output was not written")
         else:
-            reason = error or (f"no frames ({reader.error})" if reader.error else "no frames")
+            announced = (f" of the {reader.info.frame_count} it announces"
+                         if reader.info.frame_count else "")
+            reason = error or (f"no frames ({reader.error})" if reader.error else
+                               f"no frame could be decoded{announced} (damaged?)")
             summary.failed.append(InputError(job.source, reason))
         return
     writer = writers[0]
