@@ -61,9 +61,10 @@ def _output(positional: Path | None, option: Path | None) -> Path:
               help="The .onnx file to write (instead of the OUTPUT argument).")
 @click.option("--info", "info", is_flag=True,
               help="Print the metadata of SOURCE (an exported .onnx) and exit.")
-@click.option("--direction", type=click.Choice(["AtoB", "BtoA"]), default="AtoB",
-              show_default=True, help="Which generator of a training checkpoint: G (A->B) or "
-              "F (B->A). For a generator-only file it only labels the model.")
+@click.option("--direction", type=click.Choice(["AtoB", "BtoA"]),
+              help="Which generator of a training checkpoint: G (A->B, the default) or F "
+              "(B->A). A distilled student has one, its own. For a generator-only file it only "
+              "labels the model.")
 @click.option("--generator", "generator_name", help="Override the architecture read from the "
               "file: resnet_9blocks | resnet_6blocks | unet_256 | unet_128.")
 @click.option("--ngf", type=int, help="Override the generator width read from the file.")

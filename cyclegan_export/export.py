@@ -173,7 +173,7 @@ def export_onnx(
     source: str | Path,
     output: str | Path,
     *,
-    direction: str = "AtoB",
+    direction: str | None = None,
     overrides: Mapping[str, Any] | None = None,
     opset: int = DEFAULT_OPSET,
     static_size: tuple[int, int] | None = None,
@@ -229,6 +229,7 @@ def export_onnx(
         batch=batch, crop_size=src.crop_size, precision=precision, opset=opset,
         portable_pad=portable_pad,
         source_file=source.name, source_sha256=src.sha256, package_version=__version__,
+        extra=dict(src.extra),
     )
     sizes = verification_sizes(meta)
     fp32_model = _build_fp32(src, meta, sizes[0], simplify)

@@ -23,7 +23,10 @@ running the ngf 8 models entirely in float16 in PyTorch gave about 83 dB.
 
 from __future__ import annotations
 
+import os
+import shutil
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -144,6 +147,43 @@ def default_keep_float(model: onnx.ModelProto) -> list[str]:
     return sorted({convs[0], convs[-1]}) if convs else []
 
 
+WORK_PREFIX = "cyclegan-int8-"  # quantize_to_int8's work folder: PREFIX<pid>-<random>
+STALE_WORK_AGE_S = 3600  # another one whose process is gone is removed after this long
+
+
+def remove_stale_work_folders(root: str | Path | None = None) -> list[Path]:
+    """Remove the work folders (full model copies) of int8 exports killed outright (SIGKILL,
+    power loss), which ``TemporaryDirectory`` could not clean: those whose process is gone and
+    that were untouched for :data:`STALE_WORK_AGE_S` (a live export in another PID namespace
+    sees no process either, but keeps its folder younger than that). Returns what it removed."""
+    removed = []
+    for folder in Path(root or tempfile.gettempdir()).glob(f"{WORK_PREFIX}*-*"):
+        pid = folder.name[len(WORK_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid() or not folder.is_dir():
+            continue
+        try:
+            old = time.time() - folder.stat().st_mtime > STALE_WORK_AGE_S
+            if not old or _process_alive(int(pid)):
+                continue
+            shutil.rmtree(folder)
+        except OSError:
+            continue  # another user's, or gone meanwhile: not ours to worry about
+        removed.append(folder)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    if os.name == "nt":  # os.kill(pid, 0) would send CTRL_C_EVENT there: count it alive
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
 def quantize_to_int8(
     model: onnx.ModelProto,
     calibration: Sequence[np.ndarray],
@@ -173,7 +213,8 @@ def quantize_to_int8(
     if not calibration:
         raise ValueError("calibration needs at least one batch")
     input_name = model.graph.input[0].name
-    with tempfile.TemporaryDirectory(prefix="cyclegan-int8-") as folder:
+    remove_stale_work_folders()
+    with tempfile.TemporaryDirectory(prefix=f"{WORK_PREFIX}{os.getpid()}-") as folder:
         source, prepared, quantized = (Path(folder) / n for n in ("fp32", "prep", "int8"))
         onnx.save(model, source)
         # Shape inference plus onnxruntime's basic optimizations (which constant-fold the shape

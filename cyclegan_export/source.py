@@ -54,6 +54,7 @@ class GeneratorSource:
     sha256: str
     # Spec fields neither the file nor the user said (e.g. a U-Net's dropout: no weights).
     unknown: frozenset[str] = field(default_factory=frozenset)
+    extra: dict[str, Any] = field(default_factory=dict)  # the model metadata's "extra"
 
     def spec_record(self) -> dict[str, Any]:
         """The spec as the model's metadata records it: fields nobody could tell, and the
@@ -64,8 +65,31 @@ class GeneratorSource:
                 for k, v in self.spec.to_dict().items()}
 
 
-def _from_training_checkpoint(data: Mapping[str, Any], path: Path, direction: str,
+def _from_student(data: Mapping[str, Any], path: Path, direction: str | None,
+                  overrides: Mapping[str, Any] | None) -> GeneratorSource:
+    """A ``cyclegan-distill`` checkpoint: one generator, stored as G_AB from its source
+    (``domain_a``) to its target (``domain_b``), translating in its run's direction."""
+    config = data.get("config", {})
+    own = str(config.get("direction", "AtoB"))
+    source, target = str(config.get("domain_a", own[0])), str(config.get("domain_b", own[-1]))
+    if direction is not None and direction != own:
+        raise CheckpointError(f"{path}: a distilled student translates {source} -> {target} "
+                              f"only (its run's direction, {own}); leave --direction out")
+    net, spec = generator_from_checkpoint(data, "G_AB", path, own, overrides)
+    teacher = data.get("teacher", {})
+    distilled_from = {"file": Path(str(teacher.get("path", ""))).name,
+                      "sha256": teacher.get("sha256", ""),
+                      "architecture": teacher.get("spec", {}).get("name", "")}
+    return GeneratorSource(net, spec, "distilled student", own, source, target,
+                           config.get("crop_size"), path, file_sha256(path),
+                           extra={"distilled_from": distilled_from})
+
+
+def _from_training_checkpoint(data: Mapping[str, Any], path: Path, direction: str | None,
                               overrides: Mapping[str, Any] | None) -> GeneratorSource:
+    if data.get("kind") == "distill":
+        return _from_student(data, path, direction, overrides)
+    direction = direction or "AtoB"
     key, source_field, target_field = DIRECTIONS[direction]
     net, spec = generator_from_checkpoint(data, key, path, direction, overrides)
     config = data.get("config", {})
@@ -75,15 +99,17 @@ def _from_training_checkpoint(data: Mapping[str, Any], path: Path, direction: st
         config.get("crop_size"), path, file_sha256(path))
 
 
-def load_generator(path: str | Path, direction: str = "AtoB",
+def load_generator(path: str | Path, direction: str | None = None,
                    overrides: Mapping[str, Any] | None = None) -> GeneratorSource:
     """Load the generator to export. ``overrides`` (ngf, norm, dropout, ...) win over the file.
 
-    For a generator-only file, ``direction`` only labels the model (the file cannot say which
-    way it translates). Raises :class:`CheckpointError` naming the file and the reason.
+    ``direction``: which generator of a training checkpoint (None: AtoB); a distilled student
+    has one and translates in its own run's direction (another one given is refused). For a
+    generator-only file it only labels the model (the file cannot say which way it
+    translates). Raises :class:`CheckpointError` naming the file and the reason.
     """
     path = Path(path)
-    if direction not in DIRECTIONS:
+    if direction is not None and direction not in DIRECTIONS:
         raise CheckpointError(f"direction must be AtoB or BtoA, got {direction!r}")
     data = load_torch_file(path)
     if is_training_checkpoint(data):
@@ -97,6 +123,7 @@ def load_generator(path: str | Path, direction: str = "AtoB",
                               f"(it holds a {type(data).__name__})")
     net, spec = generator_from_state(data, overrides, str(path))
     require_colour(spec, str(path))
+    direction = direction or "AtoB"
     source, target = ("A", "B") if direction == "AtoB" else ("B", "A")
     given = {k for k, v in (overrides or {}).items() if v is not None}
     return GeneratorSource(net, spec, "generator state_dict", direction, source, target,

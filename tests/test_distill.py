@@ -7,9 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
+from conftest import write_domain
 
 from training.checkpoint import load_checkpoint
 from training.distill.cli import main as distill_cli
@@ -80,7 +82,7 @@ def test_official_layout_teacher_distils_and_the_student_exports_verified(
     args.remove("-q")  # -q leaves the teacher line out
     result = CliRunner().invoke(distill_cli, args)
     assert result.exit_code == 0, result.output
-    assert "distilled 3 steps" in result.output
+    assert "distilled to step 3; checkpoint:" in result.output
     assert "resnet_6blocks ngf 8" in result.stderr  # the teacher's architecture, read from keys
     state = load_checkpoint(run / "checkpoints" / "latest.pt")
     assert state["kind"] == "distill" and list(state["generators"]) == ["G_AB"]
@@ -247,7 +249,7 @@ def test_two_process_gloo_distillation(teacher_file: Path, dataroot: Path,
     assert first == second  # gradients all-reduced: the replicas agree
     steps = [json.loads(x)["step"] for x in (run / "loss_log.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]  # one writer
-    assert done.stdout.count("distilled 4 steps") == 1
+    assert done.stdout.count("distilled to step 4;") == 1
 
 
 def test_library_entry_point(teacher_file: Path, dataroot: Path, tmp_path: Path) -> None:
@@ -336,3 +338,156 @@ def test_ctrl_c_finishes_the_step_and_saves_before_stopping(
     assert result.exit_code == 130, result.output
     assert load_checkpoint(run / "checkpoints" / "latest.pt")["step"] == 2
     assert "stopped by SIGINT at step 2 (2 in this run); checkpoint saved" in result.output
+
+
+# ---- a demanding user's findings --------------------------------------------------------------
+
+def test_a_student_teaches_from_its_own_input_domain_and_exports_as_a_student(
+        teacher_file: Path, dataroot: Path, tmp_path: Path) -> None:
+    """A B -> A student as teacher: its input is B, whatever --direction's default says; a
+    --direction that contradicts it is refused (as export refuses it); its export says it is a
+    student of which teacher."""
+    from cyclegan_export.export import export_onnx
+    from cyclegan_export.source import load_generator
+    from runtime.metadata import read_metadata
+    from training.checkpoint import CheckpointError
+
+    first = tmp_path / "b2a"
+    result = CliRunner().invoke(distill_cli, distill_args(teacher_file, dataroot, first,
+                                                          "--direction", "BtoA", "--steps", "1",
+                                                          "--student", "mobile-4"))
+    assert result.exit_code == 0, result.output
+    student = first / "checkpoints" / "latest.pt"
+    only_b = tmp_path / "only_b"
+    (only_b / "trainB").mkdir(parents=True)
+    for image in (dataroot / "trainB").iterdir():
+        (only_b / "trainB" / image.name).write_bytes(image.read_bytes())
+    second = CliRunner().invoke(distill_cli, distill_args(student, only_b, tmp_path / "c",
+                                                          "--steps", "1", "--student",
+                                                          "mobile-4"))
+    assert second.exit_code == 0, second.output  # it read trainB, the student's input
+    assert load_checkpoint(tmp_path / "c" / "checkpoints" / "latest.pt")["config"][
+        "direction"] == "BtoA"
+    wrong = CliRunner().invoke(distill_cli, distill_args(student, dataroot, tmp_path / "d",
+                                                         "--direction", "AtoB", "--steps", "1"))
+    assert wrong.exit_code == 2
+    assert "a distilled student translates B -> A only (its run's direction, BtoA); leave " \
+        "--direction out" in wrong.output
+    with pytest.raises(CheckpointError, match="leave --direction out"):
+        load_generator(student, "AtoB")
+    report = export_onnx(student, tmp_path / "student.onnx", opencv_check=False)
+    assert "(distilled student, BtoA: B -> A)" in report.summary()
+    meta = read_metadata(tmp_path / "student.onnx")
+    assert (meta.direction, meta.source_domain, meta.target_domain) == ("BtoA", "B", "A")
+    assert meta.extra["distilled_from"]["file"] == teacher_file.name
+    assert len(meta.extra["distilled_from"]["sha256"]) == 64
+
+
+def test_the_start_names_the_student_its_cost_and_the_images(
+        teacher_file: Path, dataroot: Path, tmp_path: Path) -> None:
+    args = distill_args(teacher_file, dataroot, tmp_path / "run", "--steps", "1", "--student",
+                        "resnet-16")
+    args.remove("-q")
+    result = CliRunner().invoke(distill_cli, args)
+    assert result.exit_code == 0, result.output
+    assert "student: resnet-16 (resnet_9blocks ngf 16), 3.33 GMAC at 256x256, the teacher " \
+        "0.68 (0.2x); 5 images of A in" in result.stderr
+    # a "student" dearer than its teacher is said, even with -q
+    assert "note: the student (resnet-16, 3.33 GMAC at 256x256) costs 4.9x its teacher's " \
+        "0.68: it will not run faster" in result.stderr
+
+
+def test_target_settings_errors_and_resume_lines_speak_plainly(
+        teacher_file: Path, dataroot: Path, tmp_path: Path) -> None:
+    def run(out: Path, *extra: str) -> Result:
+        return CliRunner().invoke(distill_cli, distill_args(teacher_file, dataroot, out, *extra))
+
+    lonely = run(tmp_path / "a", "--target", str(dataroot / "trainB"), "--steps", "1")
+    assert lonely.exit_code == 2 and "--target gives the adversarial term its images: add " \
+        "--lambda-gan" in lonely.output
+    missing = run(tmp_path / "a", "--target", str(tmp_path / "nope"), "--lambda-gan", "1")
+    assert missing.exit_code == 2
+    assert f"{tmp_path / 'nope'}: no such folder (--target: a folder of" in missing.output
+    flags = run(tmp_path / "a", "--batch-size", "0")
+    assert flags.exit_code == 2 and "error: --batch-size must be >= 1, got 0" in flags.output
+    # --max-steps: the end line says the run goes on, and the resume counts its own steps
+    part = run(tmp_path / "r", "--steps", "4", "--max-steps", "2")
+    assert part.exit_code == 0, part.output
+    assert "distilled to step 2; checkpoint:" in part.output
+    assert "the run goes on to step 4: continue with --resume" in part.output
+    stuck = run(tmp_path / "r", "--max-steps", "2", "--resume")
+    assert "already at step 2, where --max-steps stops it (the run goes on to 4)" in stuck.output
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    for folder in ("trainA", "trainB"):
+        (other / folder).symlink_to(dataroot / folder)
+    rest = CliRunner().invoke(distill_cli, distill_args(teacher_file, other, tmp_path / "r",
+                                                        "--resume"))
+    assert rest.exit_code == 0, rest.output
+    assert "distilled to step 4 (2 in this run)" in rest.output
+    assert f"note: resuming on {other}, not the run's {dataroot}" in rest.output
+
+
+def test_a_teacher_changed_in_place_is_said_so(teacher_file: Path, dataroot: Path,
+                                               tmp_path: Path) -> None:
+    teacher = tmp_path / "teacher.pth"
+    teacher.write_bytes(teacher_file.read_bytes())
+    run = tmp_path / "run"
+    assert CliRunner().invoke(distill_cli, distill_args(teacher, dataroot, run, "--steps", "2",
+                                                        "--max-steps", "1")).exit_code == 0
+    torch.manual_seed(7)  # the teacher went on training: same file, new weights
+    torch.save(build_generator(generator_spec("resnet_6blocks", ngf=8)).state_dict(), teacher)
+    result = CliRunner().invoke(distill_cli, distill_args(teacher, dataroot, run, "--resume"))
+    assert result.exit_code == 2
+    assert f"{teacher}: changed since this run started (sha256 " in result.output
+
+
+def test_resume_before_the_first_checkpoint_starts_the_run(teacher_file: Path, dataroot: Path,
+                                                           tmp_path: Path) -> None:
+    """A requeued job repeats its command with --resume; its first try may have stopped before
+    any checkpoint."""
+    run = tmp_path / "run"
+    result = CliRunner().invoke(distill_cli, distill_args(teacher_file, dataroot, run,
+                                                          "--steps", "1", "--resume"))
+    assert result.exit_code == 0, result.output
+    assert f"note: --resume: {run} has no checkpoint yet" in result.output
+    assert (run / "checkpoints" / "latest.pt").is_file()
+    typo = CliRunner().invoke(distill_cli, distill_args(teacher_file, dataroot, tmp_path,
+                                                        "--steps", "1", "--resume"))
+    assert typo.exit_code == 2 and "latest.pt: no such file" in typo.output  # not a run folder
+
+
+def test_translated_images_in_the_data_are_read_but_named(tmp_path: Path) -> None:
+    import warnings
+
+    from training.data import TranslatedImagesWarning, scan_images
+
+    rng = np.random.default_rng(0)
+    write_domain(tmp_path / "trainA", 2, rng)
+    write_domain(tmp_path / "trainA" / "translated", 2, rng)
+    (tmp_path / "trainA" / "translated" / ".cyclegan-run.jsonl").write_text("")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert len(scan_images(tmp_path / "trainA")) == 4
+    said = [w for w in caught if issubclass(w.category, TranslatedImagesWarning)]
+    assert len(said) == 1 and "translated: cyclegan-run output folder(s)" in str(said[0].message)
+
+
+def test_an_int8_exports_work_folder_left_by_a_kill_is_removed(tmp_path: Path) -> None:
+    import os
+    import time
+
+    from cyclegan_export.quantize import STALE_WORK_AGE_S, WORK_PREFIX, remove_stale_work_folders
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    old, young, live = (tmp_path / f"{WORK_PREFIX}{dead}-abc", tmp_path / f"{WORK_PREFIX}{dead}-d",
+                        tmp_path / f"{WORK_PREFIX}{os.getppid()}-e")
+    for folder in (old, young, live):
+        folder.mkdir()
+        (folder / "fp32").write_bytes(b"model")
+    past = time.time() - STALE_WORK_AGE_S - 10
+    for folder in (old, live):
+        os.utime(folder, (past, past))
+    assert remove_stale_work_folders(tmp_path) == [old]
+    assert young.is_dir() and live.is_dir()

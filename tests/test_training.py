@@ -486,10 +486,13 @@ def test_cli_trains_with_config_file_and_overrides(dataroot: Path, tmp_path: Pat
     config_file.write_text("generator: unet_128\nngf: 4\nndf: 4\nload_size: 36\ncrop_size: 32\n"
                            "num_workers: 0\nsample_every: 0\nnum_samples: 1\n")
     run = tmp_path / "run"
+    # a requeued job's command (--resume) whose first try stopped before any checkpoint: the
+    # run starts, and says so
     result = CliRunner().invoke(train_cli, [
         str(dataroot), "--out", str(run), "--config", str(config_file), "--generator",
-        "resnet_6blocks", "--crop-size", "32", "--max-steps", "2", "--no-progress"])
+        "resnet_6blocks", "--crop-size", "32", "--max-steps", "2", "--no-progress", "--resume"])
     assert result.exit_code == 0, result.output
+    assert f"note: --resume: {run} has no checkpoint yet" in result.output
     state = load_checkpoint(run / "checkpoints" / "latest.pt")
     assert state["config"]["generator"] == "resnet_6blocks" and state["config"]["ngf"] == 4
     assert state["step"] == 2

@@ -17,6 +17,7 @@ from training.cli_common import (
     heavy_imports,
     interrupted_run,
     one_line_warnings,
+    resume_checkpoint,
     stopped_early,
 )
 from training.run_dir import RunDirError, RunFolder
@@ -155,10 +156,11 @@ def main(dataroot: Path, run_dir: Path | None, run_dir_alias: Path | None,
             if folder.removed_temp_files and not quiet:
                 click.echo(f"removed {len(folder.removed_temp_files)} temp file(s) left by an "
                            f"interrupted run in {output}", err=True)
-        resume_state, resume_path = None, None
-        if resume is not None:
-            resume_path = (output / "checkpoints" / "latest.pt" if resume == "latest"
-                           else Path(resume))
+        resume_state = None
+        resume_path, fresh = resume_checkpoint(output, resume)
+        if fresh:  # a decision taken for the user: shown even with --quiet
+            click.echo(f"note: {fresh}", err=True)
+        if resume_path is not None:
             resume_state = load_checkpoint(resume_path)
             if resume_state.get("kind") == "distill":
                 raise CheckpointError(f"{resume_path}: is a distilled student's checkpoint; "

@@ -59,6 +59,29 @@ def interrupted(message: str = "interrupted", signal_name: str = "SIGINT") -> No
     sys.exit(TERMINATED_EXIT if signal_name == "SIGTERM" else INTERRUPTED_EXIT)
 
 
+def resume_checkpoint(run_dir: Path, resume: str | None) -> tuple[Path | None, str | None]:
+    """What ``--resume`` continues from: ``(checkpoint, None)``; ``(None, note)`` for a bare
+    ``--resume`` on a run that has written no checkpoint yet (a requeued job whose first try
+    stopped before one; the folder is missing, or a run folder without checkpoints), which then
+    starts at step 0 and says so; ``(None, None)`` without ``--resume``."""
+    from training.run_dir import LOCK_NAME, MARKER_NAME, is_run_folder
+
+    if resume is None:
+        return None, None
+    if resume != "latest":
+        return Path(resume), None
+    checkpoints = run_dir / "checkpoints"
+    latest = checkpoints / "latest.pt"
+    # a run folder, or one holding nothing yet (this trainer may have just made and locked it)
+    unstarted = not run_dir.exists() or is_run_folder(run_dir) or all(
+        entry.name in (LOCK_NAME, MARKER_NAME) for entry in run_dir.iterdir())
+    if latest.exists() or not unstarted or (checkpoints.is_dir()
+                                            and any(checkpoints.glob("*.pt"))):
+        return latest, None  # read as usual (a missing or odd file says so)
+    return None, (f"--resume: {run_dir} has no checkpoint yet (stopped before its first?); "
+                  "starting the run at step 0")
+
+
 def interrupted_run(latest: Path, exc: KeyboardInterrupt) -> NoReturn:
     """A training run stopped at once (a second Ctrl-C, or SIGTERM: ``exc`` is then a
     ``Terminated``, exit 143): say what remains to resume from."""

@@ -39,6 +39,16 @@ class SkippedFilesWarning(UserWarning):
     """Some files in a data folder were skipped; the message names them and why."""
 
 
+class TranslatedImagesWarning(UserWarning):
+    """A data folder holds a ``cyclegan-run`` output folder: its translations are read as
+    training images (meant, for a data set made by translating; else a mix-up)."""
+
+
+# What cyclegan-run records in an output folder (runtime.media.manifest.MANIFEST_NAME; training
+# imports nothing of the runtime, so the name is repeated here).
+RUN_OUTPUT_MANIFEST = ".cyclegan-run.jsonl"
+
+
 def loader_workers(requested: int) -> int:
     """DataLoader worker processes for ``requested``: at most the cores this process may run
     on (its affinity set: a container's or taskset's limit). More only compete with the
@@ -108,10 +118,12 @@ def candidate_files(folder: Path, unusable: list[str] | None = None) -> list[Pat
     (``.DS_Store``, ``._x.jpg``, temp files of atomic writes) and run folders
     (:func:`training.run_dir.is_run_folder`): a run folder placed inside the data must never
     feed its own samples back as training images. Broken links, pipes and devices are added
-    to ``unusable`` as ``"NAME (why)"``, when given.
+    to ``unusable`` as ``"NAME (why)"``, when given. A ``cyclegan-run`` output folder inside is
+    read, with a :class:`TranslatedImagesWarning` naming it.
     """
     found: list[Path] = []
     walked: set[str] = set()
+    translated: list[str] = []
     for top, dirs, names in os.walk(folder, followlinks=True):
         here = Path(top)
         real = os.path.realpath(here)
@@ -120,6 +132,8 @@ def candidate_files(folder: Path, unusable: list[str] | None = None) -> list[Pat
             continue
         walked.add(real)
         dirs[:] = [d for d in dirs if not d.startswith(".") and not is_run_folder(here / d)]
+        if RUN_OUTPUT_MANIFEST in names and here != folder:
+            translated.append(str(here.relative_to(folder)))
         for name in names:
             path = here / name
             if name.startswith("."):
@@ -130,6 +144,10 @@ def candidate_files(folder: Path, unusable: list[str] | None = None) -> list[Pat
                 why = ("a broken link" if path.is_symlink() and not path.exists()
                        else "not a regular file")
                 unusable.append(f"{path.relative_to(folder)} ({why})")
+    if translated:
+        warnings.warn(f"{folder}: {', '.join(translated)}: cyclegan-run output folder(s); "
+                      "their translated images are read as training images (move them out if "
+                      "that is not meant)", TranslatedImagesWarning, stacklevel=2)
     return sorted(found)
 
 

@@ -7,6 +7,7 @@ and ``--version`` work without torch.
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from training.cli_common import (
     heavy_imports,
     interrupted_run,
     one_line_warnings,
+    resume_checkpoint,
     stopped_early,
 )
 from training.distill.students import DEFAULT_STUDENT, STUDENTS, students_help
@@ -106,10 +108,11 @@ def main(teacher: Path, dataroot: Path, run_dir: Path | None, run_dir_alias: Pat
         from training.distill.trainer import CHECKPOINT_KIND, distill
         from training.run_dir import RunDirError
     try:
-        resume_state = resume_path = None
-        if resume is not None:
-            resume_path = run_dir / "checkpoints" / "latest.pt" if resume == "latest" \
-                else Path(resume)
+        resume_state = None
+        resume_path, fresh = resume_checkpoint(run_dir, resume)
+        if fresh:  # a decision taken for the user: shown even with --quiet
+            click.echo(f"note: {fresh}", err=True)
+        if resume_path is not None:
             resume_state = load_checkpoint(resume_path)
             if resume_state.get("kind") != CHECKPOINT_KIND:
                 raise CheckpointError(f"{resume_path}: is not a distillation checkpoint "
@@ -124,6 +127,9 @@ def main(teacher: Path, dataroot: Path, run_dir: Path | None, run_dir_alias: Pat
                                          "student and its data are fixed)")
             config = from_dict({**saved, **overrides, "teacher": str(teacher),
                                 "dataroot": str(dataroot)})
+            if Path(str(saved.get("dataroot", ""))).resolve() != Path(dataroot).resolve():
+                click.echo(f"note: resuming on {dataroot}, not the run's {saved.get('dataroot')}:"
+                           " the data order goes on over these images", err=True)
         else:
             config = from_dict({**overrides, "teacher": str(teacher), "dataroot": str(dataroot)})
         data = Path(dataroot)
@@ -131,10 +137,26 @@ def main(teacher: Path, dataroot: Path, run_dir: Path | None, run_dir_alias: Pat
             raise DataError(f"{data}: {'is a file' if data.exists() else 'no such folder'}; "
                             "give a folder of the teacher's input images, or one holding "
                             "trainA/ and trainB/")
-        loaded = load_teacher(teacher, config.direction)
+        if config.target and config.lambda_gan == 0:
+            raise DistillConfigError("--target gives the adversarial term its images: add "
+                                     "--lambda-gan (e.g. 1), or leave --target out")
+        if config.target and not Path(config.target).is_dir():
+            raise DataError(f"{config.target}: no such folder (--target: a folder of the "
+                            "target domain's images)")
+        # The direction given (or the resumed run's); a distilled student teaches its own.
+        given = overrides.get("direction") or (resume_state["config"].get("direction")
+                                               if resume_state is not None else None)
+        loaded = load_teacher(teacher, given)
+        config = config.replace(direction=loaded.direction)  # the data's domain follows it
         if resume_state is not None and resume_state["teacher"]["sha256"] != loaded.sha256:
+            recorded = resume_state["teacher"]
+            if Path(str(recorded["path"])).resolve() == Path(teacher).resolve():
+                raise DistillConfigError(
+                    f"{teacher}: changed since this run started (sha256 "
+                    f"{str(recorded['sha256'])[:12]}... then, {loaded.sha256[:12]}... now); "
+                    "resume with the teacher as it was, or start a new run")
             raise DistillConfigError(f"{teacher}: is not the teacher this run was distilled "
-                                     f"from ({resume_state['teacher']['path']})")
+                                     f"from ({recorded['path']})")
         if not quiet:
             click.echo(f"teacher: {loaded.description}", err=True)
         result = distill(config, run_dir, loaded, resume_state, resume_path,
@@ -144,7 +166,10 @@ def main(teacher: Path, dataroot: Path, run_dir: Path | None, run_dir_alias: Pat
         if debug:
             raise
         lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-        click.echo(f"error: {lines[-1] if lines else type(exc).__name__}", err=True)
+        message = lines[-1] if lines else type(exc).__name__
+        if isinstance(exc, DistillConfigError):
+            message = _as_flags(message)
+        click.echo(f"error: {message}", err=True)
         sys.exit(2)
     except KeyboardInterrupt as exc:
         interrupted_run(run_dir / "checkpoints" / "latest.pt", exc)
@@ -153,8 +178,27 @@ def main(teacher: Path, dataroot: Path, run_dir: Path | None, run_dir_alias: Pat
     if result.stopped_by:  # a first Ctrl-C/SIGTERM: the step finished, then saved
         stopped_early(result, int(resume_state["step"]) if resume_state is not None else 0)
     start = int(resume_state["step"]) if resume_state is not None else 0
+    ends = config.steps
     if result.checkpoint is not None and start and result.step == start:
-        click.echo(f"already at step {start}, where this run ends: nothing to distil, nothing "
-                   f"rewritten; checkpoint: {result.checkpoint}")
+        where = ("where this run ends" if start >= ends
+                 else f"where --max-steps stops it (the run goes on to {ends})")
+        click.echo(f"already at step {start}, {where}: nothing to distil, nothing rewritten; "
+                   f"checkpoint: {result.checkpoint}")
     elif result.checkpoint is not None:
-        click.echo(f"distilled {result.step} steps; checkpoint: {result.checkpoint}")
+        resumed = f" ({result.step - start} in this run)" if start else ""
+        unfinished = (f"; the run goes on to step {ends}: continue with --resume"
+                      if result.step < ends else "")
+        click.echo(f"distilled to step {result.step}{resumed}; checkpoint: "
+                   f"{result.checkpoint}{unfinished}")
+
+
+def _as_flags(message: str) -> str:
+    """A setting's name in ``message`` (``batch_size must be >= 1``) as the flag that sets it
+    (``--batch-size``): the command's own vocabulary. Only names with an underscore: one-word
+    names (steps, student, lr) read as the words they are."""
+    for option, setting in _OVERRIDES.items():
+        if "_" not in setting:
+            continue
+        message = re.sub(rf"(?<![\w-]){setting}(?![\w-])", f"--{option.replace('_', '-')}",
+                         message)
+    return message

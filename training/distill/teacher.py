@@ -50,6 +50,7 @@ class Teacher:
     target_domain: str
     discriminator: nn.Module | None   # the target domain's D, when the checkpoint holds one
     description: str
+    direction: str = "AtoB"  # which way it translates: the data's domain follows it
     # the smallest image side ``discriminator`` trains on (a new 70x70 PatchGAN's without one)
     discriminator_min_size: int = field(default_factory=discriminator_min_size)
 
@@ -59,33 +60,45 @@ class Teacher:
                 "source_domain": self.source_domain, "target_domain": self.target_domain}
 
 
-def load_teacher(path: str | Path, direction: str = "AtoB") -> Teacher:
-    """Load the teacher generator; raises :class:`CheckpointError` naming the file and why."""
+def load_teacher(path: str | Path, direction: str | None = None) -> Teacher:
+    """Load the teacher generator; raises :class:`CheckpointError` naming the file and why.
+
+    ``direction``: which generator of a training checkpoint (None: AtoB). A distilled student
+    has one, translating in its own run's direction, which the returned teacher carries (and
+    another one given is refused: its input domain is fixed)."""
     path = Path(path)
     data = load_torch_file(path)
-    key, d_key, source_field, target_field = GENERATOR_KEYS[direction]
     discriminator, min_size = None, discriminator_min_size()
     if is_training_checkpoint(data):
         generators = data.get("generators", {})
         if not generators and "discriminators" not in data:
             raise CheckpointError(f"{path}: a checkpoint without generators")
-        if key not in generators and data.get("kind") == "distill" and "G_AB" in generators:
-            key = "G_AB"  # a student: one generator, stored as source -> target
-        net, spec = generator_from_checkpoint(data, key, path, direction)
         config = data.get("config", {})
-        if data.get("kind") == "distill":
+        student = data.get("kind") == "distill"
+        if student:  # one generator, stored as G_AB from its source to its target
+            own = str(config.get("direction", "AtoB"))
             source, target = str(config.get("domain_a", "A")), str(config.get("domain_b", "B"))
-        else:
+            if direction is not None and direction != own:
+                raise CheckpointError(f"{path}: a distilled student translates {source} -> "
+                                      f"{target} only (its run's direction, {own}); leave "
+                                      "--direction out")
+            direction = own
+        direction = direction or "AtoB"
+        key, d_key, source_field, target_field = GENERATOR_KEYS[direction]
+        net, spec = generator_from_checkpoint(data, "G_AB" if student else key, path,
+                                              direction)
+        if not student:
             source = str(config.get(source_field, direction[0]))
             target = str(config.get(target_field, direction[-1]))
         discriminator, min_size = _discriminator(data, d_key, config)
-        kind = "training checkpoint"
+        kind = "distilled student" if student else "training checkpoint"
     else:
         data = unwrap_state_dict(data)
         if not isinstance(data, Mapping):
             raise CheckpointError(f"{path}: not a generator file (it holds a "
                                   f"{type(data).__name__})")
         net, spec = generator_from_state(data, None, str(path))
+        direction = direction or "AtoB"
         source, target = ("A", "B") if direction == "AtoB" else ("B", "A")
         kind = "generator file"
     require_colour(spec, str(path))
@@ -94,7 +107,7 @@ def load_teacher(path: str | Path, direction: str = "AtoB") -> Teacher:
         parameter.requires_grad_(False)
     description = f"{kind} {path.name}: {spec.name} ngf {spec.ngf}, {source} -> {target}"
     return Teacher(net, spec, path, file_sha256(path), source, target, discriminator, description,
-                   min_size)
+                   direction, min_size)
 
 
 def _discriminator(data: Mapping[str, Any], key: str,

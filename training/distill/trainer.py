@@ -18,6 +18,7 @@ cost on a CPU; ``cache_teacher`` keeps its outputs for a fixed set of crops.
 from __future__ import annotations
 
 import math
+import sys
 import time
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -72,6 +73,7 @@ from training.networks import (
     GeneratorSpec,
     build_discriminator,
     build_generator,
+    count_macs,
     generator_spec,
     init_weights,
 )
@@ -89,6 +91,21 @@ class DistillResult:
     last_losses: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     stopped_by: str = ""  # "SIGINT" / "SIGTERM": stopped early, the checkpoint saved first
+
+
+def generator_gmac(net: torch.nn.Module, spec: GeneratorSpec) -> float:
+    """Billions of multiply-accumulates of one 256x256 frame through ``net`` (on the CPU),
+    counted at a smaller size where the network takes one: a convolutional generator's work
+    grows with the pixels."""
+    side = max(64, spec.min_size)
+    side = -(-side // spec.size_multiple) * spec.size_multiple
+    device, training = next(net.parameters()).device, net.training
+    net.eval()  # a counting pass must not move batch-norm statistics
+    try:
+        macs = count_macs(net.cpu(), side, side) * (256 * 256) / (side * side)
+    finally:
+        net.to(device).train(training)
+    return macs / 1e9
 
 
 def student_spec(config: DistillConfig) -> GeneratorSpec:
@@ -116,6 +133,15 @@ class DistillTrainer:
         self.spec = student_spec(config)
         student = build_generator(self.spec)
         init_weights(student)
+        # What each costs per 256x256 frame: a "student" no cheaper than its teacher is said.
+        self.student_gmac = generator_gmac(student, self.spec)
+        self.teacher_gmac = generator_gmac(teacher.net, teacher.spec)
+        if self.student_gmac >= self.teacher_gmac:
+            self.notes.append(
+                f"the student ({config.student}, {self.student_gmac:.2f} GMAC at 256x256) costs "
+                f"{self.student_gmac / self.teacher_gmac:.1f}x its teacher's "
+                f"{self.teacher_gmac:.2f}: it will not run faster; a smaller --student is "
+                "(see --help)")
         pairs = feature_pairs(self.spec, teacher.spec, config.feature_taps) \
             if config.lambda_feat > 0 else []
         if config.lambda_feat > 0 and not pairs:
@@ -154,8 +180,14 @@ class DistillTrainer:
                                      not config.no_flip,
                                      math.lcm(self.spec.size_multiple, teacher.spec.size_multiple),
                                      min_side)
-        self.dataset = DomainDataset(domain_folder(config.dataroot, config.direction),
-                                     self.preprocess)
+        images = domain_folder(config.dataroot, config.direction)
+        self.dataset = DomainDataset(images, self.preprocess)
+        if self.progress:
+            print(f"student: {config.student} ({self.spec.name} ngf {self.spec.ngf}), "
+                  f"{self.student_gmac:.2f} GMAC at 256x256, the teacher "
+                  f"{self.teacher_gmac:.2f} ({self.teacher_gmac / self.student_gmac:.1f}x); "
+                  f"{len(self.dataset)} images of {teacher.source_domain} in {images}",
+                  file=sys.stderr)
         if config.lambda_gan > 0:
             target = Path(config.target) if config.target else domain_folder(
                 config.dataroot, config.direction, target=True)
