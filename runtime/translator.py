@@ -25,7 +25,7 @@ from runtime.gpu import TRT_DEFAULT_MAX_SIDE, GpuOptions
 from runtime.memory import HEADROOM, available_bytes, check_fits, frame_bytes
 from runtime.metadata import ModelMetadata, read_metadata
 from runtime.metrics import psnr
-from runtime.reasons import first_line
+from runtime.reasons import first_line, not_onnx_reason
 from runtime.synthetic import natural_images
 from runtime.transforms import (
     crop_to,
@@ -184,6 +184,10 @@ class Translator:
                                "model file")
         if not self.model_path.is_file():
             raise BackendError(f"{self.model_path}: no such file")
+        # A checkpoint given for a model: said before any backend starts (and warns about
+        # providers), so the one line is all the user reads.
+        if reason := not_onnx_reason(self.model_path):
+            raise BackendError(f"{self.model_path}: {reason}")
         self.selection: list[str] = []  # how backend="auto" chose, one line per candidate
         # How a GPU session is prepared (see runtime.gpu.GpuOptions); a CPU ignores it.
         self._gpu = GpuOptions(cuda_graph=cuda_graph, max_batch=max_batch or DEFAULT_MAX_BATCH,

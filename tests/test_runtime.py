@@ -799,6 +799,7 @@ def test_a_pytorch_file_given_as_the_model_says_to_export_it(tmp_path: Path,
         read_metadata(weights)
     result = CliRunner().invoke(run_cli, [str(weights), str(tmp_path), "-o", str(tmp_path / "o")])
     assert result.exit_code == 2 and "is a PyTorch file, not an ONNX model" in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output  # no provider warning
     not_torch = tmp_path / "notes.onnx"
     not_torch.write_bytes(b"PK\x03\x04 not really a zip")
     with pytest.raises(BackendError, match="notes.onnx: onnxruntime cannot load it"):
