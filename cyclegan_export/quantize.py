@@ -27,8 +27,14 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+
+try:
+    import fcntl  # POSIX: the work folder's lock
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
 
 import cv2
 import numpy as np
@@ -149,21 +155,26 @@ def default_keep_float(model: onnx.ModelProto) -> list[str]:
 
 WORK_PREFIX = "cyclegan-int8-"  # quantize_to_int8's work folder: PREFIX<pid>-<random>
 STALE_WORK_AGE_S = 3600  # another one whose process is gone is removed after this long
+_WORK_LOCK = ".lock"  # held (flock) by the export that works in the folder
 
 
 def remove_stale_work_folders(root: str | Path | None = None) -> list[Path]:
     """Remove the work folders (full model copies) of int8 exports killed outright (SIGKILL,
-    power loss), which ``TemporaryDirectory`` could not clean: those whose process is gone and
-    that were untouched for :data:`STALE_WORK_AGE_S` (a live export in another PID namespace
-    sees no process either, but keeps its folder younger than that). Returns what it removed."""
+    power loss), which ``TemporaryDirectory`` could not clean: those untouched for
+    :data:`STALE_WORK_AGE_S`, whose process is gone (folders of versions that named no
+    process: after a day) and whose lock nobody holds (a live export in another PID
+    namespace holds it however old its folder). Returns what it removed."""
     removed = []
-    for folder in Path(root or tempfile.gettempdir()).glob(f"{WORK_PREFIX}*-*"):
-        pid = folder.name[len(WORK_PREFIX):].split("-", 1)[0]
-        if not pid.isdigit() or int(pid) == os.getpid() or not folder.is_dir():
+    for folder in Path(root or tempfile.gettempdir()).glob(f"{WORK_PREFIX}*"):
+        rest = folder.name[len(WORK_PREFIX):]
+        pid = rest.split("-", 1)[0] if "-" in rest else None  # None: an older version's name
+        if (pid is not None and not pid.isdigit()) or pid == str(os.getpid()):
             continue
         try:
-            old = time.time() - folder.stat().st_mtime > STALE_WORK_AGE_S
-            if not old or _process_alive(int(pid)):
+            age = time.time() - folder.stat().st_mtime
+            if not folder.is_dir() or age < (STALE_WORK_AGE_S if pid else 86400):
+                continue
+            if (pid and _process_alive(int(pid))) or _locked(folder / _WORK_LOCK):
                 continue
             shutil.rmtree(folder)
         except OSError:
@@ -182,6 +193,28 @@ def _process_alive(pid: int) -> bool:
     except PermissionError:
         return True  # another user's process
     return True
+
+
+def _locked(path: Path) -> bool:
+    """Whether another process holds ``path``'s lock (False where locks cannot be taken)."""
+    if fcntl is None or not path.is_file():
+        return False
+    with open(path, "rb") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
+
+
+@contextmanager
+def _holding_lock(folder: Path) -> Iterator[None]:
+    """Hold ``folder``'s work lock while the export works in it."""
+    with open(folder / _WORK_LOCK, "wb") as handle:
+        if fcntl is not None:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def quantize_to_int8(
@@ -214,7 +247,8 @@ def quantize_to_int8(
         raise ValueError("calibration needs at least one batch")
     input_name = model.graph.input[0].name
     remove_stale_work_folders()
-    with tempfile.TemporaryDirectory(prefix=f"{WORK_PREFIX}{os.getpid()}-") as folder:
+    with tempfile.TemporaryDirectory(prefix=f"{WORK_PREFIX}{os.getpid()}-") as folder, \
+            _holding_lock(Path(folder)):
         source, prepared, quantized = (Path(folder) / n for n in ("fp32", "prep", "int8"))
         onnx.save(model, source)
         # Shape inference plus onnxruntime's basic optimizations (which constant-fold the shape

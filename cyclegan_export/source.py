@@ -28,6 +28,7 @@ from training.pretrained import (
     generator_from_checkpoint,
     generator_from_state,
     require_colour,
+    student_direction,
     unreadable_fields,
     unwrap_state_dict,
 )
@@ -70,11 +71,7 @@ def _from_student(data: Mapping[str, Any], path: Path, direction: str | None,
     """A ``cyclegan-distill`` checkpoint: one generator, stored as G_AB from its source
     (``domain_a``) to its target (``domain_b``), translating in its run's direction."""
     config = data.get("config", {})
-    own = str(config.get("direction", "AtoB"))
-    source, target = str(config.get("domain_a", own[0])), str(config.get("domain_b", own[-1]))
-    if direction is not None and direction != own:
-        raise CheckpointError(f"{path}: a distilled student translates {source} -> {target} "
-                              f"only (its run's direction, {own}); leave --direction out")
+    own, source, target = student_direction(data, path, direction)
     net, spec = generator_from_checkpoint(data, "G_AB", path, own, overrides)
     teacher = data.get("teacher", {})
     distilled_from = {"file": Path(str(teacher.get("path", ""))).name,

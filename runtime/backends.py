@@ -239,6 +239,8 @@ class OnnxRuntimeBackend:
         if not auto:
             raise TensorRTBuildError(f"{exc}; --providers cuda runs without it") from None
         warnings.warn(f"{exc}; running on CUDA", ProviderFallbackWarning, stacklevel=3)
+        # what was said of the TensorRT session no longer holds (_describe says it anew)
+        self.notes = [note for note in self.notes if not note.startswith("CUDA graphs: off")]
         names = [name for name in names if name != "TensorrtExecutionProvider"]
         return names, self._open(names, precision, gpu)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import os
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -151,11 +152,18 @@ def cuda_options(device_id: int, *, cuda_graph: bool = False,
     options: dict[str, Any] = {"device_id": device_id,
                                # cuDNN times its algorithms once per shape and keeps the best
                                "cudnn_conv_algo_search": "EXHAUSTIVE"}
-    if exact_fp32:
+    if exact_fp32 and _onnxruntime_at_least(1, 18):  # older CUDA providers refuse the key
         options["use_tf32"] = "0"
     if cuda_graph:
         options["enable_cuda_graph"] = "1"
     return options
+
+
+def _onnxruntime_at_least(major: int, minor: int) -> bool:
+    import onnxruntime as ort
+
+    found = re.match(r"(\d+)\.(\d+)", ort.__version__)
+    return found is not None and (int(found[1]), int(found[2])) >= (major, minor)
 
 
 @dataclass

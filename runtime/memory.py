@@ -31,11 +31,14 @@ def frame_bytes(meta: ModelMetadata, height: int, width: int, batch: int = 1) ->
     return int(per_pixel * height * width * batch)
 
 
-# A container's memory limit and what its processes use now: cgroup v2, then v1. A limit of
-# "max" (v2) or a huge number (v1's "unlimited") means none.
-_CGROUP_FILES = (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+# A container's memory limit, what its processes use now, and their statistics (for the file
+# cache in that use): cgroup v2, then v1. A limit of "max" (v2) or a huge number (v1's
+# "unlimited") means none.
+_CGROUP_FILES = (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current",
+                  "/sys/fs/cgroup/memory.stat", "inactive_file"),
                  ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
-                  "/sys/fs/cgroup/memory/memory.usage_in_bytes"))
+                  "/sys/fs/cgroup/memory/memory.usage_in_bytes",
+                  "/sys/fs/cgroup/memory/memory.stat", "total_inactive_file"))
 
 
 def _read_number(path: str) -> int | None:
@@ -46,12 +49,29 @@ def _read_number(path: str) -> int | None:
         return None
 
 
+def _stat_value(path: str, key: str) -> int:
+    """One ``key value`` line of a cgroup ``memory.stat`` file (0 when absent)."""
+    try:
+        with open(path) as handle:
+            for line in handle:
+                name, _, value = line.partition(" ")
+                if name == key:
+                    return int(value)
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 def _cgroup_room() -> int | None:
-    """What the container's memory limit leaves free (limit less usage); None without one."""
-    for limit_file, usage_file in _CGROUP_FILES:
+    """What the container's memory limit leaves free: the limit less the usage, less the
+    inactive file cache the usage counts (the kernel drops that cache before it kills
+    anything: reading a long video fills it up to the limit), as docker and the kubelet
+    count; None without a limit."""
+    for limit_file, usage_file, stat_file, cache_key in _CGROUP_FILES:
         limit, usage = _read_number(limit_file), _read_number(usage_file)
         if limit is not None and limit < 2**60 and usage is not None:
-            return max(0, limit - usage)
+            used = max(0, usage - _stat_value(stat_file, cache_key))
+            return max(0, limit - used)
     return None
 
 

@@ -117,9 +117,14 @@ class _ClosedBackend:
         raise BackendError(f"{self._model_path}: this Translator was closed")
 
 
-def _reopen(model_path: Path, options: dict[str, Any]) -> Translator:
-    """A pickled :class:`Translator`, opened again (see ``Translator.__reduce__``)."""
-    return Translator(model_path, **options)
+def _reopen(cls: type[Translator], model_path: Path, options: dict[str, Any],
+            working: dict[str, Any]) -> Translator:
+    """A pickled :class:`Translator`, opened again with its constructor's ``options``, then
+    its ``working`` attributes set as they were (see ``Translator.__reduce__``)."""
+    translator = cls(model_path, **options)
+    for name, value in working.items():
+        setattr(translator, name, value)
+    return translator
 
 
 def _time_backend(backend: Backend, feed: np.ndarray, runs: int = 3) -> float:
@@ -175,10 +180,12 @@ class Translator:
         if threads is not None:
             _check_whole_number("threads", threads)
         self.model_path = Path(model_path)
-        # What pickling re-opens the model with (max_side and max_batch: as they are then).
+        # What pickling re-opens the model with: the constructor's options (a GPU session's
+        # TensorRT profile follows max_side and max_batch as given here).
         self._options: dict[str, Any] = {
             "providers": providers, "device_id": device_id, "threads": threads,
-            "backend": backend, "precision": precision, "cuda_graph": cuda_graph}
+            "backend": backend, "precision": precision, "cuda_graph": cuda_graph,
+            "max_side": max_side, "max_batch": max_batch}
         if self.model_path.is_dir():
             raise BackendError(f"{self.model_path}: is a folder; give the exported .onnx "
                                "model file")
@@ -317,8 +324,8 @@ class Translator:
         ``backend="auto"`` measures again there."""
         if self.closed:
             raise TypeError(f"{self.model_path}: a closed Translator cannot be pickled")
-        options = {**self._options, "max_side": self.max_side, "max_batch": self.max_batch}
-        return (_reopen, (self.model_path, options))
+        working = {"max_side": self.max_side, "max_batch": self.max_batch}  # as set since
+        return (_reopen, (type(self), self.model_path, self._options, working))
 
     def __enter__(self) -> Translator:
         return self

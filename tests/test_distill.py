@@ -210,8 +210,9 @@ def test_teacher_cache_runs_the_teacher_once_per_fixed_crop(teacher_file: Path,
                            cache_teacher=6, log_every=0, sample_every=0, checkpoint_every=0)
     teacher = load_teacher(teacher_file)
     calls = []
-    teacher.net.register_forward_hook(lambda *args: calls.append(args[1][0].shape[0]))
     trainer = DistillTrainer(config, tmp_path / "run", teacher, progress=False)
+    # counted from here: the trainer's start runs the teacher once to count its MACs
+    teacher.net.register_forward_hook(lambda *args: calls.append(args[1][0].shape[0]))
     trainer.run()
     # 9 steps of 2 crops over a fixed set of 6: the teacher saw each crop once (and the
     # samples' fixed views once at the end)
@@ -313,7 +314,7 @@ def test_crops_a_unet_teacher_cannot_take_are_refused_before_the_run_starts(
     result = CliRunner().invoke(distill_cli, distill_args(tmp_path / "unet.pth", dataroot, run,
                                                           "--steps", "1"))
     assert result.exit_code == 2, result.output
-    assert "crop_size 32 does not fit the teacher's unet_128: use a multiple of 128" \
+    assert "--crop-size 32 does not fit the teacher's unet_128: use a multiple of 128" \
         in result.output
     assert not run.exists()  # refused before the run folder was claimed
 
@@ -373,6 +374,16 @@ def test_a_student_teaches_from_its_own_input_domain_and_exports_as_a_student(
     assert wrong.exit_code == 2
     assert "a distilled student translates B -> A only (its run's direction, BtoA); leave " \
         "--direction out" in wrong.output
+    # a run from the student as an older version saved it (direction AtoB, the default)
+    latest = tmp_path / "c" / "checkpoints" / "latest.pt"
+    state = torch.load(latest, weights_only=True)
+    state["config"]["direction"] = "AtoB"
+    torch.save(state, latest)
+    older = CliRunner().invoke(distill_cli, distill_args(student, only_b, tmp_path / "c",
+                                                         "--steps", "2", "--resume"))
+    assert older.exit_code == 2
+    assert "this run distils in direction AtoB, but its teacher, a distilled student, " \
+        "translates BtoA only; start a new run" in older.output
     with pytest.raises(CheckpointError, match="leave --direction out"):
         load_generator(student, "AtoB")
     report = export_onnx(student, tmp_path / "student.onnx", opencv_check=False)
@@ -447,14 +458,17 @@ def test_resume_before_the_first_checkpoint_starts_the_run(teacher_file: Path, d
     """A requeued job repeats its command with --resume; its first try may have stopped before
     any checkpoint."""
     run = tmp_path / "run"
+    (run / "samples").mkdir(parents=True)  # the first try's start: a run folder, no checkpoint
+    (run / ".cyclegan-train.json").write_text('{"format": "cyclegan-toolkit/run", "run_id": "x"}\n')
     result = CliRunner().invoke(distill_cli, distill_args(teacher_file, dataroot, run,
                                                           "--steps", "1", "--resume"))
     assert result.exit_code == 0, result.output
     assert f"note: --resume: {run} has no checkpoint yet" in result.output
     assert (run / "checkpoints" / "latest.pt").is_file()
-    typo = CliRunner().invoke(distill_cli, distill_args(teacher_file, dataroot, tmp_path,
-                                                        "--steps", "1", "--resume"))
-    assert typo.exit_code == 2 and "latest.pt: no such file" in typo.output  # not a run folder
+    for wrong in (tmp_path, tmp_path / "misspelt"):  # not a run folder; no folder at all
+        typo = CliRunner().invoke(distill_cli, distill_args(teacher_file, dataroot, wrong,
+                                                            "--steps", "1", "--resume"))
+        assert typo.exit_code == 2 and "latest.pt: no such file" in typo.output
 
 
 def test_translated_images_in_the_data_are_read_but_named(tmp_path: Path) -> None:
@@ -471,6 +485,10 @@ def test_translated_images_in_the_data_are_read_but_named(tmp_path: Path) -> Non
         assert len(scan_images(tmp_path / "trainA")) == 4
     said = [w for w in caught if issubclass(w.category, TranslatedImagesWarning)]
     assert len(said) == 1 and "translated: cyclegan-run output folder(s)" in str(said[0].message)
+    from runtime.media.manifest import MANIFEST_NAME
+    from training.data import RUN_OUTPUT_MANIFEST
+
+    assert RUN_OUTPUT_MANIFEST == MANIFEST_NAME  # the copy training keeps of the runtime's name
 
 
 def test_an_int8_exports_work_folder_left_by_a_kill_is_removed(tmp_path: Path) -> None:
@@ -486,8 +504,24 @@ def test_an_int8_exports_work_folder_left_by_a_kill_is_removed(tmp_path: Path) -
     for folder in (old, young, live):
         folder.mkdir()
         (folder / "fp32").write_bytes(b"model")
+    # an export in another PID namespace: its pid means nothing here, its lock is held
+    elsewhere = tmp_path / f"{WORK_PREFIX}{dead}-f"
+    elsewhere.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, sys, time; h = open(sys.argv[1], 'wb'); fcntl.flock(h, fcntl.LOCK_EX); "
+        "print('held', flush=True); time.sleep(60)"), str(elsewhere / ".lock")],
+        stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    legacy_old, legacy_young = tmp_path / f"{WORK_PREFIX}abc123", tmp_path / f"{WORK_PREFIX}x9"
+    legacy_old.mkdir()
+    legacy_young.mkdir()
     past = time.time() - STALE_WORK_AGE_S - 10
-    for folder in (old, live):
+    for folder in (old, live, elsewhere, legacy_young):
         os.utime(folder, (past, past))
-    assert remove_stale_work_folders(tmp_path) == [old]
-    assert young.is_dir() and live.is_dir()
+    os.utime(legacy_old, (time.time() - 2 * 86400,) * 2)
+    try:
+        assert sorted(remove_stale_work_folders(tmp_path)) == sorted([old, legacy_old])
+    finally:
+        holder.kill()
+        holder.wait()
+    assert young.is_dir() and live.is_dir() and elsewhere.is_dir() and legacy_young.is_dir()

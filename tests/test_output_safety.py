@@ -668,11 +668,19 @@ def test_a_container_limit_bounds_the_memory_a_frame_may_take(tmp_path: Path,
     from runtime import Translator
     from runtime.memory import FrameTooLargeError
 
-    limit, usage = tmp_path / "memory.max", tmp_path / "memory.current"
+    limit, usage, stat = (tmp_path / "memory.max", tmp_path / "memory.current",
+                          tmp_path / "memory.stat")
     limit.write_text(f"{3 * 2**30}\n")
-    usage.write_text(f"{2**30}\n")
-    monkeypatch.setattr(runtime.memory, "_CGROUP_FILES", ((str(limit), str(usage)),))
-    assert runtime.memory.available_bytes() == 2 * 2**30  # the container's room, not the host's
+    usage.write_text(f"{3 * 2**30 - 2**20}\n")  # at the limit, mostly file cache
+    stat.write_text(f"anon {2**30}\nfile {2 * 2**30}\ninactive_file {2 * 2**30 - 2**20}\n")
+    monkeypatch.setattr(runtime.memory, "_CGROUP_FILES",
+                        ((str(limit), str(usage), str(stat), "inactive_file"),))
+    # the container's room, the cache it may drop counted free: 3 GiB less 1 GiB in use
+    assert runtime.memory._cgroup_room() == 2 * 2**30
+    limit.write_text(f"{64 * 2**20}\n")
+    usage.write_text(f"{32 * 2**20}\n")
+    stat.write_text("")
+    assert runtime.memory.available_bytes() == 32 * 2**20  # below the machine's: it bounds
     limit.write_text("max\n")  # no limit: the machine's figure alone
     assert runtime.memory._cgroup_room() is None
     translator = Translator(MODEL)

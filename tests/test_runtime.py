@@ -279,6 +279,7 @@ def test_a_translator_pickles_as_its_path_and_options(models: dict[str, Path]) -
     copy_ = pickle.loads(pickle.dumps(translator))  # as a worker process would get it
     assert copy_.backend is not translator.backend
     assert (copy_.max_side, copy_.model_path) == (32, translator.model_path)
+    assert copy_._gpu == translator._gpu  # a GPU's TensorRT profile as constructed: no rebuild
     assert np.array_equal(copy_(image), translator(image))
     translator.close()
     with pytest.raises(TypeError, match="closed Translator cannot be pickled"):

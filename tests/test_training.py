@@ -486,6 +486,7 @@ def test_cli_trains_with_config_file_and_overrides(dataroot: Path, tmp_path: Pat
     config_file.write_text("generator: unet_128\nngf: 4\nndf: 4\nload_size: 36\ncrop_size: 32\n"
                            "num_workers: 0\nsample_every: 0\nnum_samples: 1\n")
     run = tmp_path / "run"
+    run.mkdir()
     # a requeued job's command (--resume) whose first try stopped before any checkpoint: the
     # run starts, and says so
     result = CliRunner().invoke(train_cli, [

@@ -654,7 +654,8 @@ def test_titles_languages_default_tracks_and_chapters_are_carried_over(tmp_path:
            "-map", "2", "-map_metadata", "3", "-map_chapters", "3", "-t", "1", "-c:v",
            "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac",
            "-metadata:s:a:0", "language=eng", "-metadata:s:a:0", "title=Commentary",
-           "-metadata:s:a:1", "language=jpn", "-disposition:a:0", "0",
+           "-metadata:s:a:1", "language=jpn", "-metadata:s:v:0", "BPS-eng=12345",
+           "-metadata:s:a:0", "NUMBER_OF_FRAMES-eng=999", "-disposition:a:0", "0",
            "-disposition:a:1", "default+forced", source)
     for target in (tmp_path / "out.mkv", tmp_path / "out.mp4"):
         result = run(source, "-o", target)
@@ -671,6 +672,10 @@ def test_titles_languages_default_tracks_and_chapters_are_carried_over(tmp_path:
                 assert second.disposition & av.stream.Disposition.forced
                 assert first.metadata.get("title") == "Commentary"
             assert "encoder" not in {key.lower() for key in written.streams.video[0].metadata}
+            # statistics the source's muxer wrote, in any language, are not carried over
+            for stream in written.streams:
+                assert not {"BPS-eng", "NUMBER_OF_FRAMES-eng"} & set(stream.metadata), \
+                    stream.metadata
 
 
 def test_a_late_start_is_moved_to_zero_with_the_streams_in_step(tmp_path: Path) -> None:

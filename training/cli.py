@@ -151,13 +151,13 @@ def main(dataroot: Path, run_dir: Path | None, run_dir_alias: Path | None,
     folder: RunFolder | None = None
     try:
         _check_not_a_data_folder(output, dataroot)
+        resume_path, fresh = resume_checkpoint(output, resume)  # the folder as it was found
         if is_main_launch():  # under torchrun, rank 0 alone locks and writes the folder
             folder = RunFolder.open(output)  # refuses a folder another trainer holds
             if folder.removed_temp_files and not quiet:
                 click.echo(f"removed {len(folder.removed_temp_files)} temp file(s) left by an "
                            f"interrupted run in {output}", err=True)
         resume_state = None
-        resume_path, fresh = resume_checkpoint(output, resume)
         if fresh:  # a decision taken for the user: shown even with --quiet
             click.echo(f"note: {fresh}", err=True)
         if resume_path is not None:

@@ -62,8 +62,10 @@ def interrupted(message: str = "interrupted", signal_name: str = "SIGINT") -> No
 def resume_checkpoint(run_dir: Path, resume: str | None) -> tuple[Path | None, str | None]:
     """What ``--resume`` continues from: ``(checkpoint, None)``; ``(None, note)`` for a bare
     ``--resume`` on a run that has written no checkpoint yet (a requeued job whose first try
-    stopped before one; the folder is missing, or a run folder without checkpoints), which then
-    starts at step 0 and says so; ``(None, None)`` without ``--resume``."""
+    stopped before one: a run folder without checkpoints, or a folder holding only a trainer's
+    lock), which then starts at step 0 and says so; ``(None, None)`` without ``--resume``.
+    A missing folder is not taken for one (a misspelt ``-o`` must not start hours of work
+    elsewhere): call this before the run folder is opened (and made)."""
     from training.run_dir import LOCK_NAME, MARKER_NAME, is_run_folder
 
     if resume is None:
@@ -73,8 +75,8 @@ def resume_checkpoint(run_dir: Path, resume: str | None) -> tuple[Path | None, s
     checkpoints = run_dir / "checkpoints"
     latest = checkpoints / "latest.pt"
     # a run folder, or one holding nothing yet (this trainer may have just made and locked it)
-    unstarted = not run_dir.exists() or is_run_folder(run_dir) or all(
-        entry.name in (LOCK_NAME, MARKER_NAME) for entry in run_dir.iterdir())
+    unstarted = run_dir.is_dir() and (is_run_folder(run_dir) or all(
+        entry.name in (LOCK_NAME, MARKER_NAME) for entry in run_dir.iterdir()))
     if latest.exists() or not unstarted or (checkpoints.is_dir()
                                             and any(checkpoints.glob("*.pt"))):
         return latest, None  # read as usual (a missing or odd file says so)

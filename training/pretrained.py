@@ -224,3 +224,19 @@ def generator_from_checkpoint(
     return generator_from_state(entry["state_dict"],
                                 {**entry.get("spec", {}), **(overrides or {})},
                                 f"{path}: generator {key}")
+
+
+def student_direction(data: Mapping[str, Any], path: str | Path,
+                      direction: str | None) -> tuple[str, str, str]:
+    """A ``cyclegan-distill`` checkpoint's way: ``(direction, source domain, target domain)``.
+
+    A student holds one generator (stored as ``G_AB``, from its ``domain_a`` to its
+    ``domain_b``) and translates in its run's direction; a ``direction`` given that contradicts
+    it raises :class:`CheckpointError` (its input domain is fixed)."""
+    config = data.get("config", {})
+    own = str(config.get("direction", "AtoB"))
+    source, target = str(config.get("domain_a", own[0])), str(config.get("domain_b", own[-1]))
+    if direction is not None and direction != own:
+        raise CheckpointError(f"{path}: a distilled student translates {source} -> {target} "
+                              f"only (its run's direction, {own}); leave --direction out")
+    return own, source, target

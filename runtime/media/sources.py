@@ -41,8 +41,8 @@ def is_video(path: Path) -> bool:
     return path.suffix.lower() in VIDEO_EXTENSIONS
 
 
-# Formats that may hold several frames (animated GIF, WebP, APNG).
 URL_OPEN_TIMEOUT_S = 10  # a stream URL that gives no video in this long is refused
+# Formats that may hold several frames (animated GIF, WebP, APNG).
 ANIMATED_EXTENSIONS = frozenset({".gif", ".webp", ".png"})
 
 

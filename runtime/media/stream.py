@@ -14,6 +14,7 @@ A failure reaches the consumer as a :class:`StreamError` naming the source.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import queue
 import threading
@@ -42,6 +43,7 @@ _POLL_S = 0.1  # blocking queue operations wake this often to check for a stop
 # waits for a result before giving its next frame would otherwise never get one).
 _IN_FLIGHT_POLL_S = 0.005
 _WAITING = object()  # get(): a result is ready while no input had come
+_STREAM_SERIALS = itertools.count(1)  # names each stream's worker threads apart
 # Closing a stream waits this long for its decode thread to close the source: a source stuck
 # in a read is closed by that thread when the read returns, not by the consumer's close().
 CLOSE_WAIT_S = 1.0
@@ -221,10 +223,13 @@ def pipelined(translator: Translator, items: Iterable[T], image_of: Callable[[T]
                                                color_order=color_order))
 
     thread = threading.Thread(target=read, name=f"stream-decode[{name}]", daemon=True)
+    # This stream's own worker threads, told apart from other streams' by a serial number
+    # (ThreadPoolExecutor names them PREFIX_N).
+    worker_prefix = f"stream-model[{name}]#{next(_STREAM_SERIALS)}_"
     stabilizer = TemporalStabilizer() if temporal else None
     size = max(1, batch_size)
     depth = max(1, in_flight if in_flight is not None else translator.in_flight)
-    workers = ThreadPoolExecutor(depth, thread_name_prefix=f"stream-model[{name}]")
+    workers = ThreadPoolExecutor(depth, thread_name_prefix=worker_prefix[:-1])
     # (first frame's index, items, their translation)
     pending: deque[tuple[int, list[T], Future[list[np.ndarray]]]] = deque()
     read_count = 0
@@ -270,7 +275,7 @@ def pipelined(translator: Translator, items: Iterable[T], image_of: Callable[[T]
         # The garbage collector may close this generator on one of its own threads (a stream
         # in a reference cycle): that thread cannot wait for itself.
         here = threading.current_thread()
-        own = here is thread or here.name.startswith(f"stream-model[{name}]")
+        own = here is thread or here.name.startswith(worker_prefix)
         workers.shutdown(wait=not own)  # a batch being translated finishes; none starts
         if thread.ident is None:  # never started: the source is still ours to close
             if close_source is not None:

@@ -228,9 +228,11 @@ _DROPPED_TAGS = frozenset({"encoder", "rotate", "duration", "number_of_frames",
 
 
 def kept_tags(tags: dict[str, str]) -> dict[str, str]:
-    """``tags`` (a container's or a stream's metadata) less :data:`_DROPPED_TAGS`."""
+    """``tags`` (a container's or a stream's metadata) less :data:`_DROPPED_TAGS`, in any
+    language (Matroska's statistics come as ``BPS-eng``, ``DURATION-eng``...)."""
     return {key: value for key, value in tags.items()
-            if key.lower() not in _DROPPED_TAGS and not key.lower().startswith("_statistics")}
+            if key.lower().split("-", 1)[0] not in _DROPPED_TAGS
+            and not key.lower().startswith("_statistics")}
 
 
 # ---- reading ----------------------------------------------------------------------------------
@@ -633,12 +635,17 @@ class AtomicVideoWriter:
         source = source_video.container
         self.container.metadata.update(kept_tags(dict(source.metadata)))
         self.stream.metadata.update(kept_tags(dict(source_video.metadata)))
-        self.stream.disposition = source_video.disposition & ~av.stream.Disposition.attached_pic
-        for index, copy in self._copies.items():
-            original = source.streams[index]
-            copy.metadata.update(kept_tags(dict(original.metadata)))
-            copy.disposition = original.disposition
-        chapters = source.chapters()
+        copies = [(copy, source.streams[index]) for index, copy in self._copies.items()]
+        for written, original in copies:
+            written.metadata.update(kept_tags(dict(original.metadata)))
+        try:  # a settable disposition: PyAV 14 on
+            for written, original in [(self.stream, source_video), *copies]:
+                written.disposition = original.disposition & ~av.stream.Disposition.attached_pic
+        except (AttributeError, TypeError):
+            pass  # an older PyAV: the muxer's default tracks
+        # Chapters: PyAV 16 on (older ones write the video without them).
+        chapters = (source.chapters() if hasattr(source, "chapters")
+                    and hasattr(self.container, "set_chapters") else [])
         if chapters and self._shift:
             for chapter in chapters:
                 if not chapter["time_base"]:

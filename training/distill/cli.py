@@ -137,7 +137,7 @@ def main(teacher: Path, dataroot: Path, run_dir: Path | None, run_dir_alias: Pat
             raise DataError(f"{data}: {'is a file' if data.exists() else 'no such folder'}; "
                             "give a folder of the teacher's input images, or one holding "
                             "trainA/ and trainB/")
-        if config.target and config.lambda_gan == 0:
+        if "target" in overrides and config.lambda_gan == 0:  # a resumed run's: as it was
             raise DistillConfigError("--target gives the adversarial term its images: add "
                                      "--lambda-gan (e.g. 1), or leave --target out")
         if config.target and not Path(config.target).is_dir():
@@ -146,7 +146,17 @@ def main(teacher: Path, dataroot: Path, run_dir: Path | None, run_dir_alias: Pat
         # The direction given (or the resumed run's); a distilled student teaches its own.
         given = overrides.get("direction") or (resume_state["config"].get("direction")
                                                if resume_state is not None else None)
-        loaded = load_teacher(teacher, given)
+        try:
+            loaded = load_teacher(teacher, given)
+        except CheckpointError:
+            if "direction" in overrides or resume_state is None:
+                raise
+            # Not the user's --direction but the resumed run's own: an older run distilled
+            # from a student teacher in a direction the student does not translate.
+            own = load_teacher(teacher).direction  # raises again if the file itself is bad
+            raise DistillConfigError(f"{resume_path}: this run distils in direction {given}, "
+                                     f"but its teacher, a distilled student, translates {own} "
+                                     "only; start a new run") from None
         config = config.replace(direction=loaded.direction)  # the data's domain follows it
         if resume_state is not None and resume_state["teacher"]["sha256"] != loaded.sha256:
             recorded = resume_state["teacher"]

@@ -31,6 +31,7 @@ from training.pretrained import (
     generator_from_checkpoint,
     generator_from_state,
     require_colour,
+    student_direction,
     unwrap_state_dict,
 )
 
@@ -76,13 +77,7 @@ def load_teacher(path: str | Path, direction: str | None = None) -> Teacher:
         config = data.get("config", {})
         student = data.get("kind") == "distill"
         if student:  # one generator, stored as G_AB from its source to its target
-            own = str(config.get("direction", "AtoB"))
-            source, target = str(config.get("domain_a", "A")), str(config.get("domain_b", "B"))
-            if direction is not None and direction != own:
-                raise CheckpointError(f"{path}: a distilled student translates {source} -> "
-                                      f"{target} only (its run's direction, {own}); leave "
-                                      "--direction out")
-            direction = own
+            direction, source, target = student_direction(data, path, direction)
         direction = direction or "AtoB"
         key, d_key, source_field, target_field = GENERATOR_KEYS[direction]
         net, spec = generator_from_checkpoint(data, "G_AB" if student else key, path,
