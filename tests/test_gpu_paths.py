@@ -147,10 +147,10 @@ def test_bound_session_keeps_buffers_for_a_few_shapes_only(float_model: onnx.Mod
     assert bound.shapes == shapes[-BOUND_SHAPES_KEPT:]
 
 
-def test_bound_session_float_io_and_concurrent_callers(float_model: onnx.ModelProto) -> None:
-    run = session(float_model)
-    bound = BoundSession(run, "cpu", layout="NCHW")
-    feeds = [to_model_input(bgr_images(1, 32, 32 + 4 * (i % 2)), "BGR") for i in range(6)]
+def run_concurrently(run: ort.InferenceSession, bound: BoundSession, sizes: int) -> None:
+    """Six callers at once, each on its own thread, frames of ``sizes`` widths: every result
+    equals the plain session's."""
+    feeds = [to_model_input(bgr_images(1, 32, 32 + 4 * (i % sizes)), "BGR") for i in range(6)]
     expected = [run.run(None, {run.get_inputs()[0].name: feed})[0] for feed in feeds]
     results: list[np.ndarray | None] = [None] * len(feeds)
 
@@ -164,6 +164,11 @@ def test_bound_session_float_io_and_concurrent_callers(float_model: onnx.ModelPr
         thread.join()
     for got, want in zip(results, expected, strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+def test_bound_session_float_io_and_concurrent_callers(float_model: onnx.ModelProto) -> None:
+    run = session(float_model)
+    run_concurrently(run, BoundSession(run, "cpu", layout="NCHW"), sizes=2)
 
 
 def test_bound_session_with_cuda_graphs_does_all_device_work_on_one_thread(
@@ -182,20 +187,7 @@ def test_bound_session_with_cuda_graphs_does_all_device_work_on_one_thread(
             return _original(*args)
 
         monkeypatch.setattr(bound, method, recorded)
-    feeds = [to_model_input(bgr_images(1, 32, 32 + 4 * (i % 3)), "BGR") for i in range(6)]
-    expected = [run.run(None, {run.get_inputs()[0].name: feed})[0] for feed in feeds]
-    results: list[np.ndarray | None] = [None] * len(feeds)
-
-    def work(index: int) -> None:
-        results[index] = bound.run(feeds[index])
-
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(feeds))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    for got, want in zip(results, expected, strict=True):
-        np.testing.assert_array_equal(got, want)
+    run_concurrently(run, bound, sizes=3)
     assert len(where) == 1 and next(iter(where)).startswith("cuda-graph")
     assert all(len(slots) == 1 for slots in bound._free.values())  # one set per shape: no races
 
@@ -373,6 +365,17 @@ def test_auto_leaves_tensorrt_out_for_an_int8_model(monkeypatch: pytest.MonkeyPa
     assert opened[0] == TRT_NAMES
 
 
+class _PlainRun:
+    """Stands in for BoundSession where IO binding would need a device: the session's plain
+    run."""
+
+    def __init__(self, session: Any, *args: object, **kwargs: object) -> None:
+        self.session = session
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.session.get_inputs()[0].name: batch})[0]
+
+
 class _SessionOn:
     """A CPU session of the demo model that reports ``providers`` as the ones it runs on,
     and fails every run while TensorRT is first (an engine that cannot be built)."""
@@ -406,15 +409,8 @@ def test_a_tensorrt_engine_that_cannot_be_built_falls_back_to_cuda_under_auto(
         self._trt_building, self._trt_started = True, 0.0
         return "fp16"
 
-    class PlainRun:  # IO binding needs a device: the plain session's run stands in
-        def __init__(self, session: _SessionOn, *args: object, **kwargs: object) -> None:
-            self.session = session
-
-        def run(self, batch: np.ndarray) -> np.ndarray:
-            return self.session.run(None, {self.session.get_inputs()[0].name: batch})[0]
-
     monkeypatch.setattr(OnnxRuntimeBackend, "_open", fake_open)
-    monkeypatch.setattr("runtime.gpu.BoundSession", PlainRun)
+    monkeypatch.setattr("runtime.gpu.BoundSession", _PlainRun)
     monkeypatch.setattr(backends, "resolve_providers", lambda *a, **k: list(TRT_NAMES))
     with pytest.warns(UserWarning, match="TensorRT could not build its engine .*; running on "
                                          "CUDA"):
@@ -466,15 +462,8 @@ def test_tensorrt_builds_as_the_session_opens_and_its_failure_falls_back(
             (engines / "model.engine").write_bytes(b"engine")
         return _Reporting(real(source, options, providers=CPU), names)
 
-    class PlainRun:  # IO binding needs a device: the plain session's run stands in
-        def __init__(self, session: _Reporting, *args: object, **kwargs: object) -> None:
-            self.session = session
-
-        def run(self, batch: np.ndarray) -> np.ndarray:
-            return self.session.run(None, {self.session.get_inputs()[0].name: batch})[0]
-
     monkeypatch.setattr(ort, "InferenceSession", session_on)
-    monkeypatch.setattr("runtime.gpu.BoundSession", PlainRun)
+    monkeypatch.setattr("runtime.gpu.BoundSession", _PlainRun)
     monkeypatch.setattr(backends, "resolve_providers", lambda *a, **k: list(TRT_NAMES))
     if builds:
         backend = OnnxRuntimeBackend(demo_model_path(), "auto")
