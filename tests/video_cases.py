@@ -732,3 +732,16 @@ def test_a_video_whose_pictures_are_all_damaged_says_how_many_it_announced(
     assert result.exit_code == 1, result.output
     assert f"{damaged}: no frame could be decoded of the 10 it announces (damaged?)" in \
         result.output
+
+
+def test_audio_few_players_read_in_that_container_is_copied_with_a_note(tmp_path: Path) -> None:
+    source = tmp_path / "pcm24.mov"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10", "-f", "lavfi", "-i", "sine",
+           "-t", "1", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "pcm_s24le", source)
+    result = run(source, "-o", tmp_path / "out.mp4")
+    assert result.exit_code == 0, result.output
+    assert "audio stream #1 (pcm_s24le) copied, but few players read it in a .mp4 file" in \
+        result.output
+    assert audio_packets(tmp_path / "out.mp4") == audio_packets(source)
+    kept = run(source, "-o", tmp_path / "out.mkv")
+    assert kept.exit_code == 0 and "few players" not in kept.output, kept.output

@@ -210,6 +210,14 @@ def _header_refusal(container: str, stream: av.stream.Stream) -> str | None:
     return None
 
 
+def _rarely_played(codec: str, suffix: str) -> bool:
+    """Audio the muxer writes but players commonly cannot read back: PCM in MP4 (an ISO
+    "ipcm" track; Debian's FFmpeg 5.1 read 24-bit PCM there as 16-bit noise and float PCM not
+    at all) and FLAC in AVI (no standard tag; the same FFmpeg failed on every packet)."""
+    return (suffix == ".mp4" and codec.startswith("pcm_")) or (suffix == ".avi"
+                                                               and codec == "flac")
+
+
 def codec_name(stream: av.stream.Stream) -> str:
     """The format's name of a stream's codec ("mp3"), not its decoder's ("mp3float")."""
     context = stream.codec_context
@@ -628,6 +636,10 @@ class AtomicVideoWriter:
                                   "without re-encoding" + (f" ({refusal})" if refusal else ""))
                 continue
             copies[stream.index] = self.container.add_stream_from_template(stream)
+            if _rarely_played(name, suffix):
+                self.notes.append(f"{self.path}: {stream.type} stream #{stream.index} ({name}) "
+                                  f"copied, but few players read it in a {suffix} file (older "
+                                  "FFmpeg, browsers); .mov or .mkv carry it everywhere")
         return copies
 
     def _carry_tags(self, source_video: av.video.stream.VideoStream) -> None:
