@@ -650,12 +650,12 @@ class AtomicVideoWriter:
         copies = [(copy, source.streams[index]) for index, copy in self._copies.items()]
         for written, original in copies:
             written.metadata.update(kept_tags(dict(original.metadata)))
-        try:  # a settable disposition: PyAV 14 on
+        try:  # a settable disposition (read-only in older PyAV)
             for written, original in [(self.stream, source_video), *copies]:
                 written.disposition = original.disposition & ~av.stream.Disposition.attached_pic
         except (AttributeError, TypeError):
             pass  # an older PyAV: the muxer's default tracks
-        # Chapters: PyAV 16 on (older ones write the video without them).
+        # Chapters where this PyAV can write them (older ones write the video without).
         chapters = (source.chapters() if hasattr(source, "chapters")
                     and hasattr(self.container, "set_chapters") else [])
         if chapters and self._shift:
