@@ -745,3 +745,39 @@ def test_audio_few_players_read_in_that_container_is_copied_with_a_note(tmp_path
     assert audio_packets(tmp_path / "out.mp4") == audio_packets(source)
     kept = run(source, "-o", tmp_path / "out.mkv")
     assert kept.exit_code == 0 and "few players" not in kept.output, kept.output
+
+
+def test_ctrl_c_while_a_video_is_finished_names_it_and_writes_nothing(
+        clips: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The signal can land in the encoder's last frames (x265 at a slow preset flushes for
+    seconds): the video cut short is named, and nothing is written for it."""
+    def interrupted_commit(self: AtomicVideoWriter, *args: object, **kwargs: object) -> Path:
+        self.abort()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(AtomicVideoWriter, "commit", interrupted_commit)
+    result = run(clips["audio.mp4"], "-o", tmp_path / "out.mp4")
+    assert result.exit_code == 130, result.output
+    assert "audio.mp4: interrupted while its output was being finished; its output was not " \
+        "written" in result.output
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_cut_with_subtitles_before_its_start_is_written(tmp_path: Path) -> None:
+    """A stream-copied cut keeps a subtitle sample that starts before the cut (negative time);
+    MP4's muxer drops one that ends before 0, which failed the whole video once."""
+    subtitles = tmp_path / "s.srt"
+    subtitles.write_text("1\n00:00:00,000 --> 00:00:00,400\nFirst\n\n"
+                         "2\n00:00:00,600 --> 00:00:02,500\nSecond\n\n")
+    source, cut = tmp_path / "subs.mp4", tmp_path / "cut.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25", "-f", "lavfi", "-i", "sine",
+           "-i", subtitles, "-map", "0", "-map", "1", "-map", "2", "-t", "3", "-c:v", "libx264",
+           "-g", "25", "-pix_fmt", "yuv420p", "-c:a", "aac", "-c:s", "mov_text", source)
+    ffmpeg("-ss", "0.5", "-i", source, "-map", "0", "-c", "copy", "-t", "2", cut)
+    result = run(cut, "-o", tmp_path / "out.mp4")
+    assert result.exit_code == 0, result.output
+    with av.open(str(tmp_path / "out.mp4")) as written:
+        assert len(written.streams.subtitles) == 1
+        starts = [packet.pts for packet in written.demux(written.streams.subtitles[0])
+                  if packet.size and packet.pts is not None]
+    assert starts and min(starts) >= 0

@@ -37,6 +37,9 @@ from runtime.reasons import first_line, typed_first_line
 from runtime.translator import Translator
 
 T = TypeVar("T")
+# After Ctrl-C lands while a video is being finished: how long the encoder thread gets to stop
+# at its next frame before its writer is aborted under it.
+ENCODER_STOP_WAIT_S = 5.0
 
 Progress = Callable[[int], None]  # called with the number of items just finished
 
@@ -332,14 +335,23 @@ def translate_video(translator: Translator, job: Job, plan: OutputPlan, batch_si
         interrupted = True
         raise
     finally:
-        if errors or interrupted:
-            stop.set()
-        translated.close()  # stops and joins the decode thread
-        encoder.join()
-        stop.set()
-        _finish_video(job, plan, summary, reader, writers, count,
-                      errors[0] if errors else None, interrupted)
-        reader.close()
+        try:
+            try:
+                if errors or interrupted:
+                    stop.set()
+                translated.close()  # stops and joins the decode thread
+                encoder.join()
+            except KeyboardInterrupt:  # the signal landed while the video was being finished
+                interrupted = True
+                stop.set()
+                encoder.join(ENCODER_STOP_WAIT_S)  # it stops at its next frame: not mid-write
+                raise
+            finally:
+                stop.set()
+                _finish_video(job, plan, summary, reader, writers, count,
+                              errors[0] if errors else None, interrupted)
+        finally:
+            reader.close()
 
 
 def _image_of(frame: DecodedFrame) -> np.ndarray:
@@ -381,6 +393,10 @@ def _finish_video(job: Job, plan: OutputPlan, summary: RunSummary, reader: Video
     writer = writers[0]
     try:
         written = writer.commit(plan.manifest_for(writer.path).claimer(job.kind))
+    except KeyboardInterrupt:  # in the encoder's last frames: commit deleted the temp file
+        summary.notes.append(f"{job.source}: interrupted while its output was being finished; "
+                             "its output was not written")
+        raise
     except OSError as exc:
         writer.abort()
         summary.failed.append(InputError(job.source, _write_failure(exc)))
