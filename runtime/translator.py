@@ -325,7 +325,8 @@ class Translator:
         if self.closed:
             raise TypeError(f"{self.model_path}: a closed Translator cannot be pickled")
         working = {"max_side": self.max_side, "max_batch": self.max_batch}  # as set since
-        return (_reopen, (type(self), self.model_path, self._options, working))
+        # absolute: a worker may run in another working directory
+        return (_reopen, (type(self), self.model_path.absolute(), self._options, working))
 
     def __enter__(self) -> Translator:
         return self

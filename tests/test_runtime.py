@@ -272,14 +272,17 @@ def test_close_releases_the_session_and_later_calls_say_so(models: dict[str, Pat
     assert np.array_equal(Translator(models["float"])(image), expected)
 
 
-def test_a_translator_pickles_as_its_path_and_options(models: dict[str, Path]) -> None:
+def test_a_translator_pickles_as_its_path_and_options(models: dict[str, Path],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     image = natural_images(1, 48, 48, seed=3)[0]
-    translator = Translator(models["float"], providers="cpu", threads=1)
+    monkeypatch.chdir(models["float"].parent)  # a relative path, as an app may give
+    translator = Translator(models["float"].name, providers="cpu", threads=1)
     translator.max_side = 32
     copy_ = pickle.loads(pickle.dumps(translator))  # as a worker process would get it
     assert copy_.backend is not translator.backend
-    assert (copy_.max_side, copy_.model_path) == (32, translator.model_path)
+    assert (copy_.max_side, copy_.model_path) == (32, models["float"])
     assert copy_._gpu == translator._gpu  # a GPU's TensorRT profile as constructed: no rebuild
+    assert copy_.model_path.is_absolute()  # a worker may run in another working directory
     assert np.array_equal(copy_(image), translator(image))
     translator.close()
     with pytest.raises(TypeError, match="closed Translator cannot be pickled"):

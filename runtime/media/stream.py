@@ -163,6 +163,7 @@ def pipelined(translator: Translator, items: Iterable[T], image_of: Callable[[T]
     """
     stop = threading.Event()
     buffer: queue.Queue[Any] = queue.Queue(max(1, queue_size))
+    given = [0]  # items the reader took from the source (its thread counts, this one reads)
 
     def put(item: Any) -> bool:
         while not stop.is_set():
@@ -181,6 +182,7 @@ def pipelined(translator: Translator, items: Iterable[T], image_of: Callable[[T]
             for item in iterator:
                 if not put(item):
                     return  # stopped: nobody waits for the end marker
+                given[0] += 1
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
             error = exc
         finally:
@@ -226,7 +228,7 @@ def pipelined(translator: Translator, items: Iterable[T], image_of: Callable[[T]
     # This stream's own worker threads, told apart from other streams' by a serial number
     # (ThreadPoolExecutor names them PREFIX_N).
     worker_prefix = f"stream-model[{name}]#{next(_STREAM_SERIALS)}_"
-    stabilizer = TemporalStabilizer() if temporal else None
+    stabilizer = TemporalStabilizer(color_order=color_order) if temporal else None
     size = max(1, batch_size)
     depth = max(1, in_flight if in_flight is not None else translator.in_flight)
     workers = ThreadPoolExecutor(depth, thread_name_prefix=worker_prefix[:-1])
@@ -267,7 +269,9 @@ def pipelined(translator: Translator, items: Iterable[T], image_of: Callable[[T]
                 raise error                        # error, and no `except Exception` of the app's
             if isinstance(error, InputError):
                 raise StreamError(error.path, error.reason) from error
-            raise StreamError(name, f"cannot read ({typed_first_line(error)})") from error
+            raise StreamError(name, f"cannot read after frame {given[0] - 1} "
+                                    f"({typed_first_line(error)})" if given[0] else
+                              f"cannot read ({typed_first_line(error)})") from error
     finally:
         stop.set()
         for _, _, future in pending:

@@ -44,11 +44,16 @@ CUT_ERROR = 30.0         # mean warped-input error of a scene cut (gray levels)
 CUT_RELIABLE = 0.25      # ...or fewer reliable pixels than this share: a cut
 
 
-def _gray(image: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
-    """HWC BGR(A) or HW uint8 -> HW uint8 gray, resized (INTER_AREA) to ``size`` (W, H)."""
+_TO_GRAY = {("BGR", 3): cv2.COLOR_BGR2GRAY, ("BGR", 4): cv2.COLOR_BGRA2GRAY,
+            ("RGB", 3): cv2.COLOR_RGB2GRAY, ("RGB", 4): cv2.COLOR_RGBA2GRAY}
+
+
+def _gray(image: np.ndarray, size: tuple[int, int] | None = None,
+          color_order: str = "BGR") -> np.ndarray:
+    """HWC uint8 in ``color_order`` (with alpha or not) or HW uint8 -> HW uint8 gray, resized
+    (INTER_AREA) to ``size`` (W, H)."""
     if image.ndim == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_BGRA2GRAY if image.shape[2] == 4
-                             else cv2.COLOR_BGR2GRAY)
+        image = cv2.cvtColor(image, _TO_GRAY[color_order, image.shape[2]])
     if size is not None and (image.shape[1], image.shape[0]) != size:
         image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
     return image
@@ -85,9 +90,10 @@ class TemporalStabilizer:
     """Make frame-by-frame translations temporally consistent (see the module docstring).
 
     Call it once per frame, in order: ``stable = stabilizer(input_frame, output_frame)``, both
-    HWC uint8 of one height and width (BGR or RGB, the same for every call; 3 or 4 channels
-    for the output). Returns the output to show or write (uint8, the output's shape). The first
-    frame, a frame of another size and the first frame after a scene cut come back unchanged.
+    HWC uint8 of one height and width (in ``color_order``, "BGR" or "RGB", for every call; 3
+    or 4 channels for the output). Returns the output to show or write (uint8, the output's
+    shape). The first frame, a frame of another size and the first frame after a scene cut
+    come back unchanged.
     :meth:`reset` forgets the history (e.g. between videos). Not thread-safe: one per stream.
 
     ``weight``: 0 disables it, towards 1 flicker is smoothed harder at the cost of lag on
@@ -96,10 +102,12 @@ class TemporalStabilizer:
     """
 
     def __init__(self, weight: float = DEFAULT_WEIGHT, *, flow_side: int = FLOW_SIDE,
-                 preset: int = cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST) -> None:
+                 preset: int = cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
+                 color_order: str = "BGR") -> None:
         if not 0.0 <= weight < 1.0:
             raise ValueError(f"weight must be in [0, 1), got {weight}")
         self.weight = weight
+        self.color_order = color_order  # of the frames it is given (their gray depends on it)
         self.flow_side = flow_side
         self._flow = cv2.DISOpticalFlow.create(preset)
         self._grids: dict[tuple[int, int], np.ndarray] = {}
@@ -125,7 +133,7 @@ class TemporalStabilizer:
         height, width = output_frame.shape[:2]
         scale = min(1.0, self.flow_side / max(height, width))
         small = (max(8, round(width * scale)), max(8, round(height * scale)))
-        gray = _gray(input_frame, small)
+        gray = _gray(input_frame, small, self.color_order)
         previous_output = self._previous_output
         if (self._previous_gray is None or previous_output is None
                 or previous_output.shape != output_frame.shape):
