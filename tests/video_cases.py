@@ -781,3 +781,27 @@ def test_a_cut_with_subtitles_before_its_start_is_written(tmp_path: Path) -> Non
         starts = [packet.pts for packet in written.demux(written.streams.subtitles[0])
                   if packet.size and packet.pts is not None]
     assert starts and min(starts) >= 0
+
+
+def test_a_phones_quicktime_keys_and_default_tracks_survive(tmp_path: Path) -> None:
+    phone = tmp_path / "phone.mov"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10", "-f", "lavfi", "-i", "sine",
+           "-t", "1", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac",
+           "-movflags", "use_metadata_tags",
+           "-metadata", "com.apple.quicktime.location.ISO6709=+35.6895+139.6917+040.000/",
+           "-metadata", "com.apple.quicktime.model=iPhone 14", phone)
+    for target in (tmp_path / "out.mov", tmp_path / "out.mp4"):
+        assert run(phone, "-o", target).exit_code == 0
+        with av.open(str(target)) as written:
+            assert written.metadata.get("com.apple.quicktime.location.ISO6709") == \
+                "+35.6895+139.6917+040.000/"
+            assert written.metadata.get("com.apple.quicktime.model") == "iPhone 14"
+    broadcast = tmp_path / "broadcast.ts"  # MPEG-TS marks no default track
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10", "-f", "lavfi", "-i", "sine",
+           "-f", "lavfi", "-i", "sine=frequency=660", "-map", "0", "-map", "1", "-map", "2",
+           "-t", "1", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", broadcast)
+    assert run(broadcast, "-o", tmp_path / "out.mkv").exit_code == 0
+    with av.open(str(tmp_path / "out.mkv")) as written:
+        default = av.stream.Disposition.default
+        assert written.streams.video[0].disposition & default
+        assert [bool(s.disposition & default) for s in written.streams.audio] == [True, False]

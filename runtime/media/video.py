@@ -579,6 +579,12 @@ class AtomicVideoWriter:
             self._pad = (0, 0)
         self.tmp = temp_path(path, keep_suffix=True)
         options = {"movflags": "+faststart"} if container_format in _FASTSTART_FORMATS else {}
+        source_tags = getattr(getattr(source_video, "container", None), "metadata", None) or {}
+        if container_format in _FASTSTART_FORMATS and any(
+                key.startswith("com.apple.quicktime.") for key in source_tags):
+            # A phone's place, date and model are QuickTime metadata keys ("mdta"), which the
+            # muxer writes only when asked; without them Photos and maps show nothing.
+            options["movflags"] += "+use_metadata_tags"
         if container_format in _CFR_FORMATS:
             # AVI counts frames, it has no timestamps: shifting every stream to make copied
             # audio's negative start (AAC priming) zero would open a one-frame gap at frame 1.
@@ -666,9 +672,17 @@ class AtomicVideoWriter:
         copies = [(copy, source.streams[index]) for index, copy in self._copies.items()]
         for written, original in copies:
             written.metadata.update(kept_tags(dict(original.metadata)))
+        default = av.stream.Disposition.default
         try:  # a settable disposition (read-only in older PyAV)
             for written, original in [(self.stream, source_video), *copies]:
                 written.disposition = original.disposition & ~av.stream.Disposition.attached_pic
+            # Players pick the default picture and sound tracks: there is one of each (the
+            # source's may be one this container could not take, or it marks none, as MPEG-TS
+            # does).
+            sound = [written for written, _ in copies if written.type == "audio"]
+            for track in ([self.stream], sound):
+                if track and not any(written.disposition & default for written in track):
+                    track[0].disposition = track[0].disposition | default
         except (AttributeError, TypeError):
             pass  # an older PyAV: the muxer's default tracks
         # Chapters where this PyAV can write them (older ones write the video without).
