@@ -805,3 +805,21 @@ def test_a_phones_quicktime_keys_and_default_tracks_survive(tmp_path: Path) -> N
         default = av.stream.Disposition.default
         assert written.streams.video[0].disposition & default
         assert [bool(s.disposition & default) for s in written.streams.audio] == [True, False]
+
+
+def test_late_starts_and_cuts_are_not_called_truncated(tmp_path: Path) -> None:
+    """Matroska's per-stream DURATION is where the stream ends, so a late start is not a
+    shortfall; a cut's count includes the lead-in its edit list hides."""
+    base = tmp_path / "base.mkv"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25", "-f", "lavfi", "-i", "sine",
+           "-t", "2", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", base)
+    late = tmp_path / "late.mkv"
+    ffmpeg("-i", base, "-c", "copy", "-output_ts_offset", "1.5", late)
+    full = tmp_path / "full.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=25", "-f", "lavfi", "-i", "sine",
+           "-t", "3", "-c:v", "libx264", "-g", "50", "-pix_fmt", "yuv420p", "-c:a", "aac", full)
+    cut = tmp_path / "cut.mp4"
+    ffmpeg("-ss", "0.7", "-i", full, "-c", "copy", "-t", "1.5", cut)
+    for source in (late, cut):
+        result = run(source, "-o", tmp_path / f"{source.stem}_out.mkv")
+        assert result.exit_code == 0 and "truncated" not in result.output, result.output

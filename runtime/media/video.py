@@ -301,10 +301,13 @@ def _info(stream: av.video.stream.VideoStream, container: av.container.InputCont
     fps = float(rate) if rate else 0.0
     time_base = stream.time_base or Fraction(1, 90000)
     duration = None
-    if stream.duration is not None:
+    if (tagged := _tag_seconds(stream.metadata.get("DURATION"))) is not None:
+        # Matroska's per-stream tag: the video's own end time (PyAV may give the segment's
+        # duration, its longest stream's, as the stream's), less where it starts
+        start = float(stream.start_time * time_base) if stream.start_time else 0.0
+        duration = max(0.0, tagged - start)
+    elif stream.duration is not None:
         duration = float(stream.duration * time_base)
-    elif (tagged := _tag_seconds(stream.metadata.get("DURATION"))) is not None:
-        duration = tagged  # Matroska's per-stream tag: the video's own, not its longest stream's
     elif container.duration is not None:
         duration = container.duration / av.time_base
     count = stream.frames or 0
@@ -437,22 +440,24 @@ class VideoReader:
         """What went missing once :meth:`frames` has given ``frames_read`` pictures: fewer
         than the container announces, packets that did not decode (warnings for the user)."""
         missing = []
-        # A stream-copied cut's edit list drops the pre-roll frames its count includes (read
-        # 27 of 40, and rightly so): a count is short only if the duration says so as well.
-        by_time = (self.info.duration * self.info.fps if self.info.duration and self.info.fps
-                   else None)
-        if self.info.frame_count > frames_read and (by_time is None
-                                                    or frames_read < by_time - 1.5):
-            missing.append(f"{self.path}: read {frames_read} of the {self.info.frame_count} "
-                           "frames its container announces (truncated?)")
-        elif not self.info.frame_count and self.info.duration and self.span and self.info.fps:
-            # Matroska/WebM count no frames: compare the time read with the announced duration
-            # (short by more than 10 % and two frames: a real loss, not rounding)
-            read = self.span[1] - self.span[0] + 1.0 / self.info.fps
-            if read < self.info.duration * 0.9 - 2.0 / self.info.fps:
-                missing.append(f"{self.path}: read {frames_read} frames, {read:.2f} s of the "
-                               f"{self.info.duration:.2f} s its container announces "
-                               "(truncated?)")
+        fps, duration, announced = self.info.fps, self.info.duration, self.info.frame_count
+        if self.span and duration and fps > 0:
+            # The time read against the announced duration (short by more than 10 % and two
+            # frames: a real loss, not rounding). Counts mislead: a stream-copied cut's count
+            # includes the pre-roll its edit list hides (read 39 of 57, and rightly so), and
+            # Matroska/WebM count no frames.
+            read = self.span[1] - self.span[0] + 1.0 / fps
+            if read < duration * 0.9 - 2.0 / fps:
+                missing.append(
+                    f"{self.path}: read {frames_read} of the {announced} frames its container "
+                    f"announces ({read:.2f} s of {duration:.2f} s; truncated?)"
+                    if announced > frames_read else
+                    f"{self.path}: read {frames_read} frames, {read:.2f} s of the "
+                    f"{duration:.2f} s its container announces (truncated?)")
+        elif announced > frames_read and (not duration or not fps
+                                          or frames_read < duration * fps - 1.5):
+            missing.append(f"{self.path}: read {frames_read} of the {announced} frames its "
+                           "container announces (truncated?)")
         if self.corrupt_packets:
             missing.append(f"{self.path}: skipped {self.corrupt_packets} undecodable packet(s)")
         if self._numbered and self._slots > frames_read + 2:
