@@ -195,6 +195,7 @@ def main(model: str | None, inputs: tuple[str, ...], demo: bool, output: Path | 
     model_path = Path(model)
     if model_path.is_dir():
         _fail(f"{model_path}: is a folder; give the exported .onnx model file", debug)
+    _check_mode_options(webcam, list(inputs), side_by_side, debug)
     if webcam is not None:
         _check_recording(output, webcam, debug)
         if output is not None:
@@ -334,6 +335,32 @@ def _check_recording(output: Path | None, source: str, debug: bool) -> None:
         _fail(f"{output}: would replace the live source; choose another -o", debug)
     if output.is_dir() or not OutputManifest(output.parent).owns(output):
         _fail(f"{output}: exists and was not written by cyclegan-run; choose another -o", debug)
+
+
+# Options of live mode only, and their flags: given to a file run, they would change nothing.
+_LIVE_ONLY = {"no_display": "--no-display", "max_frames": "--max-frames",
+              "target_fps": "--target-fps", "reconnects": "--reconnects"}
+
+
+def _check_mode_options(webcam: str | None, inputs: list[str], side_by_side: bool,
+                        debug: bool) -> None:
+    """Options one mode does not use, said before any work: INPUTS with --webcam are refused
+    (which was meant?); the other mode's flags are named as changing nothing."""
+    if webcam is not None and inputs:
+        _fail(f"--webcam {webcam} translates its source live; {inputs[0]} "
+              f"{'and more ' if len(inputs) > 1 else ''}would be left out: give INPUTS or "
+              "--webcam, not both", debug)
+    if webcam is not None and side_by_side:
+        click.echo("warning: --side-by-side: live mode shows and records the translation "
+                   "alone, so it changes nothing", err=True)
+    if webcam is None:
+        context = click.get_current_context()
+        given = [flag for name, flag in _LIVE_ONLY.items()
+                 if context.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+        if given:
+            click.echo(f"warning: {', '.join(given)}: for --webcam only, so "
+                       f"{'they change' if len(given) > 1 else 'it changes'} nothing here",
+                       err=True)
 
 
 def _check_codec(targets: list[Path], codec: str | None, crf: int | None, preset: str | None,

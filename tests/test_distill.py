@@ -460,15 +460,23 @@ def test_resume_before_the_first_checkpoint_starts_the_run(teacher_file: Path, d
     run = tmp_path / "run"
     (run / "samples").mkdir(parents=True)  # the first try's start: a run folder, no checkpoint
     (run / ".cyclegan-train.json").write_text('{"format": "cyclegan-toolkit/run", "run_id": "x"}\n')
+    (run / "config.yaml").write_text("student: mobile-4\n")
     result = CliRunner().invoke(distill_cli, distill_args(teacher_file, dataroot, run,
                                                           "--steps", "1", "--resume"))
     assert result.exit_code == 0, result.output
     assert f"note: --resume: {run} has no checkpoint yet" in result.output
     assert (run / "checkpoints" / "latest.pt").is_file()
-    for wrong in (tmp_path, tmp_path / "misspelt"):  # not a run folder; no folder at all
+    (tmp_path / "empty").mkdir()
+    went_on = tmp_path / "went_on"  # a run whose checkpoints were deleted: it got further
+    (went_on / "samples").mkdir(parents=True)
+    (went_on / ".cyclegan-train.json").write_bytes((run / ".cyclegan-train.json").read_bytes())
+    (went_on / "loss_log.jsonl").write_text('{"step": 70}\n')
+    # not a run folder; no folder at all; an unmarked empty one; one whose run went on
+    for wrong in (tmp_path, tmp_path / "misspelt", tmp_path / "empty", went_on):
         typo = CliRunner().invoke(distill_cli, distill_args(teacher_file, dataroot, wrong,
                                                             "--steps", "1", "--resume"))
-        assert typo.exit_code == 2 and "latest.pt: no such file" in typo.output
+        assert typo.exit_code == 2 and "latest.pt: no such file" in typo.output, wrong
+    assert (went_on / "loss_log.jsonl").read_text() == '{"step": 70}\n'  # left as it was
 
 
 def test_translated_images_in_the_data_are_read_but_named(tmp_path: Path) -> None:

@@ -582,6 +582,28 @@ def test_a_recording_that_cannot_be_written_fails_and_leaves_no_temp_file(
     assert list(tmp_path.iterdir()) == []  # no recording, no temp file, no record of one
 
 
+def test_options_of_the_other_mode_are_named_not_ignored(model: Path, video: Path,
+                                                         tmp_path: Path) -> None:
+    both = cli(str(model), "--webcam", str(video), str(tmp_path), "--no-display")
+    assert both.exit_code == 2 and "give INPUTS or --webcam, not both" in both.output
+    assert "model:" not in both.output  # refused before loading
+    side = cli(str(model), "--webcam", str(video), "--no-display", "--max-frames", "2",
+               "--side-by-side")
+    assert side.exit_code == 0 and "warning: --side-by-side: live mode shows and records the " \
+        "translation alone" in side.stderr
+    fixed = cli(str(model), "--webcam", str(video), "--no-display", "--max-frames", "2",
+                "--target-fps", "0")  # no adapting: the working size is said all the same
+    assert fixed.exit_code == 0 and f"working size {WIDTH}x{HEIGHT}" in fixed.stdout, \
+        fixed.stdout
+    image = tmp_path / "in.png"
+    cv2.imwrite(str(image), np.zeros((16, 16, 3), np.uint8))
+    files = cli(str(model), str(image), "-o", str(tmp_path / "out"), "--max-frames", "3",
+                "--target-fps", "10")
+    assert files.exit_code == 0, files.output
+    assert "warning: --max-frames, --target-fps: for --webcam only, so they change nothing " \
+        "here" in files.stderr
+
+
 def test_live_options_and_sources_are_checked_before_the_model_loads(model: Path,
                                                                      video: Path,
                                                                      tmp_path: Path) -> None:

@@ -487,6 +487,7 @@ def test_cli_trains_with_config_file_and_overrides(dataroot: Path, tmp_path: Pat
                            "num_workers: 0\nsample_every: 0\nnum_samples: 1\n")
     run = tmp_path / "run"
     run.mkdir()
+    (run / ".cyclegan-train.json").write_text('{"format": "cyclegan-toolkit/run", "run_id": "x"}')
     # a requeued job's command (--resume) whose first try stopped before any checkpoint: the
     # run starts, and says so
     result = CliRunner().invoke(train_cli, [
@@ -504,8 +505,23 @@ def test_cli_trains_with_config_file_and_overrides(dataroot: Path, tmp_path: Pat
                                            "--max-steps", "3", "--no-progress"])
     assert again.exit_code == 0, again.output
     assert "trained to step 3, 1 in this run (" in again.output
+    assert "note: resuming on" not in again.output  # the run's own data
     assert load_checkpoint(run / "checkpoints" / "latest.pt")["step"] == 3
 
+    moved = tmp_path / "moved"
+    moved.symlink_to(dataroot)
+    elsewhere = CliRunner().invoke(train_cli, [str(moved / ".." / "moved"), "--out", str(run),
+                                               "--resume", "--max-steps", "3", "--no-progress"])
+    assert elsewhere.exit_code == 0, elsewhere.output  # the same folder by another path: quiet
+    assert "note: resuming on" not in elsewhere.output
+    other = tmp_path / "other"
+    other.mkdir()
+    for domain in ("trainA", "trainB"):
+        (other / domain).symlink_to(dataroot / domain)
+    note = CliRunner().invoke(train_cli, [str(other), "--out", str(run), "--resume",
+                                          "--max-steps", "3", "--no-progress"])
+    assert note.exit_code == 0, note.output
+    assert f"note: resuming on {other}, not the run's {dataroot}" in note.output
     changed = CliRunner().invoke(train_cli, [str(dataroot), "--out", str(run), "--resume",
                                              "--ngf", "16"])
     assert changed.exit_code == 2 and "cannot change ngf when resuming" in changed.output

@@ -62,11 +62,12 @@ def interrupted(message: str = "interrupted", signal_name: str = "SIGINT") -> No
 def resume_checkpoint(run_dir: Path, resume: str | None) -> tuple[Path | None, str | None]:
     """What ``--resume`` continues from: ``(checkpoint, None)``; ``(None, note)`` for a bare
     ``--resume`` on a run that has written no checkpoint yet (a requeued job whose first try
-    stopped before one: a run folder without checkpoints, or a folder holding only a trainer's
-    lock), which then starts at step 0 and says so; ``(None, None)`` without ``--resume``.
-    A missing folder is not taken for one (a misspelt ``-o`` must not start hours of work
-    elsewhere): call this before the run folder is opened (and made)."""
-    from training.run_dir import LOCK_NAME, MARKER_NAME, is_run_folder
+    stopped before one: a run folder with no checkpoint, no loss record and no sample), which
+    then starts at step 0 and says so; ``(None, None)`` without ``--resume``. A missing or
+    unmarked folder is not taken for one (a misspelt ``-o`` must not start hours of work
+    elsewhere), nor one whose run went further (its checkpoints deleted: the loss log and
+    samples would be replaced). Call this before the run folder is opened (and made)."""
+    from training.run_dir import is_run_folder
 
     if resume is None:
         return None, None
@@ -74,9 +75,9 @@ def resume_checkpoint(run_dir: Path, resume: str | None) -> tuple[Path | None, s
         return Path(resume), None
     checkpoints = run_dir / "checkpoints"
     latest = checkpoints / "latest.pt"
-    # a run folder, or one holding nothing yet (this trainer may have just made and locked it)
-    unstarted = run_dir.is_dir() and (is_run_folder(run_dir) or all(
-        entry.name in (LOCK_NAME, MARKER_NAME) for entry in run_dir.iterdir()))
+    log, samples = run_dir / "loss_log.jsonl", run_dir / "samples"
+    unstarted = (is_run_folder(run_dir) and not (log.is_file() and log.stat().st_size)
+                 and not (samples.is_dir() and any(samples.iterdir())))
     if latest.exists() or not unstarted or (checkpoints.is_dir()
                                             and any(checkpoints.glob("*.pt"))):
         return latest, None  # read as usual (a missing or odd file says so)

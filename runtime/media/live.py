@@ -233,8 +233,9 @@ def run_live(translator: Translator, source: str = "0", *, display: bool = True,
             if adaptive and sizer is None:
                 sizer = WorkingSize(target_fps, max(frame.shape[:2]),
                                     max(meta.min_size, meta.size_multiple))
-            if sizer is not None:
-                translator.max_side = sizer.max_side
+            if sizer is not None or stats.working_size is None:  # fixed: said once
+                if sizer is not None:
+                    translator.max_side = sizer.max_side
                 work_height, work_width = translator.working_size(*frame.shape[:2])
                 stats.working_size = (work_width, work_height)
             t0 = time.perf_counter()
