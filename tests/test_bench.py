@@ -412,6 +412,23 @@ def test_pytorch_peer_follows_the_reference_models_direction(tiny_checkpoint: Pa
     assert eager.psnr_db is not None and eager.psnr_db < 40
 
 
+def test_another_runs_weights_as_the_checkpoint_are_noted_in_every_report(
+        models: dict[str, Path], tmp_path: Path) -> None:
+    torch.manual_seed(11)
+    other = tmp_path / "other_run.pth"  # the same architecture, other weights
+    torch.save(build_generator(generator_spec("resnet_6blocks", ngf=8)).state_dict(), other)
+    report = run_benchmark([models["fp32"]], checkpoint=other, engines=["onnxruntime",
+                           "pytorch"], providers="cpu", sizes=[32], timing=FAST, gemm_size=0,
+                           isolate=False)
+    said = "other_run.pth is not the file fp32.onnx was exported from"
+    assert [note for note in report.notes if note.startswith(said)]
+    assert f"- note: {said}" in report.markdown()  # the notes travel with the table
+    same = run_benchmark([models["fp32"]], checkpoint=models["weights"], engines=["onnxruntime",
+                         "pytorch"], providers="cpu", sizes=[32], timing=FAST, gemm_size=0,
+                         isolate=False)
+    assert not [note for note in same.notes if "was exported from" in note]
+
+
 def test_a_checkpoint_that_is_not_the_models_or_cannot_load_is_refused_up_front(
         models: dict[str, Path], tmp_path: Path) -> None:
     other = tmp_path / "other.pth"

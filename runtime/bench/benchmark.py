@@ -24,6 +24,7 @@ multiply-accumulates) is optional as well.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import time
@@ -241,6 +242,11 @@ def run_benchmark(models: Sequence[str | Path], *, checkpoint: str | Path | None
         notes.append(f"--direction {direction}, but {reference.path.name} is the "
                      f"{reference.meta.direction} generator: a training checkpoint's PyTorch "
                      "rows run the other one, so their PSNR compares different generators")
+    if checkpoint is not None and reference.meta.source_sha256 and \
+            _sha256(Path(checkpoint)) != reference.meta.source_sha256:
+        notes.append(f"{Path(checkpoint).name} is not the file {reference.path.name} was "
+                     f"exported from ({reference.meta.source_file or 'another'}, by its "
+                     "sha256): the PyTorch rows' PSNR compares different weights")
     if checkpoint is not None and "pytorch" not in chosen:
         notes.append("PyTorch eager skipped: " + (
             "torch or the training package is not installed" if engines is None
@@ -306,6 +312,14 @@ def run_benchmark(models: Sequence[str | Path], *, checkpoint: str | Path | None
             row.vs_pytorch = None
     report.notes += _steadiness_notes(report, cpu_before, _cpu_snapshot())
     return report
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _network(meta: ModelMetadata) -> tuple[object, ...]:

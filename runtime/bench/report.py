@@ -412,6 +412,8 @@ class BenchReport:
         head = (f"**{m.cpu}**, {m.cores_usable} core(s), {' '.join(m.cpu_flags) or '-'}; "
                 f"{gemm}; " + ", ".join(f"{k} {v}" for k, v in m.versions.items() if v))
         parts = [head, "", _render(self._cells(markdown=True), markdown=True)]
+        if self.notes:  # what qualifies the ratios (a busy machine, unsteady rows) goes along
+            parts += [""] + [f"- note: {note}" for note in self.notes]
         if self.end_to_end:
             parts += ["", "```"] + [line for r in self.end_to_end for line in r.lines()] + ["```"]
         if self.ceiling:
