@@ -182,7 +182,9 @@ def main(model: str | None, inputs: tuple[str, ...], demo: bool, output: Path | 
 
         try:
             given = ([model] if model else []) + list(inputs)
-            inputs = tuple(given) or tuple(str(p) for p in demo_inputs())
+            # the bundled samples when nothing is given; live mode has its own source
+            inputs = tuple(given) or (tuple(str(p) for p in demo_inputs()) if webcam is None
+                                      else ())
             model = str(demo_model_path())
         except DemoMissingError as exc:
             _fail(str(exc), debug, exc)

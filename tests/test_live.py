@@ -530,7 +530,7 @@ def test_live_loop_adapts_the_working_size_to_the_target(model: Path, tmp_path: 
     assert max(stats.working_size) < 320 and "working size" in stats.line()
     assert translator.max_side is None  # restored
     fixed = run_live(translator, str(clip), display=False, max_frames=3)  # target 0: as given
-    assert fixed.working_size is None and slow.shapes[-1][2:] == (240, 320)
+    assert fixed.working_size == (320, 240) and slow.shapes[-1][2:] == (240, 320)  # said too
 
 
 # ---- failures while recording -------------------------------------------------------------------

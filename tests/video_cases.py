@@ -790,18 +790,23 @@ def test_a_phones_quicktime_keys_and_default_tracks_survive(tmp_path: Path) -> N
            "-movflags", "use_metadata_tags",
            "-metadata", "com.apple.quicktime.location.ISO6709=+35.6895+139.6917+040.000/",
            "-metadata", "com.apple.quicktime.model=iPhone 14", phone)
-    for target in (tmp_path / "out.mov", tmp_path / "out.mp4"):
+    for target in (tmp_path / "out.mov", tmp_path / "out.mkv"):
         assert run(phone, "-o", target).exit_code == 0
         with av.open(str(target)) as written:
-            assert written.metadata.get("com.apple.quicktime.location.ISO6709") == \
+            tags = {key.lower(): value for key, value in written.metadata.items()}
+            assert tags.get("com.apple.quicktime.location.iso6709") == \
                 "+35.6895+139.6917+040.000/"
-            assert written.metadata.get("com.apple.quicktime.model") == "iPhone 14"
+            assert tags.get("com.apple.quicktime.model") == "iPhone 14"
+    said = run(phone, "-o", tmp_path / "out.mp4")
+    assert said.exit_code == 0
+    assert "the source's QuickTime metadata (place, date, model) is kept in .mov and .mkv, not " \
+        "in .mp4" in said.output
     broadcast = tmp_path / "broadcast.ts"  # MPEG-TS marks no default track
     ffmpeg("-f", "lavfi", "-i", "testsrc2=size=64x48:rate=10", "-f", "lavfi", "-i", "sine",
            "-f", "lavfi", "-i", "sine=frequency=660", "-map", "0", "-map", "1", "-map", "2",
            "-t", "1", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", broadcast)
-    assert run(broadcast, "-o", tmp_path / "out.mkv").exit_code == 0
-    with av.open(str(tmp_path / "out.mkv")) as written:
+    assert run(broadcast, "-o", tmp_path / "ts.mkv").exit_code == 0
+    with av.open(str(tmp_path / "ts.mkv")) as written:
         default = av.stream.Disposition.default
         assert written.streams.video[0].disposition & default
         assert [bool(s.disposition & default) for s in written.streams.audio] == [True, False]
@@ -823,3 +828,19 @@ def test_late_starts_and_cuts_are_not_called_truncated(tmp_path: Path) -> None:
     for source in (late, cut):
         result = run(source, "-o", tmp_path / f"{source.stem}_out.mkv")
         assert result.exit_code == 0 and "truncated" not in result.output, result.output
+
+
+def test_a_small_truncation_of_a_file_that_counts_its_frames_is_said(tmp_path: Path) -> None:
+    """MP4 gives the video's own duration: a few frames missing is a loss to name, not rounding
+    (the 10 % margin is for a container's duration, its longest stream's)."""
+    clip = tmp_path / "clip.mp4"
+    pan = pan_clip(100, 48, 64, seed=3)
+    with AtomicVideoWriter(clip, 10.0, (64, 48)) as writer:  # faststart: the index first
+        for frame in pan:
+            writer.write(frame)
+    data = clip.read_bytes()
+    clip.write_bytes(data[: len(data) * 96 // 100])  # a few frames short
+    result = run(clip, "-o", tmp_path / "out.mp4")
+    assert result.exit_code == 0, result.output
+    assert re.search(r"clip\.mp4: read (8\d|9[0-7]) of the 100 frames its container announces",
+                     result.output), result.output

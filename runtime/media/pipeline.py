@@ -25,6 +25,7 @@ from runtime.cpu import usable_cores
 from runtime.media.outputs import Job, OutputPlan
 from runtime.media.sinks import (
     OutputWriteError,
+    discard,
     remove_stale_parts,
     side_by_side,
     write_animation_atomic,
@@ -336,22 +337,24 @@ def translate_video(translator: Translator, job: Job, plan: OutputPlan, batch_si
         raise
     finally:
         try:
-            try:
-                if errors or interrupted:
-                    stop.set()
-                translated.close()  # stops and joins the decode thread
-                encoder.join()
-            except KeyboardInterrupt:  # the signal landed while the video was being finished
-                interrupted = True
+            if errors or interrupted:
                 stop.set()
-                encoder.join(ENCODER_STOP_WAIT_S)  # it stops at its next frame: not mid-write
-                raise
-            finally:
-                stop.set()
-                _finish_video(job, plan, summary, reader, writers, count,
-                              errors[0] if errors else None, interrupted)
+            translated.close()  # stops and joins the decode thread
+            encoder.join()
+        except KeyboardInterrupt:  # the signal landed while the video was being finished
+            interrupted = True
+            stop.set()
+            encoder.join(ENCODER_STOP_WAIT_S)  # it stops at its next frame: not mid-write
+            if encoder.is_alive():  # still in a write: its container is not ours to close
+                for writer in writers:
+                    discard(writer.tmp)
+                writers = []
+            raise
         finally:
-            reader.close()
+            stop.set()
+            _finish_video(job, plan, summary, reader, writers, count,
+                          errors[0] if errors else None, interrupted)
+        reader.close()  # the threads are joined (an interrupt above leaves it to exit)
 
 
 def _image_of(frame: DecodedFrame) -> np.ndarray:

@@ -268,6 +268,9 @@ class VideoFileInfo:
     frame_count: int
     time_base: Fraction
     duration: float | None  # seconds
+    # whether ``duration`` is the video stream's own (else the container's: its longest
+    # stream's, which a video shorter than its sound falls short of without loss)
+    own_duration: bool = True
 
 
 def _open_input(path: Path) -> av.container.InputContainer:
@@ -300,7 +303,7 @@ def _info(stream: av.video.stream.VideoStream, container: av.container.InputCont
     rate = stream.average_rate or stream.guessed_rate or stream.base_rate
     fps = float(rate) if rate else 0.0
     time_base = stream.time_base or Fraction(1, 90000)
-    duration = None
+    duration, own = None, True
     if (tagged := _tag_seconds(stream.metadata.get("DURATION"))) is not None:
         # Matroska's per-stream tag: the video's own end time (PyAV may give the segment's
         # duration, its longest stream's, as the stream's), less where it starts
@@ -309,10 +312,10 @@ def _info(stream: av.video.stream.VideoStream, container: av.container.InputCont
     elif stream.duration is not None:
         duration = float(stream.duration * time_base)
     elif container.duration is not None:
-        duration = container.duration / av.time_base
+        duration, own = container.duration / av.time_base, False
     count = stream.frames or 0
     return VideoFileInfo(stream.codec_context.width, stream.codec_context.height, fps or 30.0,
-                         count, Fraction(time_base), duration)
+                         count, Fraction(time_base), duration, own)
 
 
 def _tag_seconds(value: str | None) -> float | None:
@@ -442,12 +445,14 @@ class VideoReader:
         missing = []
         fps, duration, announced = self.info.fps, self.info.duration, self.info.frame_count
         if self.span and duration and fps > 0:
-            # The time read against the announced duration (short by more than 10 % and two
-            # frames: a real loss, not rounding). Counts mislead: a stream-copied cut's count
+            # The time read against the announced duration: short by more than two frames (or,
+            # against the container's duration, its longest stream's, by 10 % and two frames)
+            # is a real loss, not rounding. Counts mislead: a stream-copied cut's count
             # includes the pre-roll its edit list hides (read 39 of 57, and rightly so), and
             # Matroska/WebM count no frames.
             read = self.span[1] - self.span[0] + 1.0 / fps
-            if read < duration * 0.9 - 2.0 / fps:
+            expected = duration if self.info.own_duration else duration * 0.9
+            if read < expected - 2.0 / fps:
                 missing.append(
                     f"{self.path}: read {frames_read} of the {announced} frames its container "
                     f"announces ({read:.2f} s of {duration:.2f} s; truncated?)"
@@ -502,10 +507,12 @@ def _before_zero(packet: av.Packet) -> bool:
     (MP4's muxer drops such packets, which the written file's check would then miss)."""
     if packet.pts is None or packet.pts >= 0:
         return False
-    end = packet.pts + (packet.duration or 0)
-    if end <= 0:
-        return True
-    packet.duration, packet.pts = end, 0
+    if packet.duration:  # else it shows until the next one (bitmap subtitles): from 0 on
+        end = packet.pts + packet.duration
+        if end <= 0:
+            return True
+        packet.duration = end
+    packet.pts = 0
     if packet.dts is not None and packet.dts < 0:
         packet.dts = 0
     return False
@@ -585,11 +592,15 @@ class AtomicVideoWriter:
         self.tmp = temp_path(path, keep_suffix=True)
         options = {"movflags": "+faststart"} if container_format in _FASTSTART_FORMATS else {}
         source_tags = getattr(getattr(source_video, "container", None), "metadata", None) or {}
-        if container_format in _FASTSTART_FORMATS and any(
-                key.startswith("com.apple.quicktime.") for key in source_tags):
-            # A phone's place, date and model are QuickTime metadata keys ("mdta"), which the
-            # muxer writes only when asked; without them Photos and maps show nothing.
-            options["movflags"] += "+use_metadata_tags"
+        if any(key.startswith("com.apple.quicktime.") for key in source_tags):
+            if container_format == "mov":
+                # A phone's place, date and model are QuickTime metadata keys ("mdta"), which
+                # the muxer writes only when asked. (In MP4 asking would write every tag so,
+                # title and artist included, where players read the iTunes list instead.)
+                options["movflags"] += "+use_metadata_tags"
+            else:
+                self.notes.append(f"{path}: the source's QuickTime metadata (place, date, "
+                                  f"model) is kept in .mov and .mkv, not in {path.suffix}")
         if container_format in _CFR_FORMATS:
             # AVI counts frames, it has no timestamps: shifting every stream to make copied
             # audio's negative start (AAC priming) zero would open a one-frame gap at frame 1.
