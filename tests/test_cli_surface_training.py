@@ -232,3 +232,32 @@ def test_under_torchrun_the_scan_warning_is_the_first_processs(rank: str, shown:
                           timeout=60, env={**os.environ, "RANK": rank})
     lines = done.stderr.strip().splitlines()
     assert len(lines) == shown and lines[-1].endswith("cannot decode (truncated)")
+
+
+def test_a_loader_workers_warning_starts_a_line_of_its_own() -> None:
+    """A DataLoader worker's warning (an image that fails to decode mid-run) would otherwise
+    land at the end of the main process's progress-bar line."""
+    script = textwrap.dedent("""
+        import warnings
+        import torch
+        from torch.utils.data import DataLoader, Dataset
+        from training.cli_common import one_line_warnings
+
+        class Data(Dataset):
+            def __len__(self):
+                return 1
+
+            def __getitem__(self, index):
+                warnings.warn("x.png: skipped, cannot decode (truncated)", UserWarning)
+                return torch.zeros(1)
+
+        if __name__ == "__main__":
+            one_line_warnings()
+            warnings.warn("in the main process", UserWarning)
+            list(DataLoader(Data(), num_workers=1))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.startswith("warning: in the main process\n"), done.stderr
+    assert "\n\nwarning: x.png: skipped, cannot decode (truncated)" in done.stderr, done.stderr

@@ -187,8 +187,16 @@ def _extra_order(module: str) -> int:
 
 def _show_warning(message: Any, category: type[Warning], filename: str, lineno: int,
                   file: Any = None, line: str | None = None) -> None:
-    # One line per warning, without the source location: these are messages for users.
-    click.echo(f"warning: {message}", err=True)
+    # One line per warning, without the source location: these are messages for users. A
+    # DataLoader worker's (an image that fails to decode mid-run) starts on a line of its own:
+    # the main process's progress bar holds the current one, with no newline.
+    click.echo(f"{chr(10) if _in_loader_worker() else ''}warning: {message}", err=True)
+
+
+def _in_loader_worker() -> bool:
+    """Whether this process is a torch DataLoader worker (torch not imported: no)."""
+    data = sys.modules.get("torch.utils.data")
+    return data is not None and data.get_worker_info() is not None
 
 
 def one_line_warnings() -> None:
