@@ -75,7 +75,9 @@ def lock_temp(fd: int) -> None:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
-def _in_use(path: Path) -> bool:
+def in_use(path: Path) -> bool:
+    """Whether another process holds ``path`` locked (:func:`lock_temp`); True when it cannot
+    be opened to tell (leave it), False where locks cannot be taken."""
     if fcntl is None:
         return False
     try:
@@ -111,7 +113,7 @@ def remove_stale_temps(output: Path, started: float | None = None) -> list[Path]
             continue
         try:
             if (not path.is_file() or path.is_symlink()
-                    or path.stat().st_mtime >= started or _in_use(path)):
+                    or path.stat().st_mtime >= started or in_use(path)):
                 continue
             path.unlink()
         except OSError:

@@ -31,11 +31,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-try:
-    import fcntl  # POSIX: the work folder's lock
-except ImportError:  # Windows
-    fcntl = None  # type: ignore[assignment]
-
 import cv2
 import numpy as np
 import onnx
@@ -49,8 +44,10 @@ from onnxruntime.quantization import (
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST
 
+from cyclegan_export.output import in_use, lock_temp
 from runtime.graph_edit import FP16_KEEP_FLOAT_NAMES
 from runtime.graph_edit import convert_to_fp16 as convert_to_fp16  # noqa: F401 - this module's API
+from runtime.media.sinks import process_alive
 from runtime.metrics import psnr  # noqa: F401 - part of this module's API
 
 # Floors the tests enforce, as PSNR in dB against the float32 model on natural-looking images.
@@ -174,7 +171,8 @@ def remove_stale_work_folders(root: str | Path | None = None) -> list[Path]:
             age = time.time() - folder.stat().st_mtime
             if not folder.is_dir() or age < (STALE_WORK_AGE_S if pid else 86400):
                 continue
-            if (pid and _process_alive(int(pid))) or _locked(folder / _WORK_LOCK):
+            lock = folder / _WORK_LOCK
+            if (pid and process_alive(int(pid))) or (lock.is_file() and in_use(lock)):
                 continue
             shutil.rmtree(folder)
         except OSError:
@@ -183,37 +181,11 @@ def remove_stale_work_folders(root: str | Path | None = None) -> list[Path]:
     return removed
 
 
-def _process_alive(pid: int) -> bool:
-    if os.name == "nt":  # os.kill(pid, 0) would send CTRL_C_EVENT there: count it alive
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process
-    return True
-
-
-def _locked(path: Path) -> bool:
-    """Whether another process holds ``path``'s lock (False where locks cannot be taken)."""
-    if fcntl is None or not path.is_file():
-        return False
-    with open(path, "rb") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return True
-        fcntl.flock(handle, fcntl.LOCK_UN)
-    return False
-
-
 @contextmanager
 def _holding_lock(folder: Path) -> Iterator[None]:
     """Hold ``folder``'s work lock while the export works in it."""
     with open(folder / _WORK_LOCK, "wb") as handle:
-        if fcntl is not None:
-            fcntl.flock(handle, fcntl.LOCK_EX)
+        lock_temp(handle.fileno())
         yield
 
 

@@ -287,8 +287,8 @@ def _stale(path: Path, now: float) -> bool:
                 if os.path.abspath(path) in _HELD:
                     return False
     if lock == "free":  # this version writes nothing unlocked
-        return pid == os.getpid() or not _process_alive(pid)
-    return age > NO_LOCKS_MIN_AGE_S and not _process_alive(pid)
+        return pid == os.getpid() or not process_alive(pid)
+    return age > NO_LOCKS_MIN_AGE_S and not process_alive(pid)
 
 
 def _our_temp_name(name: str, match: re.Match[str]) -> bool:
@@ -324,7 +324,7 @@ def _lock_state(path: Path) -> str:
         os.close(fd)
 
 
-def _process_alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     """Whether process ``pid`` exists here. On Windows always True: there ``os.kill(pid, 0)``
     would send CTRL_C_EVENT, so only a temp file's age can tell."""
     if pid == os.getpid() or os.name == "nt":
