@@ -18,6 +18,7 @@ from training.cli_common import (
     interrupted_run,
     one_line_warnings,
     resume_checkpoint,
+    say_other_data,
     stopped_early,
 )
 from training.run_dir import RunDirError, RunFolder
@@ -170,11 +171,7 @@ def main(dataroot: Path, run_dir: Path | None, run_dir_alias: Path | None,
             if note:  # a decision taken for the user: shown even with --quiet
                 click.echo(note, err=True)
         config = build_config(dataroot, config_file, overrides, resume_state)
-        saved_data = str((resume_state or {}).get("config", {}).get("dataroot", ""))
-        if resume_state is not None and Path(saved_data).resolve() != Path(dataroot).resolve():
-            # a moved data set is fine; other images change what "the same run" means
-            click.echo(f"note: resuming on {dataroot}, not the run's {saved_data}: the data "
-                       "order goes on over these images", err=True)
+        say_other_data(resume_state, dataroot)
         try:
             result = train(config, folder or output, resume_state, progress=not quiet)
         except KeyboardInterrupt as exc:

@@ -85,6 +85,17 @@ def resume_checkpoint(run_dir: Path, resume: str | None) -> tuple[Path | None, s
                   "starting the run at step 0")
 
 
+def say_other_data(resume_state: dict[str, Any] | None, dataroot: Path) -> None:
+    """On a resume, a note when DATAROOT is not the run's own: a moved data set (the same
+    folder by another path) is fine, other images change what "the same run" means."""
+    if resume_state is None:
+        return
+    saved = str(resume_state.get("config", {}).get("dataroot", ""))
+    if Path(saved).resolve() != Path(dataroot).resolve():
+        click.echo(f"note: resuming on {dataroot}, not the run's {saved}: the data order goes "
+                   "on over these images", err=True)
+
+
 def interrupted_run(latest: Path, exc: KeyboardInterrupt) -> NoReturn:
     """A training run stopped at once (a second Ctrl-C, or SIGTERM: ``exc`` is then a
     ``Terminated``, exit 143): say what remains to resume from."""

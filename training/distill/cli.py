@@ -21,6 +21,7 @@ from training.cli_common import (
     interrupted_run,
     one_line_warnings,
     resume_checkpoint,
+    say_other_data,
     stopped_early,
 )
 from training.distill.students import DEFAULT_STUDENT, STUDENTS, students_help
@@ -127,9 +128,7 @@ def main(teacher: Path, dataroot: Path, run_dir: Path | None, run_dir_alias: Pat
                                          "student and its data are fixed)")
             config = from_dict({**saved, **overrides, "teacher": str(teacher),
                                 "dataroot": str(dataroot)})
-            if Path(str(saved.get("dataroot", ""))).resolve() != Path(dataroot).resolve():
-                click.echo(f"note: resuming on {dataroot}, not the run's {saved.get('dataroot')}:"
-                           " the data order goes on over these images", err=True)
+            say_other_data(resume_state, dataroot)
         else:
             config = from_dict({**overrides, "teacher": str(teacher), "dataroot": str(dataroot)})
         data = Path(dataroot)
